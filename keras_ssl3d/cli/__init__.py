@@ -1,0 +1,1 @@
+"""The ``keras-ssl3d`` command line."""

@@ -1,0 +1,40 @@
+"""How the CLI reports errors: one line, naming the file and the problem, exit status 2."""
+
+import sys
+
+import click
+
+from keras_ssl3d.errors import SSL3DError
+
+
+def run_cli(group, args=None):
+    """Run a click group; user errors print ``Error: ...`` and return 2 (never a stack trace)."""
+    try:
+        group.main(args=args, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except SSL3DError as e:
+        click.echo(f"Error: {e}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    except OSError as e:  # disk full, permission denied, ...: name the file
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        click.echo(f"Error: {where}{e.strerror or e}", err=True)
+        return 2
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return 0
+
+
+def fail(message, path=None):
+    """Raise a user error from inside a command."""
+    raise SSL3DError(message, path=path)
+
+
+__all__ = ["fail", "run_cli", "sys"]

@@ -1,0 +1,33 @@
+"""User-facing errors.
+
+Everything that is the user's fault (a bad file, a bad handle, a bad option) raises a subclass of
+`SSL3DError`. Its message is one line that names the file and the problem; the CLI prints it as
+``Error: <message>`` and exits with status 2, never with a stack trace.
+"""
+
+
+class SSL3DError(Exception):
+    """Base class of all errors meant to be read by a user."""
+
+    exit_code = 2
+
+    def __init__(self, message, path=None):
+        self.path = None if path is None else str(path)
+        text = f"{self.path}: {message}" if self.path else str(message)
+        super().__init__(text)
+
+
+class DataError(SSL3DError, ValueError):
+    """An input file or data set is unreadable or inconsistent."""
+
+
+class PresetError(SSL3DError, ValueError):
+    """A preset (handle, folder, weights file, hub repo) cannot be resolved or verified."""
+
+
+class ConfigError(SSL3DError, ValueError):
+    """An option, shape or argument combination is invalid."""
+
+
+class RunError(SSL3DError, RuntimeError):
+    """A training run cannot be started, resumed or saved."""

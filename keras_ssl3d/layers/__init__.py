@@ -1,0 +1,7 @@
+"""Reusable Keras layers."""
+
+from keras_ssl3d.layers.normalization import NORMALIZATIONS, make_norm
+from keras_ssl3d.layers.residual_block import ResidualBlock
+from keras_ssl3d.layers.unet_decoder import UNetDecoder3D
+
+__all__ = ["NORMALIZATIONS", "ResidualBlock", "UNetDecoder3D", "make_norm"]

@@ -1,0 +1,77 @@
+"""3D segmentation model: a (pretrained) Encoder3D + U-Net decoder + per-voxel softmax."""
+
+import keras
+
+from keras_ssl3d.errors import ConfigError
+from keras_ssl3d.layers.unet_decoder import UNetDecoder3D
+from keras_ssl3d.presets.mixin import PretrainedMixin
+
+ACTIVATIONS = ("softmax", "sigmoid", None)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl3d")
+class Segmenter3D(PretrainedMixin, keras.Model):
+    """U-Net for ``(N, D, H, W, C)`` volumes whose down path is ``encoder``.
+
+    The output has the input's spatial size and ``num_classes`` channels (class probabilities
+    with ``activation="softmax"``; independent ones with ``"sigmoid"``; logits with ``None``).
+    Spatial sizes must be divisible by ``encoder.size_divisor`` (16 for five levels).
+    The encoder is shared, not copied: ``segmenter.encoder`` is the same object, so freezing it
+    (warm-up) and saving it back as a preset work directly.
+    """
+
+    def __init__(self, encoder, num_classes, activation="softmax", decoder_filters=None, norm=None,
+                 upsample="transpose", name="segmenter3d", **kwargs):
+        if isinstance(encoder, dict):
+            encoder = keras.saving.deserialize_keras_object(encoder)
+        if getattr(encoder, "rank", None) != 3:
+            raise ConfigError(f"Segmenter3D needs a 3D encoder, got {type(encoder).__name__}")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        num_classes = int(num_classes)
+        if num_classes < 1:
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+        if decoder_filters is None:
+            decoder_filters = tuple(reversed(encoder.filters[:-1]))
+        norm = norm or encoder.norm
+
+        inputs = keras.Input(shape=encoder.input_shape[1:], name="volume")
+        features = encoder.feature_extractor()(inputs)
+        decoder = UNetDecoder3D(decoder_filters, norm=norm, upsample=upsample, name="decoder")
+        x = decoder(features)
+        outputs = keras.layers.Conv3D(num_classes, 1, activation=activation, dtype="float32", name="head")(x)
+        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+
+        self.encoder = encoder
+        self.decoder = decoder
+        self.num_classes = num_classes
+        self.activation = activation
+        self.decoder_filters = tuple(int(f) for f in decoder_filters)
+        self.decoder_norm = norm
+        self.upsample = upsample
+
+    @property
+    def rank(self):
+        return 3
+
+    @property
+    def in_channels(self):
+        return self.encoder.in_channels
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "num_classes": self.num_classes,
+            "activation": self.activation,
+            "decoder_filters": list(self.decoder_filters),
+            "norm": self.decoder_norm,
+            "upsample": self.upsample,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)

@@ -1,0 +1,165 @@
+"""Save and load preset folders, verifying the weights' sha256.
+
+A preset folder holds:
+- ``config.json``: the serialized model (``keras.saving.serialize_keras_object``);
+- ``model.weights.h5``: the weights;
+- ``metadata.json``: package/Keras versions, parameter count, input contract, the weights' sha256,
+  and free-form provenance (task, hyper-parameters, data set).
+Loading never unpickles anything: configs are deserialized with ``safe_mode=True``.
+"""
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+import keras
+
+from keras_ssl3d.errors import PresetError
+from keras_ssl3d.fileio import atomic_directory
+from keras_ssl3d.version import __version__
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+FORMAT_VERSION = 1
+
+DEFAULT_INPUT_CONTRACT = {
+    "orientation": "RAS",
+    "intensity_normalization": "per-channel min-max to [0, 1]",
+    "layout": "channels_last",
+}
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_contract(model, extra=None):
+    """What inputs a saved encoder expects: channels, their names, rank, size rules."""
+    contract = dict(DEFAULT_INPUT_CONTRACT)
+    in_channels = getattr(model, "in_channels", None)
+    names = getattr(model, "channel_names", None)
+    contract.update(
+        rank=getattr(model, "rank", None),
+        in_channels=in_channels,
+        channel_names=list(names) if names else None,
+        spatial_shape=list(model.spatial_shape) if getattr(model, "spatial_shape", None) else None,
+    )
+    if extra:
+        contract.update(extra)
+    return contract
+
+
+def save_preset(model, directory, metadata=None, input_contract_extra=None):
+    """Write ``model`` as a preset folder, atomically (the folder appears complete or not at all)."""
+    directory = Path(directory)
+    config = keras.saving.serialize_keras_object(model)
+    with atomic_directory(directory) as tmp:
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        model.save_weights(str(tmp / WEIGHTS_FILE))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "class_name": type(model).__name__,
+            "keras_ssl3d_version": __version__,
+            "keras_version": keras.__version__,
+            "backend": keras.backend.backend(),
+            "python_version": platform.python_version(),
+            "parameter_count": int(model.count_params()),
+            "input_contract": input_contract(model, input_contract_extra),
+            "weights_sha256": sha256_file(tmp / WEIGHTS_FILE),
+        }
+        meta.update(metadata or {})
+        meta["weights_sha256"] = sha256_file(tmp / WEIGHTS_FILE)
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return directory
+
+
+def read_metadata(directory):
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise PresetError(f"not a preset folder: {METADATA_FILE} is missing", path=directory)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PresetError(f"metadata is not valid JSON ({e})", path=path) from None
+
+
+def _read_config(directory):
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise PresetError(f"not a preset folder: {CONFIG_FILE} is missing", path=directory)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PresetError(f"config is not valid JSON ({e})", path=path) from None
+
+
+def verify_weights(weights_path, expected_sha256, source="metadata"):
+    actual = sha256_file(weights_path)
+    if expected_sha256 and actual != expected_sha256:
+        raise PresetError(
+            f"weights sha256 {actual[:12]}... does not match the {source} ({expected_sha256[:12]}...): "
+            "the file is corrupted or was tampered with; delete it and download or rebuild the preset",
+            path=weights_path,
+        )
+    return actual
+
+
+def load_preset(directory, expected_sha256=None, cls=None):
+    """Load a preset folder; check the weights against metadata (and ``expected_sha256``)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PresetError("preset folder does not exist", path=directory)
+    config = _read_config(directory)
+    metadata = read_metadata(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise PresetError(f"{WEIGHTS_FILE} is missing from the preset folder", path=directory)
+    if not metadata.get("weights_sha256"):
+        raise PresetError("metadata has no weights_sha256; refusing unverified weights", path=directory)
+    verify_weights(weights, metadata["weights_sha256"], "preset metadata")
+    if expected_sha256:
+        verify_weights(weights, expected_sha256, "pinned registry value")
+    model = _deserialize(config, directory)
+    if cls is not None and not isinstance(model, cls):
+        raise PresetError(f"preset holds a {type(model).__name__}, not a {cls.__name__}", path=directory)
+    try:
+        model.load_weights(str(weights))
+    except Exception as e:  # h5py/keras raise many types for truncated or mismatched files
+        raise PresetError(f"cannot load weights ({type(e).__name__}: {_first_line(e)})", path=weights) from None
+    return model
+
+
+def load_keras_file(path, cls=None):
+    """Load a ``.keras`` archive with ``safe_mode=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise PresetError("file does not exist", path=path)
+    try:
+        model = keras.saving.load_model(str(path), safe_mode=True)
+    except Exception as e:
+        raise PresetError(f"cannot load .keras file ({type(e).__name__}: {_first_line(e)})", path=path) from None
+    if cls is not None and not isinstance(model, cls):
+        raise PresetError(f"file holds a {type(model).__name__}, not a {cls.__name__}", path=path)
+    return model
+
+
+def _deserialize(config, directory):
+    import keras_ssl3d  # noqa: F401  (registers every serializable class)
+
+    try:
+        return keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except Exception as e:
+        raise PresetError(
+            f"cannot rebuild the model from {CONFIG_FILE} ({type(e).__name__}: {_first_line(e)})", path=directory
+        ) from None
+
+
+def _first_line(e):
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""

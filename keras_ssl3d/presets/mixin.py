@@ -1,0 +1,62 @@
+"""``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` for encoders and task models."""
+
+from keras_ssl3d.errors import ConfigError, PresetError
+
+
+class PretrainedMixin:
+    """Adds the preset API to a Keras model class."""
+
+    @classmethod
+    def from_pretrained(cls, handle, *, in_channels=None, channels=None, adapt="duplicate", revision=None,
+                        cache_dir=None, local_files_only=None, token=None):
+        """Load a pretrained model.
+
+        ``handle`` is a local preset folder, a ``.keras`` file, a zoo name (``"brats-cpc"``) or a
+        Hugging Face Hub repo (``"hf://org/name"``, ``"org/name"``, optionally ``@revision``).
+        ``in_channels`` / ``channels`` adapt the first layer to another number (or list of named)
+        input channels with the ``adapt`` strategy (``duplicate``, ``mean``, ``random``,
+        ``by_name``); everything after the first layer is copied unchanged.
+        """
+        from keras_ssl3d.presets.io import load_keras_file, load_preset
+        from keras_ssl3d.presets.resolve import resolve_handle
+
+        resolved = resolve_handle(handle, revision=revision, cache_dir=cache_dir,
+                                  local_files_only=local_files_only, token=token)
+        if resolved.kind == "keras_file":
+            model = load_keras_file(resolved.path, cls=cls)
+        else:
+            model = load_preset(resolved.path, expected_sha256=resolved.expected_sha256, cls=cls)
+        if in_channels is not None or channels is not None:
+            model = _adapt(model, in_channels, channels, adapt)
+        return model
+
+    def save_pretrained(self, directory, metadata=None, input_contract=None):
+        """Write this model as a preset folder (config.json, model.weights.h5, metadata.json)."""
+        from keras_ssl3d.presets.io import save_preset
+
+        return save_preset(self, directory, metadata=metadata, input_contract_extra=input_contract)
+
+    def push_to_hub(self, repo_id, *, token=None, private=False, revision=None, metadata=None,
+                    commit_message=None):
+        """Save this model as a preset and upload it to the Hugging Face Hub (see ``keras_ssl3d.zoo``)."""
+        try:
+            from keras_ssl3d.zoo.hub import push_model
+        except ImportError:
+            raise PresetError("hub publishing is not available in this installation") from None
+        return push_model(self, repo_id, token=token, private=private, revision=revision, metadata=metadata,
+                          commit_message=commit_message)
+
+
+def _adapt(model, in_channels, channels, adapt):
+    if channels is not None:
+        channels = [str(c) for c in channels]
+        if in_channels is not None and in_channels != len(channels):
+            raise ConfigError(f"in_channels={in_channels} but {len(channels)} channel names given")
+        in_channels = len(channels)
+    try:
+        from keras_ssl3d.finetune.adapt import adapt_input_channels
+    except ImportError:
+        if in_channels == getattr(model, "in_channels", None):
+            return model
+        raise ConfigError("input-channel adaptation is not available in this installation") from None
+    return adapt_input_channels(model, in_channels=in_channels, channels=channels, strategy=adapt)

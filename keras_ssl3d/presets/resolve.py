@@ -1,0 +1,54 @@
+"""Turn a handle (local folder, ``.keras`` file, zoo name, hub repo) into a local preset."""
+
+import dataclasses
+from pathlib import Path
+
+from keras_ssl3d.errors import PresetError
+
+
+@dataclasses.dataclass
+class ResolvedPreset:
+    """A preset available on local disk.
+
+    ``kind`` is ``"folder"`` or ``"keras_file"``; ``expected_sha256`` is a pinned value the
+    weights must match on top of the folder's own metadata (zoo registry entries pin one).
+    """
+
+    path: Path
+    kind: str
+    source: str
+    expected_sha256: str | None = None
+    metadata: dict | None = None
+
+
+def resolve_handle(handle, *, revision=None, cache_dir=None, local_files_only=None, token=None):
+    """Resolve ``handle`` to a local preset, downloading it from the hub when needed."""
+    if not isinstance(handle, (str, Path)) or not str(handle).strip():
+        raise PresetError(f"a preset handle must be a non-empty string, got {handle!r}")
+    text = str(handle).strip()
+    path = Path(text).expanduser()
+    if text.endswith(".keras"):
+        if not path.is_file():
+            raise PresetError(".keras file does not exist", path=path)
+        return ResolvedPreset(path=path, kind="keras_file", source=text)
+    if path.is_dir():
+        return ResolvedPreset(path=path, kind="folder", source=text)
+    if _looks_like_path(text):
+        raise PresetError("preset folder does not exist", path=path)
+    return _resolve_remote(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                           token=token)
+
+
+def _looks_like_path(text):
+    return text.startswith((".", "/", "~")) or text.endswith(("/", "\\"))
+
+
+def _resolve_remote(handle, **kwargs):
+    """Zoo names and hub repos; the zoo package provides the resolver."""
+    try:
+        from keras_ssl3d.zoo.resolve import resolve_remote_handle
+    except ImportError:
+        raise PresetError(
+            f"unknown preset {handle!r}: not a local preset folder or .keras file"
+        ) from None
+    return resolve_remote_handle(handle, **kwargs)
