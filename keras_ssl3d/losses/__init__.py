@@ -1,0 +1,1 @@
+"""Losses: contrastive (InfoNCE, triplet) and segmentation (Dice, cross-entropy)."""
