@@ -1,0 +1,144 @@
+"""Medical data: NIfTI reading, data set layouts, the paper's preprocessing, the cache, the input
+pipeline and built-in synthetic data.
+
+The convenience loaders below are what the CLIs use: they accept a preprocessed cache folder
+(with ``manifest.json``) or any raw data set layout.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from keras_ssl3d.data.cache import CachedDataset, is_cache, open_cache
+from keras_ssl3d.data.images2d import load_images_2d
+from keras_ssl3d.data.layouts import Dataset, Subject, discover
+from keras_ssl3d.data.nifti import Volume, load_volume, save_label_map
+from keras_ssl3d.data.preprocess import (
+    crop_to_foreground,
+    label_mapping_for,
+    labels_to_original,
+    preprocess_dataset,
+    preprocess_subject,
+    remap_labels,
+    resize_labels,
+    resize_volume,
+    scale_intensity,
+)
+from keras_ssl3d.errors import DataError
+
+
+def __getattr__(name):
+    # The pipeline imports Keras: load it only when asked for.
+    if name == "VolumeBatches":
+        from keras_ssl3d.data.pipeline import VolumeBatches
+
+        return VolumeBatches
+    raise AttributeError(f"module 'keras_ssl3d.data' has no attribute {name!r}")
+
+
+def _resize_cached(array, size, labels=False):
+    shape = (size,) * 3 if np.isscalar(size) else tuple(size)
+    if tuple(array.shape[:3]) == shape:
+        return np.asarray(array)
+    return resize_labels(array, shape) if labels else resize_volume(array, shape)
+
+
+def _raw_kwargs(dataset):
+    kw = {"label_mapping": label_mapping_for(dataset.label_names),
+          "channel_indices": dataset.extra.get("channel_indices")}
+    if dataset.layout == "msd" and not kw["channel_indices"]:
+        kw["expected_channels"] = len(dataset.extra.get("all_modalities", [])) or None
+    return kw
+
+
+def load_unlabeled_volumes(path, size=128, crop_foreground=True, layout="auto", modalities=None):
+    """All volumes of a cache or raw data set as float32 ``(N, S, S, S, C)`` in [0, 1].
+
+    For a raw data set each subject is preprocessed in memory (foreground crop on by default, as
+    for the paper's self-supervised pretraining). A cache is used as it was made (resized if its
+    size differs).
+    """
+    if is_cache(path):
+        cache = open_cache(path)
+        return np.stack([_resize_cached(np.asarray(cache.image(i), dtype=np.float32), size)
+                         for i in range(len(cache))]).astype(np.float32)
+    dataset = discover(path, layout=layout, modalities=modalities)
+    kw = _raw_kwargs(dataset)
+    out = []
+    for s in dataset.subjects:
+        s_nolabel = Subject(id=s.id, images=s.images, label=None, split=s.split)
+        image, _, _ = preprocess_subject(s_nolabel, size=size, crop_foreground=crop_foreground,
+                                         channel_indices=kw["channel_indices"],
+                                         expected_channels=kw.get("expected_channels"))
+        out.append(image)
+    return np.stack(out).astype(np.float32)
+
+
+def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_foreground=False):
+    """Labelled volumes of a cache or raw data set.
+
+    Returns ``(images (N, S, S, S, C) float32 in [0, 1], labels (N, S, S, S) uint8, info)``;
+    ``info`` holds ``modalities``, ``label_names`` (class -> name), ``num_classes``,
+    ``subject_ids``, ``label_mapping`` (raw value -> class, e.g. BraTS 4 -> 3),
+    ``inverse_label_mapping`` and per-subject ``subjects`` geometry. Subjects without a label
+    file (e.g. MSD test images) are left out.
+    """
+    if is_cache(path):
+        cache = open_cache(path)
+        keep = [i for i in range(len(cache)) if cache.subjects[i].get("label")]
+        if not keep:
+            raise DataError("cache holds no labelled subjects", path=path)
+        images = np.stack([_resize_cached(np.asarray(cache.image(i), dtype=np.float32), size) for i in keep])
+        labels = np.stack([_resize_cached(np.asarray(cache.label(i)), size, labels=True) for i in keep])
+        m = cache.manifest
+        info = {
+            "modalities": cache.modalities,
+            "label_names": cache.label_names,
+            "num_classes": cache.num_classes,
+            "subject_ids": [cache.subjects[i]["id"] for i in keep],
+            "label_mapping": None if m.get("label_mapping") is None else
+            {int(k): int(v) for k, v in m["label_mapping"].items()},
+            "inverse_label_mapping": cache.inverse_label_mapping,
+            "subjects": [cache.subjects[i] for i in keep],
+        }
+        return images.astype(np.float32), labels.astype(np.uint8), info
+    dataset = discover(path, layout=layout, modalities=modalities)
+    subjects = dataset.labeled
+    if not subjects:
+        raise DataError("data set has no label files", path=path)
+    kw = _raw_kwargs(dataset)
+    images, labels, infos = [], [], []
+    for s in subjects:
+        image, label, sinfo = preprocess_subject(s, size=size, crop_foreground=crop_foreground, **kw)
+        images.append(image)
+        labels.append(label)
+        infos.append(sinfo)
+    mapping = kw["label_mapping"]
+    if mapping is not None:
+        label_names = {mapping[k]: v for k, v in dataset.label_names.items()}
+        num_classes = len(mapping)
+    else:
+        label_names = None
+        num_classes = int(max(max(i["label_values"]) for i in infos)) + 1
+    channels = images[0].shape[-1]
+    modalities = list(dataset.modalities)
+    if len(modalities) != channels:
+        modalities = [f"{modalities[0]}_{i}" for i in range(channels)]
+    info = {
+        "modalities": modalities,
+        "label_names": label_names,
+        "num_classes": num_classes,
+        "subject_ids": [s.id for s in subjects],
+        "label_mapping": mapping,
+        "inverse_label_mapping": None if mapping is None else {v: k for k, v in mapping.items()},
+        "subjects": infos,
+    }
+    return np.stack(images).astype(np.float32), np.stack(labels).astype(np.uint8), info
+
+
+__all__ = [
+    "CachedDataset", "DataError", "Dataset", "Subject", "Volume", "crop_to_foreground", "discover",
+    "labels_to_original", "load_images_2d", "load_labeled_volumes", "load_unlabeled_volumes", "load_volume",
+    "open_cache", "preprocess_dataset", "preprocess_subject", "remap_labels", "resize_labels", "resize_volume",
+    "save_label_map", "scale_intensity", "VolumeBatches",
+]

@@ -1,0 +1,373 @@
+"""Where the scans of a data set are: BraTS folders, Medical Segmentation Decathlon tasks, plain
+folders of NIfTI files, and CSV manifests, all turned into the same list of subjects."""
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keras_ssl3d.data.nifti import is_nifti, nifti_stem
+from keras_ssl3d.errors import DataError
+
+LAYOUTS = ("auto", "brats", "msd", "folder", "csv")
+
+# BraTS file suffixes per modality; the 2023 names (t1n, t1c, t2w, t2f) are accepted as aliases.
+BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
+BRATS_ALIASES = {
+    "t1": ("t1", "t1n"),
+    "t1ce": ("t1ce", "t1c", "t1gd"),
+    "t2": ("t2", "t2w"),
+    "flair": ("flair", "t2f"),
+    "seg": ("seg",),
+}
+BRATS_LABEL_NAMES = {0: "background", 1: "necrotic/non-enhancing core", 2: "edema", 4: "enhancing tumor"}
+LABEL_SUFFIXES = ("_seg", "_label", "_labels", "_mask", "_gt")
+LABEL_DIRS = ("labels", "labelsTr", "masks", "segmentations")
+IMAGE_DIRS = ("images", "imagesTr", "imagesTs")
+ID_COLUMNS = ("id", "subject", "subject_id", "case", "case_id", "name")
+LABEL_COLUMNS = ("label", "seg", "segmentation", "mask", "labels")
+
+
+@dataclass
+class Subject:
+    """One scan: ``images`` maps modality name -> file (several names may share one 4D file)."""
+
+    id: str
+    images: dict
+    label: Path = None
+    split: str = None
+
+    @property
+    def image_paths(self):
+        """The distinct image files in modality order (what ``load_volume`` reads)."""
+        return list(dict.fromkeys(Path(p) for p in self.images.values()))
+
+
+@dataclass
+class Dataset:
+    subjects: list
+    modalities: list
+    label_names: dict = None
+    layout: str = "folder"
+    root: Path = None
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self):
+        return len(self.subjects)
+
+    @property
+    def labeled(self):
+        return [s for s in self.subjects if s.label is not None]
+
+
+def discover(path, layout="auto", modalities=None):
+    """Find the subjects of a data set at ``path``.
+
+    ``layout="auto"`` picks the one layout whose markers are present (``dataset.json`` -> msd; a
+    ``.csv`` file -> csv; subject folders holding ``*_flair``/``*_t1``... files -> brats; NIfTI
+    files at the top or in ``images/`` -> folder) and fails with a clear message when several or
+    none match. ``modalities`` selects and orders the channels (names as in the data set).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError("data set path not found", path=path)
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}", path=path)
+    if layout == "auto":
+        layout = detect_layout(path)
+    reader = {"brats": _discover_brats, "msd": _discover_msd, "folder": _discover_folder, "csv": _discover_csv}
+    dataset = reader[layout](path, modalities)
+    if not dataset.subjects:
+        raise DataError(f"no subjects found for layout {layout!r}", path=path)
+    ids = [s.id for s in dataset.subjects]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise DataError(f"duplicate subject ids {dup}", path=path)
+    return dataset
+
+
+def detect_layout(path):
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return "csv"
+        if path.name == "dataset.json":
+            return "msd"
+        raise DataError("expected a data set folder, a .csv manifest or a dataset.json", path=path)
+    found = []
+    if (path / "dataset.json").is_file():
+        found.append("msd")
+    if _csv_files(path):
+        found.append("csv")
+    if _brats_subject_dirs(path):
+        found.append("brats")
+    if "msd" not in found and _folder_images(path):
+        found.append("folder")
+    if not found:
+        raise DataError("no data set found (no dataset.json, .csv manifest, BraTS subject folders or "
+                        "NIfTI files)", path=path)
+    if len(found) > 1:
+        raise DataError(f"ambiguous data set layout: looks like {' and '.join(found)}; pass --layout "
+                        f"{{{','.join(found)}}}", path=path)
+    return found[0]
+
+
+def _csv_files(path):
+    return sorted(p for p in path.glob("*.csv") if p.is_file() and p.name != "labels.csv")
+
+
+def _nifti_files(path):
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
+
+
+def _folder_images(path):
+    files = _nifti_files(path)
+    for d in IMAGE_DIRS:
+        files += _nifti_files(path / d)
+    return files
+
+
+# ---------------------------------------------------------------- BraTS
+
+
+def _brats_role(stem):
+    """Which BraTS role (t1, t1ce, ..., seg) a file stem has, from its last ``_``/``-`` part."""
+    m = re.search(r"[_-]([A-Za-z0-9]+)$", stem)
+    if not m:
+        return None
+    tail = m.group(1).lower()
+    for role, names in BRATS_ALIASES.items():
+        if tail in names:
+            return role
+    return None
+
+
+def _brats_subject_dirs(path):
+    dirs = []
+    for d in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        roles = {_brats_role(nifti_stem(f)) for f in _nifti_files(d)}
+        if roles & set(BRATS_MODALITIES):
+            dirs.append(d)
+    return dirs
+
+
+def _discover_brats(path, modalities):
+    modalities = [m.lower() for m in (modalities or BRATS_MODALITIES)]
+    for m in modalities:
+        if m not in BRATS_ALIASES or m == "seg":
+            raise DataError(f"unknown BraTS modality {m!r}; choose from {', '.join(BRATS_MODALITIES)}", path=path)
+    subjects = []
+    dirs = _brats_subject_dirs(path)
+    if not dirs:
+        raise DataError("no BraTS subject folders (with *_t1/_t1ce/_t2/_flair files) found", path=path)
+    for d in dirs:
+        files = {}
+        for f in _nifti_files(d):
+            role = _brats_role(nifti_stem(f))
+            if role is not None:
+                if role in files:
+                    raise DataError(f"two files for {role}: {files[role].name} and {f.name}", path=d)
+                files[role] = f
+        missing = [m for m in modalities if m not in files]
+        if missing:
+            raise DataError(f"missing modality {', '.join(missing)} (have {', '.join(sorted(files))})", path=d)
+        subjects.append(Subject(id=d.name, images={m: files[m] for m in modalities}, label=files.get("seg")))
+    return Dataset(subjects=subjects, modalities=modalities, label_names=dict(BRATS_LABEL_NAMES),
+                   layout="brats", root=path)
+
+
+# ---------------------------------------------------------------- MSD
+
+
+def _discover_msd(path, modalities):
+    json_path = path if path.is_file() else path / "dataset.json"
+    root = json_path.parent
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"unreadable dataset.json ({e})", path=json_path) from None
+    if not isinstance(meta, dict):
+        raise DataError("dataset.json is not a JSON object", path=json_path)
+    if "training" not in meta and "channel_names" in meta:
+        return _discover_nnunet(root, meta, json_path, modalities)
+    raw_mods = meta.get("modality") or {"0": "image"}
+    try:
+        all_mods = [str(raw_mods[k]) for k in sorted(raw_mods, key=int)]
+        label_names = {int(k): str(v) for k, v in (meta.get("labels") or {}).items()} or None
+    except (ValueError, AttributeError, TypeError):
+        raise DataError("dataset.json: 'modality' and 'labels' must map integer keys to names",
+                        path=json_path) from None
+    select = _select_modalities(all_mods, modalities, json_path)
+
+    def resolve(p):
+        return root / str(p)
+
+    subjects = []
+    for entry in meta.get("training", []):
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise DataError("dataset.json: each 'training' entry needs 'image' (and 'label')", path=json_path)
+        img = resolve(entry["image"])
+        label = resolve(entry["label"]) if entry.get("label") else None
+        subjects.append(Subject(id=nifti_stem(img), images={m: img for m in select}, label=label, split="train"))
+    for entry in meta.get("test", []):
+        img = resolve(entry["image"] if isinstance(entry, dict) else entry)
+        subjects.append(Subject(id=nifti_stem(img), images={m: img for m in select}, label=None, split="test"))
+    ds = Dataset(subjects=subjects, modalities=select, label_names=label_names, layout="msd", root=root)
+    if select != all_mods:
+        # 4D files hold every modality: remember which channels to keep.
+        ds.extra["channel_indices"] = [all_mods.index(m) for m in select]
+    ds.extra["all_modalities"] = all_mods
+    return ds
+
+
+def _discover_nnunet(root, meta, json_path, modalities):
+    """nnU-Net v2 raw data: ``imagesTr/case_0000.nii.gz`` per channel, labels by case name."""
+    try:
+        chans = meta["channel_names"]
+        all_mods = [str(chans[k]) for k in sorted(chans, key=int)]
+        label_names = {int(v): str(k) for k, v in meta.get("labels", {}).items()} or None
+    except (ValueError, TypeError, AttributeError):
+        raise DataError("dataset.json: bad 'channel_names' or 'labels'", path=json_path) from None
+    ds = _discover_folder(root, None)
+    select = _select_modalities(all_mods, modalities, json_path)
+    for s in ds.subjects:
+        if len(s.images) != len(all_mods):
+            raise DataError(f"subject {s.id}: {len(s.images)} channel files, dataset.json names {len(all_mods)}",
+                            path=json_path)
+        files = list(s.images.values())
+        s.images = {m: files[all_mods.index(m)] for m in select}
+    return Dataset(subjects=ds.subjects, modalities=select, label_names=label_names, layout="msd", root=root)
+
+
+def _select_modalities(all_mods, modalities, where):
+    if not modalities:
+        return list(all_mods)
+    lower = {m.lower(): m for m in all_mods}
+    out = []
+    for m in modalities:
+        if m.lower() not in lower:
+            raise DataError(f"missing modality {m!r} (data set has {', '.join(all_mods)})", path=where)
+        out.append(lower[m.lower()])
+    return out
+
+
+# ---------------------------------------------------------------- plain folder
+
+
+def _split_label(stem):
+    for suffix in LABEL_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return None
+
+
+def _discover_folder(path, modalities):
+    """Images and labels matched by name.
+
+    Labels: files in ``labels/``/``labelsTr/`` with the image's case name, or files named
+    ``<case>_seg`` (``_label``, ``_mask``...). Several files per case are channels when named
+    ``<case>_0000``, ``<case>_0001``... (nnU-Net) or ``<case>_<modality>`` for ``modalities``.
+    """
+    if path.is_file():
+        if not is_nifti(path):
+            raise DataError("not a NIfTI file or data set folder", path=path)
+        return Dataset(subjects=[Subject(id=nifti_stem(path), images={"image": path})], modalities=["image"],
+                       layout="folder", root=path.parent)
+    wanted = [m for m in (modalities or [])]
+    cases = {}  # case -> {modality: path}
+    labels = {}
+    splits = {}
+    for d, split in [(path, None), (path / "images", None), (path / "imagesTr", "train"), (path / "imagesTs", "test")]:
+        for f in _nifti_files(d):
+            stem = nifti_stem(f)
+            base = _split_label(stem)
+            if base is not None:
+                labels[base] = f
+                continue
+            case, mod = stem, "image"
+            m = re.match(r"^(.*)_(\d{4})$", stem)
+            if m:
+                case, mod = m.group(1), m.group(2)
+            elif wanted:
+                for w in wanted:
+                    if stem.lower().endswith("_" + w.lower()):
+                        case, mod = stem[: -len(w) - 1], w
+                        break
+            if mod in cases.setdefault(case, {}):
+                raise DataError(f"two image files for case {case!r}: {cases[case][mod].name} and {f.name}", path=path)
+            cases[case][mod] = f
+            if split:
+                splits[case] = split
+    for d in LABEL_DIRS:
+        for f in _nifti_files(path / d):
+            stem = nifti_stem(f)
+            labels[_split_label(stem) or stem] = f
+    if not cases:
+        raise DataError("no NIfTI images found", path=path)
+    all_mods = sorted({m for mods in cases.values() for m in mods})
+    if wanted:
+        numbered = all(re.fullmatch(r"\d{4}", m) for m in all_mods)
+        if numbered and len(wanted) == len(all_mods):
+            rename = dict(zip(all_mods, wanted))
+            cases = {c: {rename[m]: p for m, p in mods.items()} for c, mods in cases.items()}
+        mod_order = wanted
+    else:
+        mod_order = all_mods
+    subjects = []
+    for case in sorted(cases):
+        mods = cases[case]
+        missing = [m for m in mod_order if m not in mods]
+        if missing:
+            where = next(iter(mods.values())).parent
+            raise DataError(f"case {case!r}: missing modality {', '.join(missing)}", path=where)
+        subjects.append(Subject(id=case, images={m: mods[m] for m in mod_order}, label=labels.get(case),
+                                split=splits.get(case)))
+    return Dataset(subjects=subjects, modalities=list(mod_order), label_names=None, layout="folder", root=path)
+
+
+# ---------------------------------------------------------------- CSV manifest
+
+
+def _discover_csv(path, modalities):
+    if path.is_dir():
+        files = _csv_files(path)
+        if len(files) != 1:
+            raise DataError(f"expected one .csv manifest, found {len(files)}", path=path)
+        path = files[0]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"unreadable CSV manifest ({e})", path=path) from None
+    if not rows:
+        raise DataError("CSV manifest has no rows", path=path)
+    columns = [c.strip() for c in rows[0].keys() if c is not None]
+    lower = {c.lower(): c for c in columns}
+    id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
+    label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
+    skip = {id_col, label_col, lower.get("split")}
+    mod_cols = [c for c in columns if c not in skip]
+    if modalities:
+        for m in modalities:
+            if m not in columns and m.lower() not in lower:
+                raise DataError(f"missing modality column {m!r} (columns: {', '.join(columns)})", path=path)
+        mod_cols = [m if m in columns else lower[m.lower()] for m in modalities]
+    if not mod_cols:
+        raise DataError("CSV manifest has no image columns", path=path)
+    root = path.parent
+    subjects = []
+    for n, row in enumerate(rows, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        images = {}
+        for c in mod_cols:
+            if not row.get(c):
+                raise DataError(f"line {n}: missing modality {c!r}", path=path)
+            images[c] = root / row[c]
+        sid = row.get(id_col) if id_col else None
+        sid = sid or nifti_stem(images[mod_cols[0]])
+        label = root / row[label_col] if label_col and row.get(label_col) else None
+        subjects.append(Subject(id=sid, images=images, label=label, split=row.get("split") or None))
+    return Dataset(subjects=subjects, modalities=mod_cols, label_names=None, layout="csv", root=root)

@@ -1,0 +1,268 @@
+"""NIfTI reading and writing: channels-last float32 arrays in RAS, and label maps written back in
+the geometry of the scan they were predicted from."""
+
+import gzip
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from keras_ssl3d.errors import DataError
+from keras_ssl3d.fileio import atomic_path
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+
+
+def is_nifti(path):
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def nifti_stem(path):
+    """File name without ``.nii`` / ``.nii.gz``."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+@dataclass
+class Volume:
+    """A scan as the models see it, plus what is needed to write results back.
+
+    ``array`` is float32 ``(D, H, W, C)`` with its first three axes in RAS order; ``affine`` maps
+    those voxel indices to world millimetres. ``original_shape`` / ``original_affine`` describe
+    the file on disk (spatial part only), so ``save_label_map`` can undo the reorientation.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple
+    original_shape: tuple
+    original_affine: np.ndarray
+    path: object = None
+    paths: list = field(default_factory=list)
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    @property
+    def num_channels(self):
+        return self.array.shape[-1]
+
+
+def _nib():
+    import nibabel
+
+    return nibabel
+
+
+def _read(path):
+    """Load the header and the raw voxel array of one file; bad files raise a one-line DataError."""
+    nib = _nib()
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", path=path)
+    if path.is_dir():
+        raise DataError("is a folder, expected a .nii or .nii.gz file", path=path)
+    try:
+        img = nib.load(str(path))
+    except nib.filebasedimages.ImageFileError as e:
+        raise DataError(f"not a NIfTI file ({_short(e)})", path=path) from None
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
+        raise DataError(f"unreadable or corrupt file ({_short(e)})", path=path) from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise DataError(f"not a NIfTI file (nibabel read it as {type(img).__name__})", path=path)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
+        raise DataError(f"corrupt or truncated voxel data ({_short(e)})", path=path) from None
+    return img, data
+
+
+def _short(e):
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:160]
+
+
+def _as_channels_last(data, path):
+    """(X, Y, Z) or (X, Y, Z, C) (or (X, Y, Z, 1, C) as some tools write) -> (X, Y, Z, C)."""
+    if data.ndim == 5 and data.shape[3] == 1:
+        data = data[:, :, :, 0, :]
+    if data.ndim < 3 or (data.ndim >= 3 and min(data.shape[:3]) == 1):
+        raise DataError(f"is a 2D image (shape {tuple(data.shape)}), expected a 3D volume", path=path)
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise DataError(f"has {data.ndim} dimensions (shape {tuple(data.shape)}), expected 3D or 4D", path=path)
+    return data
+
+
+def _orientation(affine):
+    return _nib().orientations.io_orientation(affine)
+
+
+def _to_ras(array, affine):
+    """Reorder/flip the first three axes of ``array`` to RAS; return it with its new affine."""
+    nib = _nib()
+    ornt = _orientation(affine)
+    if np.array_equal(ornt, RAS):
+        return array, np.asarray(affine, dtype=np.float64)
+    spatial = array.shape[:3]
+    out = nib.orientations.apply_orientation(array, ornt)
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, spatial)
+    return np.ascontiguousarray(out), new_affine
+
+
+def _from_ras(array, original_affine):
+    """Inverse of ``_to_ras``: put a RAS-ordered array back into the file's voxel order."""
+    nib = _nib()
+    ornt = _orientation(original_affine)
+    if np.array_equal(ornt, RAS):
+        return array
+    back = nib.orientations.ornt_transform(RAS, ornt)
+    return np.ascontiguousarray(nib.orientations.apply_orientation(array, back))
+
+
+def check_finite_nonzero(array, path):
+    if not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise DataError(f"contains {bad} NaN/Inf voxels", path=path)
+    if not np.any(array):
+        raise DataError("is all zeros (empty volume)", path=path)
+
+
+def _load_one(path):
+    img, data = _read(path)
+    data = _as_channels_last(data, path)
+    array = data.astype(np.float32, copy=False)
+    check_finite_nonzero(array, path)
+    return img, array
+
+
+def load_volume(path_or_paths):
+    """Load one NIfTI file (3D or 4D) or a list of co-registered files stacked as channels.
+
+    Returns a :class:`Volume` whose array is float32 ``(D, H, W, C)`` in RAS order. All files of
+    a list must share the spatial shape and affine (registered modalities, early fusion).
+    """
+    paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
+    if not paths:
+        raise DataError("no image files given")
+    # The same file listed for several modalities (MSD 4D images) is read once.
+    unique = list(dict.fromkeys(Path(p) for p in paths))
+    arrays = []
+    first_img = None
+    for p in unique:
+        img, array = _load_one(p)
+        if first_img is None:
+            first_img, first_path = img, p
+        else:
+            if array.shape[:3] != arrays[0].shape[:3]:
+                raise DataError(
+                    f"shape {array.shape[:3]} differs from {arrays[0].shape[:3]} of {first_path.name} "
+                    "(modalities must be co-registered)", path=p)
+            if not np.allclose(img.affine, first_img.affine, atol=1e-3, rtol=1e-4):
+                raise DataError(
+                    f"affine differs from that of {first_path.name} (modalities must be co-registered)", path=p)
+        arrays.append(array)
+    array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
+    affine = np.asarray(first_img.affine, dtype=np.float64)
+    ras, ras_affine = _to_ras(array, affine)
+    spacing = tuple(float(s) for s in np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0)))
+    return Volume(
+        array=ras,
+        affine=ras_affine,
+        spacing=spacing,
+        original_shape=tuple(int(s) for s in array.shape[:3]),
+        original_affine=affine,
+        path=unique[0],
+        paths=unique,
+    )
+
+
+def load_label_volume(path, reference=None):
+    """Load an integer label map into RAS order (``(D, H, W)`` int32), checked against ``reference``."""
+    img, data = _read(path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        if data.ndim < 3 or min(data.shape) == 1:
+            raise DataError(f"is a 2D image (shape {tuple(data.shape)}), expected a 3D label map", path=path)
+        raise DataError(f"label map has shape {tuple(data.shape)}, expected 3D", path=path)
+    if min(data.shape) == 1:
+        raise DataError(f"is a 2D image (shape {tuple(data.shape)}), expected a 3D label map", path=path)
+    if not np.issubdtype(data.dtype, np.integer):
+        data = np.asarray(data, dtype=np.float64)
+        if not np.isfinite(data).all():
+            raise DataError("label map contains NaN/Inf voxels", path=path)
+        rounded = np.rint(data)
+        if not np.array_equal(rounded, data):
+            raise DataError("label map has non-integer values", path=path)
+        data = rounded
+    if data.min() < 0 or data.max() > 255:
+        raise DataError(f"unexpected label values (range {data.min():g}..{data.max():g}, expected 0..255)",
+                        path=path)
+    labels = np.asarray(data, dtype=np.int32)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if reference is not None:
+        if tuple(labels.shape) != tuple(reference.original_shape):
+            raise DataError(f"label shape {tuple(labels.shape)} does not match image shape "
+                            f"{tuple(reference.original_shape)}", path=path)
+        if not np.allclose(affine, reference.original_affine, atol=1e-3, rtol=1e-4):
+            raise DataError("label affine does not match the image affine", path=path)
+    ras, _ = _to_ras(labels, affine)
+    return ras
+
+
+def save_label_map(labels_ras, reference, path, dtype=np.uint8):
+    """Write a RAS-ordered label map as NIfTI in the original geometry of ``reference``.
+
+    The array is reoriented back to the reference file's voxel order, so the output has exactly
+    the input file's shape and affine and overlays it in any viewer. Written atomically.
+    """
+    nib = _nib()
+    labels_ras = np.asarray(labels_ras)
+    if labels_ras.ndim == 4 and labels_ras.shape[-1] == 1:
+        labels_ras = labels_ras[..., 0]
+    expected = tuple(reference.array.shape[:3])
+    if labels_ras.shape != expected:
+        raise DataError(f"label map shape {labels_ras.shape} does not match the reference volume {expected}",
+                        path=path)
+    data = _from_ras(labels_ras, reference.original_affine).astype(dtype)
+    img = nib.Nifti1Image(data, reference.original_affine)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(reference.original_affine, code=1)
+    img.set_sform(reference.original_affine, code=1)
+    path = Path(path)
+    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
+    with atomic_path(path) as tmp:
+        # nibabel picks compression from the name: keep the real suffix on the temp file.
+        tmp_named = Path(str(tmp) + suffix) if not str(tmp).endswith(suffix) else Path(tmp)
+        nib.save(img, str(tmp_named))
+        if tmp_named != Path(tmp):
+            tmp_named.replace(tmp)
+    return path
+
+
+def save_volume(array, affine, path, dtype=None):
+    """Write a ``(X, Y, Z)`` or ``(X, Y, Z, C)`` array as NIfTI with ``affine`` (no reorientation)."""
+    nib = _nib()
+    array = np.asarray(array)
+    if dtype is not None:
+        array = array.astype(dtype)
+    img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm")
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    path = Path(path)
+    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
+    with atomic_path(path) as tmp:
+        tmp_named = Path(str(tmp) + suffix) if not str(tmp).endswith(suffix) else Path(tmp)
+        nib.save(img, str(tmp_named))
+        if tmp_named != Path(tmp):
+            tmp_named.replace(tmp)
+    return path

@@ -1,0 +1,134 @@
+"""Batches for ``fit`` from a cache (memory-mapped) or an in-memory array.
+
+The order of epoch ``e`` is a pure function of ``(seed, e)``, and so is the random generator
+handed to ``transform`` for each batch: a resumed run sees exactly the batches it would have
+seen. Only the batches being prepared are in memory (``workers`` threads, ``max_queue_size``).
+"""
+
+import keras
+import numpy as np
+
+from keras_ssl3d.data.cache import CachedDataset
+from keras_ssl3d.errors import DataError
+
+
+class _ArraySource:
+    def __init__(self, images, labels=None):
+        self._images = images
+        self._labels = labels
+        if labels is not None and len(labels) != len(images):
+            raise DataError(f"{len(images)} images but {len(labels)} labels")
+
+    def __len__(self):
+        return len(self._images)
+
+    def image(self, i):
+        return self._images[i]
+
+    def label(self, i):
+        return None if self._labels is None else self._labels[i]
+
+
+def _as_source(source):
+    if isinstance(source, CachedDataset):
+        return source
+    if isinstance(source, tuple) and len(source) == 2:
+        return _ArraySource(np.asarray(source[0]), np.asarray(source[1]))
+    if isinstance(source, np.ndarray):
+        if source.ndim != 5:
+            raise DataError(f"expected volumes of shape (N, D, H, W, C), got {source.shape}")
+        return _ArraySource(source)
+    if hasattr(source, "image") and hasattr(source, "__len__"):
+        return source
+    raise DataError(f"cannot make batches from {type(source).__name__}; pass a CachedDataset or an array")
+
+
+class VolumeBatches(keras.utils.PyDataset):
+    """``keras.utils.PyDataset`` of volume batches.
+
+    Args:
+        source: a :class:`CachedDataset`, an array ``(N, D, H, W, C)``, or ``(images, labels)``.
+        batch_size: volumes per batch.
+        shuffle: shuffle the order every epoch (from ``(seed, epoch)``).
+        seed: base seed of the order and of the per-batch ``rng``.
+        transform: ``transform(images, rng) -> (x, y)`` (or ``transform(images, labels, rng)`` with
+            ``with_labels=True``), e.g. a self-supervised task making its inputs and targets.
+        with_labels: without ``transform``, yield ``(images, labels)`` instead of ``(images,)``.
+        indices: subset of subjects to use (train/validation split).
+        drop_remainder: drop the last incomplete batch.
+        workers, use_multiprocessing, max_queue_size: as in ``keras.utils.PyDataset``.
+
+    The epoch advances when Keras ends an epoch in which batches were read; ``set_epoch(e)``
+    (called by ``TrainingRun`` at each epoch start) sets it explicitly.
+    """
+
+    def __init__(self, source, batch_size=2, shuffle=True, seed=0, transform=None, with_labels=False,
+                 indices=None, drop_remainder=False, workers=1, use_multiprocessing=False, max_queue_size=4,
+                 dtype="float32"):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        self.source = _as_source(source)
+        n = len(self.source)
+        self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.intp)
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise DataError(f"indices out of range for {n} subjects")
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        if len(self.indices) == 0:
+            raise DataError("no volumes to make batches from")
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.transform = transform
+        self.with_labels = bool(with_labels)
+        self.drop_remainder = bool(drop_remainder)
+        self.dtype = dtype
+        self.epoch = 0
+        self._served = False
+        if self.with_labels and self.source.label(int(self.indices[0])) is None:
+            raise DataError("with_labels=True but the source has no labels")
+        if self.drop_remainder and len(self.indices) < self.batch_size:
+            raise DataError(f"{len(self.indices)} volumes is fewer than one batch of {self.batch_size}")
+
+    def __len__(self):
+        n = len(self.indices)
+        return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+        self._served = False
+
+    def on_epoch_end(self):
+        if self._served:
+            self.epoch += 1
+            self._served = False
+
+    def order(self, epoch=None):
+        """Subject indices of ``epoch`` in the order they are served."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        if not self.shuffle:
+            return self.indices.copy()
+        rng = np.random.default_rng([self.seed, epoch])
+        return self.indices[rng.permutation(len(self.indices))]
+
+    def batch_indices(self, index, epoch=None):
+        if index < 0 or index >= len(self):
+            raise IndexError(f"batch {index} out of range ({len(self)} batches)")
+        order = self.order(epoch)
+        return order[index * self.batch_size:(index + 1) * self.batch_size]
+
+    def __getitem__(self, index):
+        epoch = self.epoch
+        self._served = True
+        ids = self.batch_indices(index, epoch)
+        images = np.stack([np.asarray(self.source.image(int(i)), dtype=self.dtype) for i in ids])
+        labels = None
+        if self.with_labels:
+            labels = np.stack([np.asarray(self.source.label(int(i))) for i in ids])
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, epoch, index, 1])
+            if self.with_labels:
+                return self.transform(images, labels, rng)
+            return self.transform(images, rng)
+        if self.with_labels:
+            return images, labels
+        return (images,)

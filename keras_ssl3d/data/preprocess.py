@@ -1,0 +1,461 @@
+"""The paper's input preprocessing, in plain numpy, and the cache writer.
+
+Per subject: load the modalities as channels (early fusion), optionally crop to the foreground
+bounding box (self-supervised pretraining only), resize to ``size^3`` (trilinear for images,
+nearest for labels), scale each channel to [0, 1], and remap label values to ``0..K-1`` (BraTS
+4 -> 3). ``preprocess_dataset`` writes one ``.npy`` per image and label (memory-mappable) and a
+``manifest.json`` holding what is needed to map predictions back to the original scans.
+"""
+
+import json
+import multiprocessing
+import re
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+
+from keras_ssl3d.data.layouts import discover
+from keras_ssl3d.data.nifti import load_label_volume, load_volume
+from keras_ssl3d.errors import DataError
+from keras_ssl3d.fileio import atomic_path, write_json_atomic
+
+SCALE_MODES = ("minmax", "percentile", "ct_window")
+DEFAULT_PERCENTILES = (0.5, 99.5)
+# Abdominal soft-tissue window (level 40 HU, width 400 HU), the usual choice for the pancreas.
+DEFAULT_CT_WINDOW = (-160.0, 240.0)
+CACHE_FORMAT = "keras-ssl3d-cache"
+CACHE_VERSION = 1
+
+
+# ---------------------------------------------------------------- array operations
+
+
+def _as_shape3(size):
+    if np.isscalar(size):
+        return (int(size),) * 3
+    size = tuple(int(s) for s in size)
+    if len(size) != 3:
+        raise ValueError(f"size must be an int or 3 ints, got {size}")
+    return size
+
+
+def foreground_bbox(image, threshold=None):
+    """Bounding box ``[(start, stop)] * 3`` of voxels above ``threshold`` in any channel.
+
+    With ``threshold=None`` a voxel is foreground when it exceeds its channel's minimum (the
+    background of skull-stripped MR is the minimum, 0). An empty mask gives the full extent.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., None]
+    if threshold is None:
+        thr = image.reshape(-1, image.shape[-1]).min(axis=0)
+    else:
+        thr = np.broadcast_to(np.asarray(threshold, dtype=image.dtype), (image.shape[-1],))
+    mask = np.any(image > thr, axis=-1)
+    if not mask.any():
+        return [(0, int(n)) for n in mask.shape]
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        box.append((int(hits[0]), int(hits[-1]) + 1))
+    return box
+
+
+def crop_to_foreground(image, label=None, threshold=None, margin=0):
+    """Crop ``image`` (and ``label``) to the foreground bounding box grown by ``margin`` voxels.
+
+    Returns ``(image, label, bbox)``; ``bbox`` lists ``(start, stop)`` per spatial axis so a
+    prediction can be pasted back.
+    """
+    box = foreground_bbox(image, threshold)
+    shape = np.shape(image)[:3]
+    box = [(max(0, a - margin), min(n, b + margin)) for (a, b), n in zip(box, shape)]
+    sl = tuple(slice(a, b) for a, b in box)
+    image = np.asarray(image)[sl]
+    if label is not None:
+        label = np.asarray(label)[sl]
+    return image, label, box
+
+
+def _linear_axis(a, out_len, axis):
+    in_len = a.shape[axis]
+    if in_len == out_len:
+        return a
+    # Half-pixel centres (align_corners=False), as torch / tf.image.resize.
+    x = (np.arange(out_len, dtype=np.float64) + 0.5) * (in_len / out_len) - 0.5
+    x = np.clip(x, 0, in_len - 1)
+    i0 = np.floor(x).astype(np.intp)
+    i1 = np.minimum(i0 + 1, in_len - 1)
+    w = (x - i0).astype(np.float32)
+    bshape = [1] * a.ndim
+    bshape[axis] = out_len
+    w = w.reshape(bshape)
+    lo = np.take(a, i0, axis=axis)
+    hi = np.take(a, i1, axis=axis)
+    lo *= 1.0 - w
+    hi *= w
+    lo += hi
+    return lo
+
+
+def resize_volume(image, shape):
+    """Trilinear resize of ``(D, H, W)`` or ``(D, H, W, C)`` to ``shape`` (half-pixel centres).
+
+    Separable: one 1-D linear interpolation per axis, the most shrinking axis first.
+    """
+    shape = _as_shape3(shape)
+    a = np.asarray(image, dtype=np.float32)
+    ratios = [shape[i] / a.shape[i] for i in range(3)]
+    for axis in sorted(range(3), key=lambda i: ratios[i]):
+        a = _linear_axis(a, shape[axis], axis)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _nearest_index(in_len, out_len):
+    idx = np.floor((np.arange(out_len) + 0.5) * (in_len / out_len)).astype(np.intp)
+    return np.clip(idx, 0, in_len - 1)
+
+
+def resize_labels(labels, shape):
+    """Nearest-neighbour resize of an integer ``(D, H, W)`` map (values are never mixed)."""
+    shape = _as_shape3(shape)
+    labels = np.asarray(labels)
+    idx = [_nearest_index(labels.shape[i], shape[i]) for i in range(3)]
+    return np.ascontiguousarray(labels[np.ix_(*idx)])
+
+
+def scale_intensity(image, mode="minmax", percentiles=DEFAULT_PERCENTILES, window=DEFAULT_CT_WINDOW):
+    """Scale each channel of ``(..., C)`` to [0, 1].
+
+    - ``"minmax"``: ``(x - min) / (max - min)`` (the paper);
+    - ``"percentile"``: clip to the ``percentiles`` of the channel's foreground (voxels above its
+      minimum) first, robust to a few very bright voxels;
+    - ``"ct_window"``: clip to a fixed Hounsfield ``window`` (e.g. -160..240), comparable across scans.
+    A constant channel becomes all zeros.
+    """
+    if mode not in SCALE_MODES:
+        raise ValueError(f"scale mode must be one of {SCALE_MODES}, got {mode!r}")
+    image = np.asarray(image, dtype=np.float32)
+    out = np.empty_like(image)
+    for c in range(image.shape[-1]):
+        x = image[..., c]
+        if mode == "minmax":
+            lo, hi = float(x.min()), float(x.max())
+        elif mode == "percentile":
+            fg = x[x > x.min()]
+            ref = fg if fg.size else x.ravel()
+            lo, hi = (float(v) for v in np.percentile(ref, percentiles))
+            lo = min(lo, float(x.min())) if percentiles[0] <= 0 else lo
+        else:
+            lo, hi = float(window[0]), float(window[1])
+        if hi <= lo:
+            out[..., c] = 0.0
+            continue
+        np.clip(x, lo, hi, out=out[..., c])
+        out[..., c] -= lo
+        out[..., c] *= 1.0 / (hi - lo)
+    return out
+
+
+def label_mapping_for(label_names):
+    """Raw label value -> training class ``0..K-1`` (sorted), e.g. BraTS ``{0,1,2,4}`` -> 4 -> 3."""
+    if not label_names:
+        return None
+    return {int(v): i for i, v in enumerate(sorted(int(k) for k in label_names))}
+
+
+def remap_labels(labels, mapping, path=None):
+    """Map raw label values through ``mapping`` (dict raw -> class); unknown values are an error."""
+    labels = np.asarray(labels)
+    if mapping is None:
+        if labels.size and (labels.min() < 0 or labels.max() > 255):
+            raise DataError(f"unexpected label values (range {labels.min()}..{labels.max()})", path=path)
+        return labels.astype(np.uint8)
+    lut = np.full(256, 255, dtype=np.int32)
+    for raw, new in mapping.items():
+        lut[int(raw)] = int(new)
+    values = np.unique(labels)
+    bad = [int(v) for v in values if v < 0 or v > 255 or lut[int(v)] == 255]
+    if bad:
+        expected = ", ".join(str(k) for k in sorted(mapping))
+        raise DataError(f"unexpected label values {bad} (expected {expected})", path=path)
+    return lut[labels.astype(np.intp)].astype(np.uint8)
+
+
+def invert_mapping(mapping):
+    return None if mapping is None else {int(v): int(k) for k, v in mapping.items()}
+
+
+# ---------------------------------------------------------------- one subject
+
+
+def preprocess_subject(subject, size=128, crop_foreground=False, scale="minmax", label_mapping=None,
+                       channel_indices=None, expected_channels=None, margin=0,
+                       percentiles=DEFAULT_PERCENTILES, window=DEFAULT_CT_WINDOW):
+    """Load and preprocess one subject.
+
+    Returns ``(image, label, info)``: float32 ``(S, S, S, C)`` in [0, 1]; uint8 ``(S, S, S)``
+    classes (``None`` without a label file); and a dict with the original geometry (shape,
+    affine, spacing), the crop box and the raw label values, as stored in the manifest.
+    """
+    shape = _as_shape3(size)
+    volume = load_volume(subject.image_paths)
+    image = volume.array
+    where = subject.image_paths[0]
+    if channel_indices is not None:
+        if max(channel_indices) >= image.shape[-1]:
+            raise DataError(f"has {image.shape[-1]} channels, dataset.json names more", path=where)
+        image = image[..., list(channel_indices)]
+    elif expected_channels is not None and image.shape[-1] != expected_channels:
+        raise DataError(f"has {image.shape[-1]} channels, expected {expected_channels} "
+                        f"({', '.join(subject.images)})", path=where)
+    label = None
+    label_values = None
+    if subject.label is not None:
+        raw = load_label_volume(subject.label, reference=volume)
+        label_values = [int(v) for v in np.unique(raw)]
+        label = remap_labels(raw, label_mapping, path=subject.label)
+    bbox = [(0, int(n)) for n in image.shape[:3]]
+    if crop_foreground:
+        image, label, bbox = crop_to_foreground(image, label, margin=margin)
+    image = resize_volume(image, shape)
+    image = scale_intensity(image, scale, percentiles=percentiles, window=window)
+    if label is not None:
+        label = resize_labels(label, shape).astype(np.uint8)
+    info = {
+        "id": subject.id,
+        "source_images": [str(p) for p in subject.image_paths],
+        "source_label": None if subject.label is None else str(subject.label),
+        "original_shape": list(volume.original_shape),
+        "original_affine": np.asarray(volume.original_affine).tolist(),
+        "affine": np.asarray(volume.affine).tolist(),
+        "spacing": list(volume.spacing),
+        "ras_shape": [int(n) for n in volume.array.shape[:3]],
+        "num_channels": int(image.shape[-1]),
+        "crop_bbox": [list(b) for b in bbox],
+        "label_values": label_values,
+    }
+    return image, label, info
+
+
+def labels_to_original(pred, info, inverse_mapping=None):
+    """Undo resize and crop for a ``(S, S, S)`` prediction: returns the RAS-ordered map of the
+    full scan (``info["ras_shape"]``) in raw label values, ready for ``save_label_map``."""
+    pred = np.asarray(pred)
+    box = info["crop_bbox"]
+    crop_shape = tuple(b - a for a, b in box)
+    out = np.zeros(tuple(info["ras_shape"]), dtype=np.int32)
+    out[tuple(slice(a, b) for a, b in box)] = resize_labels(pred, crop_shape)
+    if inverse_mapping:
+        lut = np.arange(256, dtype=np.int32)
+        for k, v in inverse_mapping.items():
+            lut[int(k)] = int(v)
+        out = lut[out]
+    return out
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def safe_name(subject_id):
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(subject_id)) or "subject"
+
+
+def _process_and_write(job):
+    """Worker: preprocess one subject and write its files; returns ``(id, info, error)``."""
+    subject, out, kwargs = job
+    try:
+        image, label, info = preprocess_subject(subject, **kwargs)
+    except DataError as e:
+        return subject.id, None, str(e)
+    except MemoryError:
+        return subject.id, None, f"{subject.id}: out of memory"
+    except Exception as e:  # a malformed file nibabel does not describe well: still one line
+        return subject.id, None, f"{subject.image_paths[0]}: unreadable ({type(e).__name__}: {e})"
+    name = safe_name(subject.id)
+    out = Path(out)
+    info["image"] = f"images/{name}.npy"
+    with atomic_path(out / info["image"]) as tmp:
+        np.save(tmp, image)
+    info["label"] = None
+    if label is not None:
+        info["label"] = f"labels/{name}.npy"
+        with atomic_path(out / info["label"]) as tmp:
+            np.save(tmp, label)
+    # The record is written last: its presence marks the subject as done (resume).
+    write_json_atomic(out / "subjects" / f"{name}.json", info)
+    return subject.id, info, None
+
+
+def _done_record(out, subject):
+    rec = out / "subjects" / f"{safe_name(subject.id)}.json"
+    if not rec.is_file():
+        return None
+    try:
+        info = json.loads(rec.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    files = [info.get("image"), info.get("label")]
+    if info.get("id") != subject.id or not all((out / f).is_file() for f in files if f):
+        return None
+    return info
+
+
+def _pool_context():
+    # fork starts workers in milliseconds (spawn would re-import Keras in each one); the workers
+    # only run numpy and nibabel.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods and sys.platform != "darwin" else "spawn")
+
+
+def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False, workers=1, skip_bad=False,
+                       progress=None, scale="minmax", modalities=None, margin=0):
+    """Preprocess every subject of the data set at ``src`` into the cache folder ``out``.
+
+    Resumable: subjects whose files are complete are skipped; every file is written atomically.
+    A bad subject raises :class:`DataError` (nothing written for it) unless ``skip_bad``, which
+    records it and goes on. ``progress(subject_id, status)`` is called as subjects finish.
+    Returns a summary dict: ``done``, ``already_done``, ``failed`` (``[(id, message)]``), ``total``.
+    """
+    if scale not in SCALE_MODES:
+        raise DataError(f"unknown scale mode {scale!r}; choose one of {', '.join(SCALE_MODES)}")
+    out = Path(out)
+    dataset = discover(src, layout=layout, modalities=modalities)
+    shape = _as_shape3(size)
+    mapping = label_mapping_for(dataset.label_names)
+    settings = {
+        "source": str(Path(src).resolve()),
+        "layout": dataset.layout,
+        "size": list(shape),
+        "crop_foreground": bool(crop_foreground),
+        "scale": scale,
+        "modalities": list(dataset.modalities),
+        "margin": int(margin),
+    }
+    if out.exists() and not out.is_dir():
+        raise DataError("output exists and is not a folder", path=out)
+    settings_path = out / "settings.json"
+    if settings_path.is_file():
+        try:
+            old = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if old != settings:
+            diff = sorted(k for k in settings if (old or {}).get(k) != settings[k])
+            raise DataError(f"cache was made with other settings ({', '.join(diff)}); use a new output folder",
+                            path=out)
+    else:
+        write_json_atomic(settings_path, settings)
+
+    kwargs = {
+        "size": shape,
+        "crop_foreground": crop_foreground,
+        "scale": scale,
+        "label_mapping": mapping,
+        "channel_indices": dataset.extra.get("channel_indices"),
+        "expected_channels": len(dataset.extra.get("all_modalities", [])) or None,
+        "margin": margin,
+    }
+    if dataset.layout != "msd":
+        kwargs["expected_channels"] = None
+    infos = {}
+    pending = []
+    for s in dataset.subjects:
+        info = _done_record(out, s)
+        if info is not None:
+            infos[s.id] = info
+        else:
+            pending.append(s)
+    already = len(infos)
+    failed = []
+
+    def report(sid, status):
+        if progress is not None:
+            progress(sid, status)
+
+    for s in dataset.subjects:
+        if s.id in infos:
+            report(s.id, "skipped")
+
+    def handle(sid, info, error):
+        if error is None:
+            infos[sid] = info
+            report(sid, "done")
+            return
+        failed.append((sid, error))
+        report(sid, "failed")
+        if not skip_bad:
+            raise DataError(error)
+
+    jobs = [(s, str(out), kwargs) for s in pending]
+    workers = max(1, int(workers or 1))
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            handle(*_process_and_write(job))
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+            # Bounded submission: at most 2 jobs per worker in flight, so an early error stops soon.
+            it = iter(jobs)
+            running = set()
+            try:
+                while True:
+                    while len(running) < 2 * workers:
+                        job = next(it, None)
+                        if job is None:
+                            break
+                        running.add(pool.submit(_process_and_write, job))
+                    if not running:
+                        break
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        handle(*f.result())
+            except BaseException:
+                for f in running:
+                    f.cancel()
+                raise
+
+    manifest = _write_manifest(out, dataset, settings, mapping, infos, failed)
+    return {
+        "total": len(dataset.subjects),
+        "done": len(infos) - already,
+        "already_done": already,
+        "failed": failed,
+        "manifest": str(out / "manifest.json"),
+        "num_classes": manifest["num_classes"],
+    }
+
+
+def _write_manifest(out, dataset, settings, mapping, infos, failed):
+    subjects = [infos[s.id] for s in dataset.subjects if s.id in infos]
+    channels = subjects[0]["num_channels"] if subjects else len(dataset.modalities)
+    modalities = list(dataset.modalities)
+    if len(modalities) != channels:
+        modalities = [f"{modalities[0]}_{i}" for i in range(channels)]
+    if mapping is not None:
+        label_names = {str(mapping[int(k)]): v for k, v in dataset.label_names.items()}
+        num_classes = len(mapping)
+    else:
+        values = [v for s in subjects for v in (s.get("label_values") or [])]
+        num_classes = (max(values) + 1) if values else None
+        label_names = None
+    manifest = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        **settings,
+        "modalities": modalities,
+        "num_channels": channels,
+        "raw_label_names": None if dataset.label_names is None else {str(k): v for k, v in
+                                                                    dataset.label_names.items()},
+        "label_names": label_names,
+        "label_mapping": None if mapping is None else {str(k): v for k, v in mapping.items()},
+        "inverse_label_mapping": None if mapping is None else {str(v): k for k, v in mapping.items()},
+        "num_classes": num_classes,
+        "subjects": subjects,
+        "skipped": [{"id": sid, "error": msg} for sid, msg in failed],
+    }
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
