@@ -1,0 +1,258 @@
+"""``TrainingRun``: ``fit`` that checkpoints every epoch and resumes where a run stopped.
+
+A run directory holds ``run.json`` (the exact command, package versions, backend and config),
+``history.csv`` (one row per finished epoch) and ``checkpoints/``. A run killed at any moment
+(even SIGKILL) loses at most the epoch in progress: ``TrainingRun(dir, resume=True).fit(...)``
+reloads the weights, the optimizer state and the epoch counter and goes on. Randomness is
+re-seeded from ``(seed, epoch)`` at every epoch start and data sources that have ``set_epoch``
+are told the epoch, so a resumed run sees the same batches as an uninterrupted one.
+Ctrl-C (SIGINT) stops after the current batch and saves a checkpoint first.
+"""
+
+import csv
+import datetime
+import io
+import json
+import os
+import platform
+import signal
+import sys
+from pathlib import Path
+
+import keras
+
+from keras_ssl3d.errors import RunError
+from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
+from keras_ssl3d.training import checkpoint as ckpt
+from keras_ssl3d.version import __version__
+
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.csv"
+
+
+def environment_versions():
+    versions = {
+        "keras_ssl3d": __version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "python": platform.python_version(),
+    }
+    for module in ("numpy", "tensorflow", "jax", "torch", "nibabel", "huggingface_hub"):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            versions[module] = getattr(mod, "__version__", "unknown")
+    return versions
+
+
+class TrainingRun:
+    """A resumable training run stored in ``run_dir``.
+
+    Args:
+        run_dir: the folder of the run (created if needed).
+        config: JSON-serializable settings recorded in ``run.json`` (hyper-parameters, data...).
+        resume: continue the run found in ``run_dir``; without it an existing run is an error,
+            so that a typo never overwrites days of training.
+        seed: base seed; epoch ``e`` runs with ``seed * 100003 + e``.
+        keep: how many epoch checkpoints to keep.
+    """
+
+    def __init__(self, run_dir, config=None, resume=False, seed=0, keep=2, command=None):
+        self.run_dir = Path(run_dir)
+        self.config = dict(config or {})
+        self.resume = bool(resume)
+        self.seed = int(seed)
+        self.keep = int(keep)
+        self.command = list(command) if command is not None else list(sys.argv)
+        self.interrupted = False
+        self._prepare()
+
+    # -- run directory --------------------------------------------------------------------------
+    def _prepare(self):
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"cannot create the run directory ({e.strerror or e})", path=self.run_dir) from None
+        if not os.access(self.run_dir, os.W_OK):
+            raise RunError("the run directory is not writable", path=self.run_dir)
+        record_path = self.run_dir / RUN_FILE
+        existing = ckpt.latest_checkpoint(self.run_dir)
+        if self.resume:
+            if not record_path.is_file():
+                raise RunError(f"nothing to resume: no {RUN_FILE} in the run directory", path=self.run_dir)
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            recorded = record.get("config", {})
+            if self.config and recorded and _comparable(recorded) != _comparable(self.config):
+                changed = sorted(k for k in set(recorded) | set(self.config)
+                                 if recorded.get(k) != self.config.get(k) and k not in _VOLATILE)
+                if changed:
+                    raise RunError(f"cannot resume with different settings ({', '.join(changed)})",
+                                   path=record_path)
+            self.config = recorded or self.config
+            self.seed = int(record.get("seed", self.seed))
+            record.setdefault("resumed", []).append({"at": _now(), "command": self.command})
+        else:
+            if existing is not None or record_path.is_file():
+                raise RunError("the run directory already holds a run: pass --resume to continue it, "
+                               "or choose another output folder", path=self.run_dir)
+            record = {
+                "created": _now(),
+                "command": self.command,
+                "cwd": os.getcwd(),
+                "seed": self.seed,
+                "versions": environment_versions(),
+                "config": self.config,
+            }
+        try:
+            write_json_atomic(record_path, record)
+        except OSError as e:
+            raise RunError(f"cannot write {RUN_FILE} ({e.strerror or e})", path=record_path) from None
+        self.record = record
+
+    @property
+    def checkpoint(self):
+        return ckpt.latest_checkpoint(self.run_dir)
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, model, x=None, epochs=1, callbacks=None, **fit_kwargs):
+        """``model.fit`` with checkpoints; returns a ``keras.callbacks.History``-like object.
+
+        ``model`` must be compiled. Pass ``initial_epoch`` only through ``resume``.
+        """
+        if getattr(model, "optimizer", None) is None:
+            raise RunError("the model must be compiled before TrainingRun.fit")
+        state = {"epoch": 0, "history": []}
+        source = None
+        latest = self.checkpoint
+        if self.resume and latest is not None:
+            state = ckpt.load_checkpoint(model, latest)
+            source = latest
+        start = int(state["epoch"])
+        if start >= epochs:
+            return _History(state["history"])
+        saver = _CheckpointCallback(self, model, x, state, source)
+        previous_handler = _install_sigint(saver)
+        try:
+            model.fit(x, epochs=epochs, initial_epoch=start, callbacks=[saver, *(callbacks or [])], **fit_kwargs)
+        finally:
+            _restore_sigint(previous_handler)
+        if saver.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt(
+                f"training interrupted; checkpoint saved in {saver.last_saved}; "
+                f"continue with --resume {self.run_dir}"
+            )
+        return _History(saver.state["history"])
+
+    def write_history(self, history):
+        if not history:
+            return
+        keys = sorted({k for row in history for k in row if k != "epoch"})
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["epoch", *keys])
+        for row in history:
+            writer.writerow([row["epoch"], *[row.get(k, "") for k in keys]])
+        write_text_atomic(self.run_dir / HISTORY_FILE, buffer.getvalue())
+
+
+class _CheckpointCallback(keras.callbacks.Callback):
+    def __init__(self, run, model, data, state, source):
+        super().__init__()
+        self.run = run
+        self.train_model = model
+        self.data = data
+        self.state = {"epoch": int(state["epoch"]), "history": list(state.get("history", []))}
+        self.source = source
+        self.epoch = self.state["epoch"]
+        self.interrupt_requested = False
+        self.interrupted = False
+        self.last_saved = None
+
+    def on_train_begin(self, logs=None):
+        if self.source is not None:
+            ckpt.restore_optimizer(self.train_model, self.source)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        keras.utils.set_random_seed((self.run.seed * 100003 + epoch) % (2**31 - 1))
+        if hasattr(self.data, "set_epoch"):
+            self.data.set_epoch(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.interrupt_requested and not self.interrupted:
+            self.interrupted = True
+            self.train_model.stop_training = True
+            self._sync()
+            # The epoch in progress is not complete: resuming repeats it from these weights.
+            state = dict(self.state, partial=True, epoch=self.epoch)
+            self.last_saved = ckpt.save_checkpoint(self.train_model, self.run.run_dir, state, keep=self.run.keep)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.interrupted:
+            return
+        row = {"epoch": epoch + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items() if _is_number(v)})
+        self.state["history"].append(row)
+        self.state["epoch"] = epoch + 1
+        self.state["partial"] = False
+        self._sync()
+        self.last_saved = ckpt.save_checkpoint(self.train_model, self.run.run_dir, self.state, keep=self.run.keep)
+        self.run.write_history(self.state["history"])
+
+    def _sync(self):
+        if keras.backend.backend() == "jax" and hasattr(self.train_model, "jax_state_sync"):
+            self.train_model.jax_state_sync()
+
+
+class _History:
+    """What ``fit`` returns: ``history[metric]`` lists over all epochs, resumed ones included."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        keys = sorted({k for row in rows for k in row if k != "epoch"})
+        self.history = {k: [row.get(k) for row in rows] for k in keys}
+        self.epoch = [row["epoch"] - 1 for row in rows]
+
+
+def _install_sigint(saver):
+    if not _in_main_thread():
+        return None
+
+    def handler(signum, frame):
+        if saver.interrupt_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        saver.interrupt_requested = True
+        print("\nInterrupt: finishing the current batch and saving a checkpoint "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous):
+    if previous is not None and _in_main_thread():
+        signal.signal(signal.SIGINT, previous)
+
+
+def _in_main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+_VOLATILE = {"resume", "out", "verbose", "workers", "epochs"}
+
+
+def _comparable(config):
+    return {k: v for k, v in config.items() if k not in _VOLATILE}
+
+
+def _is_number(value):
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

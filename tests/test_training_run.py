@@ -1,0 +1,160 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ssl3d.errors import RunError
+from keras_ssl3d.training import TrainingRun
+from keras_ssl3d.training.checkpoint import latest_checkpoint
+
+
+def _model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 3.0], dtype="float32"))[:, None]
+    return x, y
+
+
+@pytest.mark.multibackend
+def test_fit_writes_record_checkpoints_and_history(tmp_path):
+    x, y = _data()
+    run = TrainingRun(tmp_path / "run", config={"lr": 0.01}, seed=3, command=["prog", "--x"])
+    history = run.fit(_model(), x, y=y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["command"] == ["prog", "--x"]
+    assert record["config"] == {"lr": 0.01}
+    assert record["versions"]["backend"] == keras.backend.backend()
+    assert len(history.history["loss"]) == 2
+    assert history.history["loss"][1] < history.history["loss"][0]
+    assert latest_checkpoint(tmp_path / "run").name == "epoch-0002"
+    rows = (tmp_path / "run" / "history.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch") and len(rows) == 3
+
+
+@pytest.mark.multibackend
+def test_existing_run_is_not_overwritten(tmp_path):
+    x, y = _data()
+    TrainingRun(tmp_path / "run").fit(_model(), x, y=y, epochs=1, verbose=0)
+    with pytest.raises(RunError, match="already holds a run"):
+        TrainingRun(tmp_path / "run")
+    with pytest.raises(RunError, match="nothing to resume"):
+        TrainingRun(tmp_path / "other", resume=True)
+
+
+@pytest.mark.multibackend
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+    x, y = _data()
+    keras.utils.set_random_seed(1)
+    straight = _model()
+    TrainingRun(tmp_path / "a").fit(straight, x, y=y, epochs=4, batch_size=8, shuffle=False, verbose=0)
+
+    keras.utils.set_random_seed(1)
+    first = _model()
+    TrainingRun(tmp_path / "b").fit(first, x, y=y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    keras.utils.set_random_seed(99)  # a fresh process: different initial weights
+    resumed = _model()
+    history = TrainingRun(tmp_path / "b", resume=True).fit(resumed, x, y=y, epochs=4, batch_size=8,
+                                                         shuffle=False, verbose=0)
+    assert len(history.history["loss"]) == 4
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    record = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert len(record["resumed"]) == 1
+
+
+@pytest.mark.multibackend
+def test_resume_refuses_changed_settings(tmp_path):
+    x, y = _data()
+    TrainingRun(tmp_path / "run", config={"lr": 0.1}).fit(_model(), x, y=y, epochs=1, verbose=0)
+    with pytest.raises(RunError, match="lr"):
+        TrainingRun(tmp_path / "run", config={"lr": 0.2}, resume=True)
+
+
+@pytest.mark.multibackend
+def test_full_disk_while_checkpointing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    x, y = _data()
+    run = TrainingRun(tmp_path / "run")
+    model = _model()
+    run.fit(model, x, y=y, epochs=1, verbose=0)
+
+    def no_space(self, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "run" / "checkpoints"))
+
+    monkeypatch.setattr(keras.Model, "save_weights", no_space)
+    resumed = TrainingRun(tmp_path / "run", resume=True)
+    with pytest.raises(RunError, match="No space left on device"):
+        resumed.fit(model, x, y=y, epochs=2, verbose=0)
+    assert latest_checkpoint(tmp_path / "run").name == "epoch-0001"
+    leftovers = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()]
+    assert sorted(leftovers) == ["epoch-0001", "latest"]
+
+
+_SCRIPT = textwrap.dedent(
+    """
+    import sys, time, keras, numpy as np
+    from keras_ssl3d.training import TrainingRun
+
+    class Slow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            time.sleep(0.05)
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32"); y = x.sum(axis=1, keepdims=True)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    run = TrainingRun(sys.argv[1], resume=sys.argv[2] == "1")
+    try:
+        run.fit(model, x, y=y, epochs=3, batch_size=4, verbose=0, callbacks=[Slow()])
+    except KeyboardInterrupt as e:
+        print("INTERRUPTED", e); sys.exit(130)
+    print("DONE", run.checkpoint.name)
+    """
+)
+
+
+def _wait_for(path, timeout=120):
+    start = time.time()
+    while time.time() - start < timeout:
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not appear")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_or_interrupted_run_resumes(tmp_path, sig):
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(script), str(run_dir), "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    _wait_for(run_dir / "checkpoints" / "epoch-0001")
+    time.sleep(0.3)  # inside epoch 2
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, out
+        assert "INTERRUPTED" in out
+        assert "partial" in latest_checkpoint(run_dir).name
+    else:
+        assert proc.returncode == -signal.SIGKILL
+        assert latest_checkpoint(run_dir).name == "epoch-0001"
+    done = subprocess.run([sys.executable, str(script), str(run_dir), "1"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DONE epoch-0003" in done.stdout
+    history = (run_dir / "history.csv").read_text().strip().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
