@@ -1,0 +1,32 @@
+"""``keras-ssl3d export HANDLE OUT``: a TF-Hub style reusable SavedModel of a preset's encoder."""
+
+import click
+
+
+@click.command()
+@click.argument("handle")
+@click.argument("out", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "tfhub-tgz"]), default="saved_model",
+              show_default=True, help="A SavedModel folder, or the compressed TF Hub module (.tar.gz).")
+@click.option("--in-channels", type=click.IntRange(min=1), default=None, help="Adapt the input layer first.")
+@click.option("--revision", default=None, help="Hub revision of HANDLE.")
+def export(handle, out, fmt, in_channels, revision):
+    """Export the encoder of HANDLE (zoo name, hub repo, preset folder or .keras file) to OUT.
+
+    Load the result with `m = tensorflow_hub.load(OUT)` (keep `m` referenced) or with
+    `keras.layers.TFSMLayer(OUT, call_endpoint="serve")` in a Keras 3 model (TensorFlow backend).
+    `hub.KerasLayer` is tf-keras and cannot sit in a Keras 3 model.
+    """
+    import keras
+
+    from keras_ssl3d.errors import ConfigError
+
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError(f"export needs KERAS_BACKEND=tensorflow (this process uses {keras.backend.backend()!r})")
+    from keras_ssl3d.presets.mixin import PretrainedMixin
+    from keras_ssl3d.zoo.export import export_saved_model
+
+    model = PretrainedMixin.from_pretrained.__func__(keras.Model, handle, in_channels=in_channels,
+                                                     revision=revision)
+    export_saved_model(model, out, format=fmt)
+    click.echo(f"exported {handle} ({type(model).__name__}, {model.count_params()} parameters) to {out} [{fmt}]")

@@ -1,0 +1,134 @@
+"""Run a zoo preset's recipe on data and register the result (``keras-ssl3d zoo build``).
+
+The recipe (task, hyper-parameters, learning rate, input size) comes from the registry manifest;
+the data are the user's (any layout ``keras_ssl3d.data`` understands, or a preprocessed cache).
+Training goes through ``keras_ssl3d.training.TrainingRun`` (per-epoch checkpoints, ``--resume``),
+and the trained encoder is saved as a preset folder in ``local_build_dir(name)``, where
+``from_pretrained(name)`` finds it. The metadata records the recipe and what this build used
+(epochs, batch size, input size, number of samples, final losses and metrics).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from keras_ssl3d.errors import ConfigError, DataError
+from keras_ssl3d.zoo.registry import get_entry, home_dir, local_build_dir
+
+DEFAULT_EPOCHS = 100
+DEFAULT_BATCH_SIZE = {3: 2, 2: 16}
+PATCH_TASKS = ("cpc", "rpl", "jigsaw")
+
+
+def make_encoder(entry, **overrides):
+    """A fresh encoder with the manifest's architecture (``overrides`` e.g. tiny ``filters``)."""
+    import keras_ssl3d
+
+    arch = entry.manifest["architecture"]
+    cls = {"Encoder3D": keras_ssl3d.Encoder3D, "Encoder2D": keras_ssl3d.Encoder2D}.get(arch["class_name"])
+    if cls is None:
+        raise ConfigError(f"zoo preset {entry.name!r}: unknown architecture {arch['class_name']!r}")
+    config = dict(arch.get("config", {}))
+    config.update(overrides)
+    return cls(**config)
+
+
+def make_task(entry, encoder, input_size):
+    """The recipe's pretext task around ``encoder`` (hyper-parameters from the manifest)."""
+    from keras_ssl3d.tasks import TASKS
+
+    recipe = entry.recipe
+    name = recipe["task"]
+    if name not in TASKS:
+        raise ConfigError(f"zoo preset {entry.name!r}: unknown task {name!r}")
+    kwargs = dict(recipe.get("task_hparams", {}))
+    if name in PATCH_TASKS:
+        kwargs["input_size"] = input_size
+    return TASKS[name](encoder=encoder, **kwargs)
+
+
+def load_samples(entry, data_dir, input_size):
+    """The unlabeled training samples of ``data_dir``, preprocessed as the recipe says."""
+    from keras_ssl3d import data
+
+    if entry.rank == 3:
+        samples = data.load_unlabeled_volumes(data_dir, size=input_size, crop_foreground=True)
+    else:
+        samples, _ = data.load_images_2d(data_dir, size=input_size)
+    samples = np.asarray(samples, dtype=np.float32)
+    expected = int(entry.input_contract["in_channels"])
+    if samples.shape[-1] != expected:
+        raise DataError(
+            f"zoo preset {entry.name!r} expects {expected} channels ({', '.join(entry.channel_names)}) but the data "
+            f"have {samples.shape[-1]}", path=data_dir)
+    return samples
+
+
+def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, resume=False, seed=0,
+                 encoder_overrides=None, steps_per_epoch=None, verbose="auto"):
+    """Pretrain the recipe's task on ``samples``; return ``(encoder, training record)``."""
+    import keras
+
+    from keras_ssl3d.training import TrainingRun
+
+    keras.utils.set_random_seed(seed)
+    encoder = make_encoder(entry, **(encoder_overrides or {}))
+    task = make_task(entry, encoder, input_size)
+    task.compile(learning_rate=float(entry.recipe["learning_rate"]))
+    if len(samples) < batch_size:
+        raise DataError(f"{len(samples)} samples are fewer than one batch of {batch_size}")
+    dataset = task.dataset(samples, batch_size=batch_size, seed=seed)
+    config = {"zoo_name": entry.name, "recipe": entry.recipe, "epochs": epochs, "batch_size": batch_size,
+              "input_size": input_size, "samples": int(len(samples)), "seed": seed,
+              "encoder_overrides": encoder_overrides or {}}
+    run = TrainingRun(run_dir, config=config, resume=resume, seed=seed)
+    fit_kwargs = {"verbose": verbose}
+    if steps_per_epoch:
+        fit_kwargs["steps_per_epoch"] = int(steps_per_epoch)
+    history = run.fit(task, x=dataset, epochs=epochs, **fit_kwargs)
+    final = {k: float(v[-1]) for k, v in getattr(history, "history", {}).items() if v and v[-1] is not None}
+    record = {"epochs": epochs, "batch_size": batch_size, "input_size": input_size, "samples": int(len(samples)),
+              "seed": seed, "learning_rate": float(entry.recipe["learning_rate"]),
+              "steps_per_epoch": steps_per_epoch or len(dataset)}
+    return task.encoder, record, final
+
+
+def preset_metadata(entry, record, final_metrics, data_description):
+    return {
+        "zoo_name": entry.name,
+        "zoo_version": entry.version,
+        "task": entry.recipe["task"],
+        "recipe": entry.recipe,
+        "training": dict(record, data=data_description),
+        "metrics": {f"pretext_{k}": v for k, v in final_metrics.items()},
+        "datasets": entry.manifest["card"].get("datasets"),
+        "license": entry.manifest["card"].get("license"),
+        "license_name": entry.manifest["card"].get("license_name"),
+    }
+
+
+def contract_extra(entry):
+    keep = ("modality", "orientation", "intensity_normalization", "layout", "input_size")
+    return {k: entry.input_contract[k] for k in keep if k in entry.input_contract}
+
+
+def build_preset(name, data_dir, *, epochs=None, batch_size=None, input_size=None, run_dir=None, resume=False,
+                 seed=0, echo=print):
+    """Run ``name``'s recipe on ``data_dir``; save the encoder to ``local_build_dir(name)``; return it."""
+    from keras_ssl3d.presets.io import save_preset
+
+    entry = get_entry(name)
+    recipe = entry.recipe
+    epochs = int(epochs or recipe.get("epochs") or DEFAULT_EPOCHS)
+    batch_size = int(batch_size or recipe.get("batch_size") or DEFAULT_BATCH_SIZE[entry.rank])
+    input_size = int(input_size or recipe["input_size"][0])
+    run_dir = Path(run_dir) if run_dir else home_dir() / "runs" / name
+    echo(f"building {name}: task {recipe['task']}, {epochs} epochs, batch {batch_size}, input {input_size}, "
+         f"run folder {run_dir}")
+    samples = load_samples(entry, data_dir, input_size)
+    encoder, record, final = train_preset(entry, samples, epochs=epochs, batch_size=batch_size,
+                                          input_size=input_size, run_dir=run_dir, resume=resume, seed=seed)
+    out = local_build_dir(name)
+    save_preset(encoder, out, metadata=preset_metadata(entry, record, final, f"user data ({Path(data_dir).name})"),
+                input_contract_extra=contract_extra(entry))
+    return out
