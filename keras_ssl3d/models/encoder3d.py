@@ -90,7 +90,7 @@ class Encoder3D(PretrainedMixin, keras.Model):
 
     def feature_extractor(self):
         """A model sharing this encoder's layers that returns the per-level features (skips)."""
-        return keras.Model(self.inputs, list(self.pyramid_outputs.values()), name=f"{self.name}_features")
+        return keras.Model(self.input, list(self.pyramid_outputs.values()), name=f"{self.name}_features")
 
     def get_config(self):
         return {
