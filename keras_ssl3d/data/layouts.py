@@ -148,8 +148,11 @@ def _brats_role(stem):
 def _brats_subject_dirs(path):
     dirs = []
     for d in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        roles = {_brats_role(nifti_stem(f)) for f in _nifti_files(d)}
-        if roles & set(BRATS_MODALITIES):
+        # A subject folder: several BraTS modalities, each in one file (a folder of many
+        # subjects' *_t1 files is not one).
+        roles = [_brats_role(nifti_stem(f)) for f in _nifti_files(d)]
+        roles = [r for r in roles if r is not None]
+        if len(set(roles) & set(BRATS_MODALITIES)) >= 2 and len(roles) == len(set(roles)):
             dirs.append(d)
     return dirs
 

@@ -149,7 +149,6 @@ def scale_intensity(image, mode="minmax", percentiles=DEFAULT_PERCENTILES, windo
             fg = x[x > x.min()]
             ref = fg if fg.size else x.ravel()
             lo, hi = (float(v) for v in np.percentile(ref, percentiles))
-            lo = min(lo, float(x.min())) if percentiles[0] <= 0 else lo
         else:
             lo, hi = float(window[0]), float(window[1])
         if hi <= lo:
@@ -157,7 +156,7 @@ def scale_intensity(image, mode="minmax", percentiles=DEFAULT_PERCENTILES, windo
             continue
         np.clip(x, lo, hi, out=out[..., c])
         out[..., c] -= lo
-        out[..., c] *= 1.0 / (hi - lo)
+        out[..., c] /= np.float32(hi - lo)
     return out
 
 
