@@ -5,7 +5,7 @@ The convenience loaders below are what the CLIs use: they accept a preprocessed 
 (with ``manifest.json``) or any raw data set layout.
 """
 
-from pathlib import Path
+import dataclasses
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def load_unlabeled_volumes(path, size=128, crop_foreground=True, layout="auto", 
     kw = _raw_kwargs(dataset)
     out = []
     for s in dataset.subjects:
-        s_nolabel = Subject(id=s.id, images=s.images, label=None, split=s.split)
+        s_nolabel = dataclasses.replace(s, label=None)
         image, _, _ = preprocess_subject(s_nolabel, size=size, crop_foreground=crop_foreground,
                                          channel_indices=kw["channel_indices"],
                                          expected_channels=kw.get("expected_channels"))

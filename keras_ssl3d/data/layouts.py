@@ -37,6 +37,9 @@ class Subject:
     images: dict
     label: Path = None
     split: str = None
+    # Why this subject cannot be used (e.g. a missing modality); reported when it is loaded, so a
+    # data set with a few bad subjects can still be processed with ``skip_bad``.
+    problem: str = None
 
     @property
     def image_paths(self):
@@ -80,6 +83,8 @@ def discover(path, layout="auto", modalities=None):
     dataset = reader[layout](path, modalities)
     if not dataset.subjects:
         raise DataError(f"no subjects found for layout {layout!r}", path=path)
+    if all(s.problem for s in dataset.subjects):
+        raise DataError(dataset.subjects[0].problem)
     ids = [s.id for s in dataset.subjects]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
@@ -175,9 +180,12 @@ def _discover_brats(path, modalities):
                     raise DataError(f"two files for {role}: {files[role].name} and {f.name}", path=d)
                 files[role] = f
         missing = [m for m in modalities if m not in files]
+        problem = None
         if missing:
-            raise DataError(f"missing modality {', '.join(missing)} (have {', '.join(sorted(files))})", path=d)
-        subjects.append(Subject(id=d.name, images={m: files[m] for m in modalities}, label=files.get("seg")))
+            problem = str(DataError(f"missing modality {', '.join(missing)} (have {', '.join(sorted(files))})",
+                                    path=d))
+        subjects.append(Subject(id=d.name, images={m: files[m] for m in modalities if m in files},
+                                label=files.get("seg"), problem=problem))
     return Dataset(subjects=subjects, modalities=modalities, label_names=dict(BRATS_LABEL_NAMES),
                    layout="brats", root=path)
 
@@ -323,11 +331,12 @@ def _discover_folder(path, modalities):
     for case in sorted(cases):
         mods = cases[case]
         missing = [m for m in mod_order if m not in mods]
+        problem = None
         if missing:
             where = next(iter(mods.values())).parent
-            raise DataError(f"case {case!r}: missing modality {', '.join(missing)}", path=where)
-        subjects.append(Subject(id=case, images={m: mods[m] for m in mod_order}, label=labels.get(case),
-                                split=splits.get(case)))
+            problem = str(DataError(f"case {case!r}: missing modality {', '.join(missing)}", path=where))
+        subjects.append(Subject(id=case, images={m: mods[m] for m in mod_order if m in mods},
+                                label=labels.get(case), split=splits.get(case), problem=problem))
     return Dataset(subjects=subjects, modalities=list(mod_order), label_names=None, layout="folder", root=path)
 
 

@@ -71,7 +71,8 @@ def _read(path):
     try:
         img = nib.load(str(path))
     except nib.filebasedimages.ImageFileError as e:
-        raise DataError(f"not a NIfTI file ({_short(e)})", path=path) from None
+        why = "named .gz but not gzip-compressed" if "gzip" in str(e) else "unrecognised header"
+        raise DataError(f"not a NIfTI file ({why})", path=path) from None
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
         raise DataError(f"unreadable or corrupt file ({_short(e)})", path=path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):

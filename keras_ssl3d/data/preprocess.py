@@ -202,6 +202,8 @@ def preprocess_subject(subject, size=128, crop_foreground=False, scale="minmax",
     affine, spacing), the crop box and the raw label values, as stored in the manifest.
     """
     shape = _as_shape3(size)
+    if subject.problem:
+        raise DataError(subject.problem)
     volume = load_volume(subject.image_paths)
     image = volume.array
     where = subject.image_paths[0]
