@@ -58,8 +58,14 @@ class VolumeBatches(keras.utils.PyDataset):
         drop_remainder: drop the last incomplete batch.
         workers, use_multiprocessing, max_queue_size: as in ``keras.utils.PyDataset``.
 
-    The epoch advances when Keras ends an epoch in which batches were read; ``set_epoch(e)``
-    (called by ``TrainingRun`` at each epoch start) sets it explicitly.
+    Epochs: Keras's own hooks are not a reliable epoch count (trainers peek at batches and call
+    the hooks outside ``fit`` epochs), so the true epoch comes from ``set_epoch(e)``, which
+    ``TrainingRun`` calls at each epoch start; with a plain ``model.fit`` pass
+    ``callbacks=[batches.epoch_callback()]`` (it also handles ``initial_epoch``). Without either,
+    the epoch just counts ``on_epoch_end`` calls after batches were read (still a reshuffle each
+    epoch, but not tied to Keras's epoch number). Keras also shuffles the order of the batches
+    inside an epoch with Python's ``random`` unless ``fit(..., shuffle=False)``; the content of
+    batch ``i`` of epoch ``e`` is fixed by ``(seed, e, i)``.
     """
 
     def __init__(self, source, batch_size=2, shuffle=True, seed=0, transform=None, with_labels=False,
@@ -84,6 +90,7 @@ class VolumeBatches(keras.utils.PyDataset):
         self.dtype = dtype
         self.epoch = 0
         self._served = False
+        self._explicit = False
         if self.with_labels and self.source.label(int(self.indices[0])) is None:
             raise DataError("with_labels=True but the source has no labels")
         if self.drop_remainder and len(self.indices) < self.batch_size:
@@ -94,13 +101,19 @@ class VolumeBatches(keras.utils.PyDataset):
         return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
 
     def set_epoch(self, epoch):
+        """Serve epoch ``epoch`` next (from then on only explicit calls change the epoch)."""
         self.epoch = int(epoch)
+        self._explicit = True
         self._served = False
 
+    def epoch_callback(self):
+        """A Keras callback that calls ``set_epoch`` with ``fit``'s epoch number."""
+        return _EpochSync(self)
+
     def on_epoch_end(self):
-        if self._served:
+        if self._served and not self._explicit:
             self.epoch += 1
-            self._served = False
+        self._served = False
 
     def order(self, epoch=None):
         """Subject indices of ``epoch`` in the order they are served."""
@@ -132,3 +145,12 @@ class VolumeBatches(keras.utils.PyDataset):
         if self.with_labels:
             return images, labels
         return (images,)
+
+
+class _EpochSync(keras.callbacks.Callback):
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)
