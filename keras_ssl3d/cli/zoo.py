@@ -95,7 +95,7 @@ def build(name, data_dir, push_repo, private, epochs, batch_size, input_size, ru
 @zoo.command()
 @click.option("--output", type=click.Path(dir_okay=False), default="MODEL_CARDS.md", show_default=True,
               help="Where to write the cards.")
-@click.option("--check", is_flag=True, help="Do not write; exit 1 if the file is missing or stale.")
+@click.option("--check", is_flag=True, help="Do not write; fail (exit status 2) if the file is missing or stale.")
 def cards(output, check):
     """Regenerate MODEL_CARDS.md from the registry manifests."""
     from keras_ssl3d.fileio import write_text_atomic
@@ -106,8 +106,10 @@ def cards(output, check):
     if check:
         current = path.read_text(encoding="utf-8") if path.is_file() else None
         if current != text:
-            click.echo(f"{path} is stale: run `keras-ssl3d zoo cards --output {path}`", err=True)
-            raise click.exceptions.Exit(1)
+            from keras_ssl3d.errors import ConfigError
+
+            raise ConfigError(f"{'stale' if current else 'missing'}: run `keras-ssl3d zoo cards --output {path}`",
+                              path=path)
         click.echo(f"{path} is up to date")
         return
     write_text_atomic(path, text)
