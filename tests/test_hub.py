@@ -188,6 +188,17 @@ def test_cached_preset_is_used_when_hub_goes_away(hub_server, monkeypatch):
     np.testing.assert_array_equal(to_numpy(again(x)), to_numpy(first(x)))
 
 
+def test_cache_dir_is_respected(hub_server, tmp_path):
+    enc = _encoder()
+    _push(enc)
+    model = Encoder3D.from_pretrained("hf://org/enc", cache_dir=tmp_path / "my_cache")
+    snapshots = list((tmp_path / "my_cache" / "models--org--enc" / "snapshots").iterdir())
+    assert len(snapshots) == 1 and (snapshots[0] / "model.weights.h5").is_file()
+    assert not (tmp_path / "hf_home" / "hub" / "models--org--enc").exists()
+    x = random_volumes(1, 8, 2)
+    np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(enc(x)))
+
+
 def test_missing_repo_revision_and_file_errors(hub_server):
     _push(_encoder())
     with pytest.raises(PresetError, match="'org/nope' not found on http://127.0.0.1"):

@@ -90,6 +90,7 @@ def test_zoo_download_verifies_and_prints_the_folder(hub_server, tmp_path, monke
     r = enc.push_to_hub("org/dl", token=TOKEN)
     monkeypatch.setenv(registry.MANIFESTS_ENV, str(_tiny_manifest(
         tmp_path / "manifests", "tiny-dl", repo_id="org/dl", revision=r.commit_sha, weights_sha256=r.weights_sha256)))
+    assert registry.entry_status(registry.get_entry("tiny-dl")) == "published"
     code, out, err = _cli(["zoo", "download", "tiny-dl"], capsys)
     assert code == 0, err
     folder = out.strip().splitlines()[-1]
