@@ -103,3 +103,15 @@ def test_mean_dice_keras_metric():
     metric.update_state(np.zeros((1, 2)), np.eye(3, dtype="float32")[np.zeros((1, 2), int)])
     assert float(to_numpy(metric.result())) == pytest.approx(1.0)  # both empty -> 1
     assert M.MeanDice.from_config(metric.get_config()).num_classes == 3
+
+
+def test_quadratic_kappa_keras_metric_matches_numpy():
+    y_true = np.array([0, 1, 2, 2])
+    y_pred = [0, 2, 2, 1]
+    metric = M.QuadraticKappa(num_classes=3)
+    metric.update_state(y_true[:2], np.eye(3, dtype="float32")[y_pred[:2]])
+    metric.update_state(y_true[2:, None], np.eye(3, dtype="float32")[y_pred[2:]])
+    assert float(to_numpy(metric.result())) == pytest.approx(1 - 0.5 / (22 / 16), rel=1e-5)
+    metric.reset_state()
+    metric.update_state(np.array([1, 1]), np.eye(3, dtype="float32")[[1, 1]])
+    assert float(to_numpy(metric.result())) == pytest.approx(1.0)

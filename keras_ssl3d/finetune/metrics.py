@@ -211,3 +211,46 @@ class MeanDice(keras.metrics.Metric):
         config = super().get_config()
         config.update(num_classes=self.num_classes, include_background=self.include_background)
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl3d")
+class QuadraticKappa(keras.metrics.Metric):
+    """Quadratic-weighted kappa of argmax predictions, from a confusion matrix accumulated per epoch.
+
+    Same formula as `quadratic_weighted_kappa`; targets are integer grades ``(N,)``/``(N, 1)`` or
+    one-hot ``(N, K)``.
+    """
+
+    def __init__(self, num_classes, name="kappa", dtype=None, **kwargs):
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        self.num_classes = int(num_classes)
+        self.matrix = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
+                                        name="confusion")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_true = ops.convert_to_tensor(y_true)
+        if len(y_true.shape) == len(y_pred.shape):
+            y_true = ops.argmax(y_true, axis=-1) if y_true.shape[-1] == self.num_classes else y_true[..., 0]
+        true = ops.one_hot(ops.reshape(ops.cast(y_true, "int32"), (-1,)), self.num_classes, dtype=self.dtype)
+        pred = ops.one_hot(ops.reshape(ops.argmax(y_pred, axis=-1), (-1,)), self.num_classes, dtype=self.dtype)
+        self.matrix.assign_add(ops.matmul(ops.transpose(true), pred))
+
+    def result(self):
+        observed = ops.convert_to_tensor(self.matrix)
+        total = ops.maximum(ops.sum(observed), 1.0)
+        idx = ops.cast(ops.arange(self.num_classes), self.dtype)
+        weights = ops.square(idx[:, None] - idx[None, :]) / float(max(self.num_classes - 1, 1) ** 2)
+        expected = ops.outer(ops.sum(observed, axis=1), ops.sum(observed, axis=0)) / total
+        numerator = ops.sum(weights * observed)
+        denominator = ops.sum(weights * expected)
+        return ops.where(denominator > 0, 1.0 - numerator / ops.maximum(denominator, 1e-12),
+                         ops.where(numerator > 0, 0.0, 1.0))
+
+    def reset_state(self):
+        self.matrix.assign(ops.zeros((self.num_classes, self.num_classes), dtype=self.dtype))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes)
+        return config

@@ -1,0 +1,60 @@
+"""``keras-ssl3d finetune``: fine-tune a (pretrained) encoder for segmentation or 2D grading."""
+
+import click
+
+from keras_ssl3d.finetune.parsing import parse_int_list
+
+
+@click.command("finetune")
+@click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data: a BraTS/MSD/folder/csv "
+              "data set or a preprocessed cache (3D segmentation), or an image folder with grades (2D).")
+@click.option("--encoder", required=True, help="Pretrained encoder: preset folder, .keras file, run folder of "
+              "`keras-ssl3d pretrain`, zoo name or hub repo; `none` trains from scratch.")
+@click.option("--out", required=True, type=click.Path(), help="Run folder (model/, history.csv, run.json).")
+@click.option("--label-fraction", default=1.0, show_default=True, type=float,
+              help="Fraction of the training subjects whose labels are used (chosen by --seed).")
+@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]),
+              help="Encoder training: frozen throughout, frozen for --warmup-epochs then trained, or trained.")
+@click.option("--warmup-epochs", default=None, type=int, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
+@click.option("--epochs", default=100, show_default=True, type=int)
+@click.option("--batch-size", default=2, show_default=True, type=int)
+@click.option("--lr", default=None, type=float, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the label subset, order and init.")
+@click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the validation split.")
+@click.option("--size", default=None, type=int, help="Input size (cube side / image side) [128 3D, 224 2D].")
+@click.option("--filters", default=None, help="With --encoder none: encoder widths, e.g. 32,64,128,256,512 "
+              "(2D: layers per dense block).")
+@click.option("--norm", default="batch", show_default=True, type=click.Choice(["batch", "group", "instance", "none"]),
+              help="With --encoder none: normalisation of the 3D encoder.")
+@click.option("--val-fraction", default=0.2, show_default=True, type=float,
+              help="Fraction of subjects held out for validation (fixed by --split-seed).")
+@click.option("--loss", default="dice_ce", show_default=True, type=click.Choice(["dice_ce", "dice", "ce"]),
+              help="Segmentation loss.")
+@click.option("--adapt", default="auto", show_default=True,
+              type=click.Choice(["auto", "duplicate", "mean", "random", "by_name"]),
+              help="Input-channel adaptation when the encoder was pretrained on other channels "
+                   "(auto: by_name when channel names match, else duplicate).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--verbose", default=2, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
+def finetune(data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
+             split_seed, size, filters, norm, val_fraction, loss, adapt, resume, verbose):
+    """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
+
+    Writes OUT/model (a preset with the task metadata), OUT/history.csv, OUT/run.json and
+    OUT/result.json; evaluate with `keras-ssl3d evaluate --model OUT --data DIR`.
+    """
+    import sys
+
+    from keras_ssl3d.finetune.runner import FinetuneSettings, load_task_data, run_finetune
+
+    settings = FinetuneSettings(
+        encoder=encoder, label_fraction=label_fraction, strategy=strategy, warmup_epochs=warmup_epochs,
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
+        filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt)
+    settings.check()
+    data = load_task_data(data_path, size=size)
+    result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv)
+    score = result["final_score"]
+    shown = "n/a" if score is None else f"{score:.4f}"
+    click.echo(f"{data.task}: {result['train_size']} training / {result['val_size']} validation subjects; "
+               f"final {result['monitor']} = {shown}; model saved to {out}/model")

@@ -1,0 +1,370 @@
+"""Fine-tuning runs: data split, label subset, model assembly, training and saving.
+
+Shared by ``keras-ssl3d finetune`` and ``keras-ssl3d study``. A run directory holds
+``run.json`` / ``history.csv`` / ``checkpoints/`` (from `TrainingRun`) and, once training is
+done, ``model/`` (a preset folder whose metadata records the encoder source, label fraction,
+strategy, class names, label mapping and input size) and ``result.json``.
+
+Label subsets are chosen by seed, never by file order: the subjects left after the validation
+split are permuted with ``seed`` and the first ``ceil(fraction * n)`` are used, so subsets are
+identical for every encoder, and nested (5 % is inside 10 %) for one seed.
+"""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from keras_ssl3d.errors import ConfigError, DataError, PresetError
+
+PAPER_LR = {"segmentation": 1e-5, "classification": 5e-5}
+PAPER_WARMUP = {"segmentation": 25, "classification": 5}
+DEFAULT_SIZE = {"segmentation": 128, "classification": 224}
+PAPER_FILTERS_3D = (32, 64, 128, 256, 512)
+MODEL_DIR = "model"
+RESULT_FILE = "result.json"
+
+
+@dataclasses.dataclass
+class TaskData:
+    """A labelled data set in memory: 3D volumes + label maps, or 2D images + grades."""
+
+    task: str  # "segmentation" or "classification"
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    class_names: list
+    channel_names: list
+    label_mapping: dict | None = None
+    subject_ids: list | None = None
+    source: str = ""
+
+    @property
+    def size(self):
+        return int(self.images.shape[1])
+
+    def __len__(self):
+        return len(self.images)
+
+
+def detect_task(path):
+    """``"segmentation"`` for volume data (NIfTI layouts, caches), ``"classification"`` for image folders."""
+    from keras_ssl3d.data import is_cache
+    from keras_ssl3d.data.images2d import IMAGE_SUFFIXES
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError("data path does not exist", path=path)
+    if path.is_file() or is_cache(path):
+        return "segmentation"
+    names = [p.name.lower() for p in path.rglob("*") if p.is_file()]
+    if any(n.endswith((".nii", ".nii.gz")) for n in names) or (path / "dataset.json").is_file():
+        return "segmentation"
+    if any(n.endswith(IMAGE_SUFFIXES) for n in names):
+        return "classification"
+    raise DataError("no NIfTI volumes or PNG/JPEG images found", path=path)
+
+
+def load_task_data(path, size=None, task=None):
+    """Load a labelled data set for fine-tuning (``size`` defaults to 128 for 3D, 224 for 2D)."""
+    task = task or detect_task(path)
+    size = int(size or DEFAULT_SIZE[task])
+    if task == "segmentation":
+        from keras_ssl3d.data import load_labeled_volumes
+
+        images, labels, info = load_labeled_volumes(path, size=size)
+        num_classes = int(info["num_classes"])
+        names = info.get("label_names") or {}
+        names = {int(k): str(v) for k, v in dict(names).items()}
+        class_names = [names.get(k, f"class_{k}") for k in range(num_classes)]
+        mapping = info.get("label_mapping")
+        return TaskData(task, images, labels.astype(np.int32), num_classes, class_names,
+                        [str(m) for m in info["modalities"]],
+                        None if mapping is None else {int(k): int(v) for k, v in mapping.items()},
+                        list(info.get("subject_ids") or []), str(path))
+    from keras_ssl3d.data import load_images_2d
+    from keras_ssl3d.data.images2d import list_images_2d
+
+    images, grades = load_images_2d(path, size=size)
+    if grades is None:
+        raise DataError("images have no grades (add labels.csv or class sub-folders)", path=path)
+    if grades.min() < 0:
+        raise DataError(f"grades must be >= 0, got {int(grades.min())}", path=path)
+    num_classes = max(int(grades.max()) + 1, 2)
+    ids = [Path(p).name for p, _ in list_images_2d(path)]
+    return TaskData(task, images, grades.astype(np.int32), num_classes, [f"grade_{k}" for k in range(num_classes)],
+                    ["red", "green", "blue"], None, ids, str(path))
+
+
+def split_indices(n, val_fraction=0.2, split_seed=0):
+    """``(train_pool, validation)`` subject indices; the validation set depends on ``split_seed`` only."""
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    order = np.random.default_rng([int(split_seed), 1]).permutation(n)
+    n_val = int(round(n * float(val_fraction)))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    else:
+        n_val = 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def label_subset(train_pool, fraction, seed=0):
+    """The labelled subjects used by a run: ``ceil(fraction * n)`` (at least 1) of ``train_pool``, by seed."""
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"label fraction must be in (0, 1], got {fraction}")
+    pool = np.asarray(train_pool)
+    if pool.size == 0:
+        raise ConfigError("no training subjects left after the validation split")
+    order = pool[np.random.default_rng([int(seed), 2]).permutation(pool.size)]
+    k = max(1, math.ceil(fraction * pool.size - 1e-9))
+    return np.sort(order[:k])
+
+
+def load_encoder(handle, rank):
+    """An encoder from a preset handle, a ``.keras`` file, or a run folder holding one.
+
+    Accepts encoders and models that contain one (a fine-tuned ``Segmenter3D``, a pretext task
+    model with ``.encoder``).
+    """
+    from keras_ssl3d.presets import load_keras_file, load_preset, resolve_handle
+
+    path = Path(str(handle)).expanduser()
+    if path.is_dir() and not (path / "metadata.json").is_file():
+        for sub in ("encoder", MODEL_DIR):
+            if (path / sub / "metadata.json").is_file():
+                handle = str(path / sub)
+                break
+    resolved = resolve_handle(str(handle))
+    if resolved.kind == "keras_file":
+        model = load_keras_file(resolved.path)
+    else:
+        model = load_preset(resolved.path, expected_sha256=resolved.expected_sha256)
+    encoder = getattr(model, "encoder", model)
+    if getattr(encoder, "rank", None) != rank:
+        raise PresetError(f"holds a {type(encoder).__name__} (rank {getattr(encoder, 'rank', '?')}), "
+                          f"need a {rank}D encoder", path=resolved.path)
+    return encoder
+
+
+def adapt_encoder(encoder, channel_names, adapt="auto"):
+    """Match the encoder's input layer to the data's channels (see `adapt_input_channels`)."""
+    from keras_ssl3d.finetune.adapt import adapt_input_channels
+
+    names = getattr(encoder, "channel_names", None)
+    if adapt == "auto":
+        known = {n.lower() for n in names or []}
+        adapt = "by_name" if known and any(c.lower() in known for c in channel_names) else "duplicate"
+    if names is None and encoder.in_channels == len(channel_names):
+        return encoder, "none"
+    adapted = adapt_input_channels(encoder, channels=channel_names, strategy=adapt)
+    return adapted, ("none" if adapted is encoder else adapt)
+
+
+def build_model(data, encoder_handle, filters=None, norm="batch", adapt="auto", dropout=0.0):
+    """Task model for ``data`` on a pretrained (or, with ``"none"``, a fresh) encoder."""
+    from keras_ssl3d import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
+
+    channels = len(data.channel_names)
+    adapted = "none"
+    if data.task == "segmentation":
+        if str(encoder_handle).lower() == "none":
+            encoder = Encoder3D(in_channels=channels, filters=tuple(filters or PAPER_FILTERS_3D), norm=norm,
+                                channel_names=data.channel_names)
+        else:
+            encoder, adapted = adapt_encoder(load_encoder(encoder_handle, 3), data.channel_names, adapt)
+        divisor = encoder.size_divisor
+        if data.size % divisor:
+            raise ConfigError(f"--size {data.size} must be a multiple of {divisor} for a {len(encoder.filters)}-level "
+                              "U-Net (or use fewer --filters levels)")
+        return Segmenter3D(encoder, num_classes=data.num_classes), adapted
+    if str(encoder_handle).lower() == "none":
+        kwargs = {"blocks": tuple(filters)} if filters else {}
+        encoder = Encoder2D(in_channels=channels, channel_names=data.channel_names, **kwargs)
+    else:
+        encoder, adapted = adapt_encoder(load_encoder(encoder_handle, 2), data.channel_names, adapt)
+    return Classifier2D(encoder, num_classes=data.num_classes, dropout=dropout), adapted
+
+
+@dataclasses.dataclass
+class FinetuneSettings:
+    encoder: str = "none"
+    label_fraction: float = 1.0
+    strategy: str = "warmup"
+    warmup_epochs: int | None = None
+    epochs: int = 100
+    batch_size: int = 2
+    lr: float | None = None
+    seed: int = 0
+    split_seed: int = 0
+    val_fraction: float = 0.2
+    filters: tuple | None = None
+    norm: str = "batch"
+    loss: str = "dice_ce"
+    adapt: str = "auto"
+
+    def resolved(self, task):
+        out = dataclasses.replace(self)
+        if out.lr is None:
+            out.lr = PAPER_LR[task]
+        if out.warmup_epochs is None:
+            out.warmup_epochs = PAPER_WARMUP[task]
+        if out.filters is not None:
+            out.filters = tuple(int(f) for f in out.filters)
+        return out
+
+    def check(self):
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        from keras_ssl3d.finetune.warmup import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.filters is not None and (not self.filters or min(self.filters) < 1):
+            raise ConfigError(f"--filters must be positive integers, got {self.filters}")
+
+
+def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
+    """Train one fine-tuning run on ``data`` (a `TaskData`) into ``out``; returns the result dict."""
+    import keras
+
+    from keras_ssl3d.fileio import write_json_atomic
+    from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
+    from keras_ssl3d.finetune.warmup import apply_strategy
+    from keras_ssl3d.losses import get_segmentation_loss
+    from keras_ssl3d.training import TrainingRun
+
+    settings.check()
+    s = settings.resolved(data.task)
+    out = Path(out)
+    train_pool, val_idx = split_indices(len(data), s.val_fraction, s.split_seed)
+    train_idx = label_subset(train_pool, s.label_fraction, s.seed)
+    if data.task == "classification" and s.batch_size > len(train_idx):
+        s.batch_size = len(train_idx)
+
+    keras.utils.set_random_seed(s.seed)
+    model, adapted = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
+    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs)
+    if data.task == "segmentation":
+        loss = get_segmentation_loss(s.loss)
+        metrics = [MeanDice(data.num_classes, name="mean_dice")]
+        monitor = "mean_dice"
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = ["accuracy", QuadraticKappa(data.num_classes, name="kappa")]
+        monitor = "kappa"
+    model.compile(optimizer=keras.optimizers.Adam(s.lr), loss=loss, metrics=metrics)
+
+    config = {
+        "task": data.task,
+        "data": data.source,
+        "encoder": s.encoder,
+        "label_fraction": s.label_fraction,
+        "strategy": s.strategy,
+        "warmup_epochs": s.warmup_epochs,
+        "epochs": s.epochs,
+        "batch_size": s.batch_size,
+        "lr": s.lr,
+        "seed": s.seed,
+        "split_seed": s.split_seed,
+        "val_fraction": s.val_fraction,
+        "size": data.size,
+        "filters": None if s.filters is None else list(s.filters),
+        "norm": s.norm,
+        "loss": s.loss if data.task == "segmentation" else "cross_entropy",
+        "channel_adaptation": adapted,
+        "train_subjects": [_subject_id(data, i) for i in train_idx],
+        "val_subjects": [_subject_id(data, i) for i in val_idx],
+    }
+    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command)
+    if data.task == "segmentation":
+        from keras_ssl3d.data import VolumeBatches
+
+        train = VolumeBatches((data.images, data.labels), batch_size=s.batch_size, shuffle=True, seed=s.seed,
+                              with_labels=True, indices=train_idx)
+    else:
+        train = _ImageBatches(data.images, data.labels, train_idx, s.batch_size, s.seed)
+    validation = (data.images[val_idx], data.labels[val_idx]) if len(val_idx) else None
+    history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
+                      validation_batch_size=1 if data.task == "segmentation" else s.batch_size,
+                      shuffle=False, verbose=verbose)
+    rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
+
+    metadata = {
+        "task": data.task,
+        "encoder_source": s.encoder,
+        "label_fraction": s.label_fraction,
+        "strategy": s.strategy,
+        "warmup_epochs": s.warmup_epochs,
+        "class_names": data.class_names,
+        "num_classes": data.num_classes,
+        "label_mapping": None if data.label_mapping is None else {str(k): v for k, v in data.label_mapping.items()},
+        "input_size": [data.size] * (3 if data.task == "segmentation" else 2),
+        "channel_names": data.channel_names,
+        "channel_adaptation": adapted,
+        "epochs": s.epochs,
+        "lr": s.lr,
+        "seed": s.seed,
+        "train_subjects": config["train_subjects"],
+        "val_subjects": config["val_subjects"],
+    }
+    model.save_pretrained(out / MODEL_DIR, metadata=metadata)
+    val_key = f"val_{monitor}"
+    curve = [row.get(val_key) for row in rows]
+    result = {
+        "task": data.task,
+        "monitor": val_key,
+        "final_score": curve[-1] if curve else None,
+        "best_score": max((c for c in curve if c is not None), default=None),
+        "curve": curve,
+        "train_size": int(len(train_idx)),
+        "val_size": int(len(val_idx)),
+        "config": config,
+    }
+    write_json_atomic(out / RESULT_FILE, result)
+    return result
+
+
+def _rows(history):
+    hist = getattr(history, "history", {}) or {}
+    if isinstance(hist, dict):
+        n = max((len(v) for v in hist.values()), default=0)
+        return [{k: v[i] for k, v in hist.items() if i < len(v)} for i in range(n)]
+    return list(hist)
+
+
+def _subject_id(data, i):
+    return data.subject_ids[i] if data.subject_ids and i < len(data.subject_ids) else f"#{int(i)}"
+
+
+class _ImageBatches:
+    """Seeded, epoch-addressable batches of 2D images (order a pure function of (seed, epoch))."""
+
+    def __new__(cls, images, labels, indices, batch_size, seed):
+        import keras
+
+        class ImageBatches(keras.utils.PyDataset):
+            def __init__(self):
+                super().__init__()
+                self.epoch = 0
+
+            def __len__(self):
+                return -(-len(indices) // batch_size)
+
+            def set_epoch(self, epoch):
+                self.epoch = int(epoch)
+
+            def __getitem__(self, i):
+                order = np.asarray(indices)[np.random.default_rng([int(seed), self.epoch]).permutation(len(indices))]
+                chosen = order[i * batch_size:(i + 1) * batch_size]
+                return images[chosen], labels[chosen]
+
+        return ImageBatches()
