@@ -4,12 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ssl3d import Segmenter3D
 from keras_ssl3d.data import open_cache, preprocess_dataset
 from keras_ssl3d.data.pipeline import VolumeBatches
 from keras_ssl3d.data.synthetic import make_brats_like
 from keras_ssl3d.errors import DataError
-from tests.helpers import tiny_encoder3d
 
 pytestmark = pytest.mark.multibackend
 
@@ -102,17 +100,23 @@ def test_fit_sees_the_batches_of_its_epoch_number(workers):
 
 
 def test_cache_feeds_fit(tmp_path):
-    src = make_brats_like(tmp_path / "brats", n_subjects=3, shape=(12, 12, 10), seed=0)
+    # 4 subjects in batches of 2: one batch shape, so JAX compiles the step once.
+    src = make_brats_like(tmp_path / "brats", n_subjects=4, shape=(12, 12, 10), seed=0)
     preprocess_dataset(src, tmp_path / "cache", size=16)
     cache = open_cache(tmp_path / "cache")
     data = VolumeBatches(cache, batch_size=2, seed=0, with_labels=True)
     x, y = data[0]
     assert x.shape == (2, 16, 16, 16, 4) and x.dtype == np.float32 and y.dtype == np.uint8
-    model = Segmenter3D(tiny_encoder3d(cache.num_channels, filters=(4, 8), norm="instance"),
-                        num_classes=cache.num_classes)
+    # A two-layer per-voxel classifier: a U-Net compiles for minutes under JAX on CPU, and what is
+    # tested here is the data path (the Segmenter3D run is benchmarks/synthetic_learnability.py).
+    model = keras.Sequential([
+        keras.Input((None, None, None, cache.num_channels)),
+        keras.layers.Conv3D(8, 3, padding="same", activation="relu"),
+        keras.layers.Conv3D(cache.num_classes, 1, activation="softmax"),
+    ])
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
     history = model.fit(data, epochs=2, callbacks=[data.epoch_callback()], verbose=0)
     losses = history.history["loss"]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    pred = model.predict(VolumeBatches(cache, batch_size=2, shuffle=False), verbose=0)
-    assert pred.shape == (3, 16, 16, 16, 4)
+    pred = model.predict(VolumeBatches(cache, batch_size=4, shuffle=False), verbose=0)
+    assert pred.shape == (4, 16, 16, 16, 4)
