@@ -1,0 +1,35 @@
+"""``keras-ssl3d evaluate``: scores of a fine-tuned model (Dice per class / BraTS regions, kappa)."""
+
+import click
+
+
+@click.command("evaluate")
+@click.option("--model", "model_path", required=True, type=click.Path(),
+              help="Run folder of `keras-ssl3d finetune` (or its model/ preset folder).")
+@click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data set to evaluate on.")
+@click.option("--out", default=None, type=click.Path(), help="Write the scores as JSON here.")
+@click.option("--subjects", default="all", show_default=True, type=click.Choice(["all", "val", "train"]),
+              help="Evaluate every subject of --data, or only the run's validation / training subjects.")
+@click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap (3D).")
+@click.option("--batch-size", default=1, show_default=True, type=int)
+def evaluate(model_path, data_path, out, subjects, overlap, batch_size):
+    """Evaluate a fine-tuned model on labelled data and print a table.
+
+    3D: hard Dice per class, BraTS regions (whole tumour, tumour core, enhancing) when the labels
+    are BraTS, and the mean Dice without background, each averaged over subjects; a structure
+    absent from both prediction and ground truth scores 1. 2D: quadratic-weighted kappa and
+    accuracy. Volumes are scored on the model's input grid (resampled like the training data).
+    """
+    from keras_ssl3d.fileio import write_json_atomic
+    from keras_ssl3d.finetune.evaluation import evaluate_model, format_table, load_finetuned, model_size
+    from keras_ssl3d.finetune.runner import load_task_data
+
+    model, metadata = load_finetuned(model_path)
+    data = load_task_data(data_path, size=model_size(metadata), task=metadata["task"])
+    result = evaluate_model(model, metadata, data, subjects=subjects, overlap=overlap, batch_size=batch_size)
+    result["model"] = str(model_path)
+    result["data"] = str(data_path)
+    click.echo(format_table(result))
+    if out:
+        write_json_atomic(out, result)
+        click.echo(f"scores written to {out}")

@@ -1,0 +1,169 @@
+"""Evaluate and apply fine-tuned models (the ``evaluate`` and ``predict`` commands)."""
+
+from pathlib import Path
+
+import numpy as np
+
+from keras_ssl3d.errors import ConfigError, DataError, PresetError
+from keras_ssl3d.finetune import metrics as M
+
+PREDICTION_SUFFIX = "_seg.nii.gz"
+
+
+def load_finetuned(path):
+    """``(model, metadata)`` from a fine-tuning run folder (``RUN/model``) or a preset folder."""
+    import keras_ssl3d.finetune.metrics  # noqa: F401  (registers the compiled metrics and losses)
+    import keras_ssl3d.losses  # noqa: F401
+    from keras_ssl3d.presets import load_preset, read_metadata
+
+    path = Path(path)
+    if (path / "model" / "metadata.json").is_file():
+        path = path / "model"
+    if not path.is_dir():
+        raise PresetError("model folder does not exist", path=path)
+    metadata = read_metadata(path)
+    model = load_preset(path)
+    if metadata.get("task") not in ("segmentation", "classification"):
+        raise PresetError("not a fine-tuned model (its metadata has no segmentation/classification task); "
+                          "make one with `keras-ssl3d finetune`", path=path)
+    return model, metadata
+
+
+def model_size(metadata):
+    size = metadata.get("input_size")
+    if not size:
+        raise PresetError("model metadata has no input_size")
+    return int(size[0])
+
+
+def label_mapping(metadata):
+    return M.normalize_label_mapping(metadata.get("label_mapping"))
+
+
+def select_subjects(data, metadata, subjects="all"):
+    """Indices of the subjects to evaluate: all, or the run's validation / training subjects."""
+    if subjects == "all":
+        return np.arange(len(data))
+    wanted = metadata.get(f"{subjects}_subjects")
+    if wanted is None:
+        raise ConfigError(f"the model metadata does not list its {subjects} subjects")
+    index = {sid: i for i, sid in enumerate(data.subject_ids or [])}
+    missing = [s for s in wanted if s not in index]
+    if missing:
+        raise DataError(f"{len(missing)} {subjects} subject(s) of the model are not in the data "
+                        f"(e.g. {missing[0]!r})", path=data.source)
+    return np.asarray([index[s] for s in wanted], dtype=np.intp)
+
+
+def evaluate_model(model, metadata, data, subjects="all", overlap=0.5, batch_size=1):
+    """Scores of ``model`` on ``data`` (a `TaskData`): Dice (+ BraTS regions) in 3D, kappa/accuracy in 2D."""
+    from keras_ssl3d.finetune.inference import predict_labels
+
+    if data.task != metadata["task"]:
+        raise ConfigError(f"the model does {metadata['task']} but the data is for {data.task}")
+    if len(data.channel_names) != model.in_channels:
+        raise DataError(f"data has {len(data.channel_names)} channels ({', '.join(data.channel_names)}), the model "
+                        f"expects {model.in_channels}", path=data.source)
+    indices = select_subjects(data, metadata, subjects)
+    if len(indices) == 0:
+        raise DataError("no subjects to evaluate", path=data.source)
+    num_classes = int(metadata.get("num_classes") or model.num_classes)
+    ids = [data.subject_ids[i] if data.subject_ids else f"#{i}" for i in indices]
+    if data.task == "classification":
+        probs = np.asarray(model.predict(data.images[indices], batch_size=max(1, batch_size), verbose=0))
+        pred = probs.argmax(-1)
+        true = data.labels[indices]
+        return {
+            "task": "classification",
+            "num_subjects": int(len(indices)),
+            "kappa": M.quadratic_weighted_kappa(true, pred, num_classes),
+            "accuracy": M.accuracy(true, pred),
+            "per_subject": [{"id": i, "true": int(t), "pred": int(p)} for i, t, p in zip(ids, true, pred)],
+        }
+    mapping = label_mapping(metadata)
+    if data.label_mapping is not None and mapping is not None and data.label_mapping != mapping:
+        raise DataError(f"data label mapping {data.label_mapping} differs from the model's {mapping}",
+                        path=data.source)
+    class_names = metadata.get("class_names") or [f"class_{k}" for k in range(num_classes)]
+    regions = M.brats_regions(mapping) if M.is_brats_labels(mapping, class_names) else None
+    size = model_size(metadata)
+    preds = [predict_labels(model, data.images[i], window=(size,) * 3, overlap=overlap, batch_size=batch_size)
+             for i in indices]
+    trues = [data.labels[i] for i in indices]
+    result = M.evaluate_segmentation(preds, trues, num_classes, class_names=class_names, regions=regions)
+    for row, sid in zip(result["per_subject"], ids):
+        row["id"] = sid
+    return {"task": "segmentation", "num_subjects": int(len(indices)), **result}
+
+
+def format_table(result):
+    """A plain-text table of an `evaluate_model` result."""
+    lines = []
+    if result["task"] == "classification":
+        lines.append(f"{'subjects':<20}{result['num_subjects']:>10d}")
+        lines.append(f"{'quadratic kappa':<20}{result['kappa']:>10.4f}")
+        lines.append(f"{'accuracy':<20}{result['accuracy']:>10.4f}")
+        return "\n".join(lines)
+    lines.append(f"{'Dice':<32}{'mean':>8}   ({result['num_subjects']} subjects)")
+    for name, value in result["per_class"].items():
+        lines.append(f"{'  ' + name:<32}{value:>8.4f}")
+    for name, value in (result.get("regions") or {}).items():
+        lines.append(f"{'  ' + name:<32}{value:>8.4f}")
+    lines.append(f"{'mean (no background)':<32}{result['mean_dice']:>8.4f}")
+    return "\n".join(lines)
+
+
+def resolve_inputs(inputs, channel_names):
+    """Each INPUT (a NIfTI file, comma-separated files, or a subject folder) -> ``(name, [paths])``."""
+    from keras_ssl3d.data.nifti import is_nifti, nifti_stem
+
+    resolved = []
+    for item in inputs:
+        parts = [p for p in str(item).split(",") if p]
+        if len(parts) > 1:
+            paths = [Path(p) for p in parts]
+            for p in paths:
+                if not p.is_file():
+                    raise DataError("input file does not exist", path=p)
+            resolved.append((nifti_stem(paths[0]), paths))
+            continue
+        path = Path(parts[0]) if parts else Path(str(item))
+        if path.is_file():
+            if not is_nifti(path):
+                raise DataError("not a NIfTI file (.nii or .nii.gz)", path=path)
+            resolved.append((nifti_stem(path), [path]))
+        elif path.is_dir():
+            files = sorted(p for p in path.iterdir() if is_nifti(p))
+            paths = []
+            for name in channel_names:
+                match = [p for p in files if nifti_stem(p).lower().endswith(("_" + name.lower(), "-" + name.lower()))
+                         or nifti_stem(p).lower() == name.lower()]
+                if len(match) != 1:
+                    raise DataError(f"expected one file for channel {name!r} (e.g. *_{name}.nii.gz), "
+                                    f"found {len(match)}", path=path)
+                paths.append(match[0])
+            resolved.append((path.name, paths))
+        else:
+            raise DataError("input does not exist", path=path)
+    return resolved
+
+
+def predict_volume(model, metadata, paths, overlap=0.5, batch_size=1):
+    """``(labels_ras in original label values, reference Volume)`` for one input."""
+    from keras_ssl3d.data import labels_to_original, load_volume, resize_volume, scale_intensity
+    from keras_ssl3d.finetune.inference import predict_labels
+
+    volume = load_volume(paths)
+    if volume.num_channels != model.in_channels:
+        names = metadata.get("channel_names") or []
+        raise DataError(f"has {volume.num_channels} channel(s), the model expects {model.in_channels} "
+                        f"({', '.join(names)})", path=paths[0])
+    size = model_size(metadata)
+    image = scale_intensity(resize_volume(volume.array, (size,) * 3), "minmax")
+    pred = predict_labels(model, image.astype(np.float32), window=(size,) * 3, overlap=overlap,
+                          batch_size=batch_size)
+    mapping = label_mapping(metadata)
+    inverse = None if mapping is None else {v: k for k, v in mapping.items()}
+    ras_shape = [int(n) for n in volume.array.shape[:3]]
+    info = {"crop_bbox": [[0, n] for n in ras_shape], "ras_shape": ras_shape}
+    return labels_to_original(pred, info, inverse), volume

@@ -1,0 +1,116 @@
+"""End to end on synthetic BraTS-like data: pretrain -> finetune (pretrained and scratch) -> evaluate -> predict."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from keras_ssl3d.cli.errors import run_cli
+from keras_ssl3d.cli.main import cli
+from keras_ssl3d.finetune.runner import label_subset, split_indices
+
+TINY = ["--size", "32", "--batch-size", "2", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def brats(tmp_path_factory):
+    from keras_ssl3d.data.synthetic import make_brats_like
+
+    root = tmp_path_factory.mktemp("ft")
+    # Not a cube, and not 32: training resizes to 32^3, predict must restore this geometry.
+    make_brats_like(root / "brats", n_subjects=5, shape=(36, 32, 28), seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pretrained(brats):
+    out = brats / "pretrain"
+    code = run_cli(cli, ["pretrain", "--task", "rotation", "--data", str(brats / "brats"), "--out", str(out),
+                         "--size", "32", "--filters", "4,8", "--epochs", "1"])
+    assert code == 0
+    assert (out / "encoder" / "metadata.json").is_file()
+    return out
+
+
+def test_split_and_label_subsets_are_seeded():
+    train, val = split_indices(10, 0.2, split_seed=0)
+    assert len(val) == 2 and len(train) == 8 and not set(train) & set(val)
+    np.testing.assert_array_equal(split_indices(10, 0.2, 0)[1], val)  # deterministic
+    a = label_subset(train, 0.25, seed=0)
+    b = label_subset(train, 0.5, seed=0)
+    assert len(a) == 2 and len(b) == 4 and set(a) <= set(b)  # nested across fractions
+    subsets = {tuple(label_subset(train, 0.25, seed=s)) for s in range(6)}
+    assert len(subsets) > 1  # depends on the seed, not on file order
+    assert tuple(a) != tuple(sorted(train)[:2]) or tuple(label_subset(train, 0.25, seed=1)) != tuple(a)
+    assert len(label_subset(train, 0.01, seed=0)) == 1
+
+
+def test_finetune_pretrained_then_evaluate_and_predict(brats, pretrained, capsys):
+    run = brats / "run_pre"
+    code = run_cli(cli, ["finetune", "--data", str(brats / "brats"), "--encoder", str(pretrained), "--out", str(run),
+                         "--strategy", "warmup", "--warmup-epochs", "1", "--epochs", "2", "--label-fraction", "0.5",
+                         "--verbose", "0", *TINY])
+    assert code == 0
+    meta = json.loads((run / "model" / "metadata.json").read_text())
+    assert meta["task"] == "segmentation" and meta["encoder_source"] == str(pretrained)
+    assert meta["label_fraction"] == 0.5 and meta["strategy"] == "warmup"
+    assert meta["label_mapping"] == {"0": 0, "1": 1, "2": 2, "4": 3}
+    assert meta["input_size"] == [32, 32, 32] and meta["num_classes"] == 4
+    assert len(meta["train_subjects"]) == 2 and len(meta["val_subjects"]) == 1  # 4 left after val, half labelled
+    history = (run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch") and "val_mean_dice" in history[0] and len(history) == 3
+
+    out_json = brats / "eval.json"
+    code = run_cli(cli, ["evaluate", "--model", str(run), "--data", str(brats / "brats"), "--out", str(out_json)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "whole_tumor" in printed and "mean (no background)" in printed
+    scores = json.loads(out_json.read_text())
+    assert scores["num_subjects"] == 5
+    assert set(scores["regions"]) == {"whole_tumor", "tumor_core", "enhancing_tumor"}
+    assert 0.0 <= scores["mean_dice"] <= 1.0 and len(scores["per_subject"]) == 5
+
+    src = brats / "brats" / "BraTS_Synth_001"
+    code = run_cli(cli, ["predict", "--model", str(run), str(src), "--out", str(brats / "pred")])
+    assert code == 0
+    written = nib.load(str(brats / "pred" / "BraTS_Synth_001_seg.nii.gz"))
+    reference = nib.load(str(src / "BraTS_Synth_001_t1.nii.gz"))
+    assert written.shape == reference.shape == (36, 32, 28)
+    np.testing.assert_allclose(written.affine, reference.affine)
+    values = set(np.unique(np.asarray(written.dataobj)).tolist())
+    assert values <= {0, 1, 2, 4}  # stored class 3 is written back as BraTS 4
+
+
+def test_finetune_from_scratch_and_errors(brats, capsys):
+    run = brats / "run_scratch"
+    code = run_cli(cli, ["finetune", "--data", str(brats / "brats"), "--encoder", "none", "--filters", "4,8",
+                         "--out", str(run), "--epochs", "1", "--strategy", "full", "--verbose", "0", *TINY])
+    assert code == 0
+    meta = json.loads((run / "model" / "metadata.json").read_text())
+    assert meta["encoder_source"] == "none" and len(meta["train_subjects"]) == 4
+    result = json.loads((run / "result.json").read_text())
+    assert len(result["curve"]) == 1 and 0.0 <= result["final_score"] <= 1.0
+    capsys.readouterr()
+
+    # the run folder is not overwritten by accident
+    code = run_cli(cli, ["finetune", "--data", str(brats / "brats"), "--encoder", "none", "--filters", "4,8",
+                         "--out", str(run), "--epochs", "1", *TINY])
+    assert code == 2 and "already holds a run" in capsys.readouterr().err
+
+    for args, message in [
+        (["--encoder", str(brats / "missing"), "--out", str(brats / "x1")], "does not exist"),
+        (["--encoder", "none", "--label-fraction", "0", "--out", str(brats / "x2")], "label fraction"),
+        (["--encoder", "none", "--filters", "4,x", "--out", str(brats / "x3")], "--filters"),
+        (["--encoder", "none", "--filters", "4,8,16,32", "--size", "36", "--out", str(brats / "x4")], "multiple"),
+    ]:
+        code = run_cli(cli, ["finetune", "--data", str(brats / "brats"), "--epochs", "1", *args])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1
+
+    code = run_cli(cli, ["evaluate", "--model", str(brats / "nowhere"), "--data", str(brats / "brats")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    code = run_cli(cli, ["predict", "--model", str(run), str(brats / "brats" / "nothing.nii.gz"), "--out",
+                         str(brats / "p2")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
