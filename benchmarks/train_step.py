@@ -1,0 +1,261 @@
+"""Seconds per training step of a pretext task (or of the bare encoder on the same tensors).
+
+    python benchmarks/train_step.py --task jigsaw --dims 3 --size 64 --batch 2
+    python benchmarks/train_step.py --task encoder --like jigsaw --size 64 --batch 2
+    python benchmarks/train_step.py --task rotation --backend jax --jit-compile --steps 5
+
+Builds the default-width encoder (``Encoder3D`` 32..512 filters, or ``Encoder2D`` DenseNet-121)
+and the task from ``keras_ssl3d.tasks``, makes one batch with the task's own data transform
+from random volumes in [0, 1], and times ``model.train_on_batch`` (median of ``--steps`` after
+``--warmup`` untimed steps; the first includes tracing/compilation). Prints one JSON line:
+s/step, analytic forward and training GFLOP (training = 3x forward, see ``common``), achieved
+GFLOP/s, % of ``--peak`` GFLOP/s when given, the tensor the task's encoder sees, the losses
+(all finite?) and the process's peak RSS.
+
+``--task encoder`` is the reference a task is compared with: the bare encoder + global pooling
++ a Dense softmax trained with cross-entropy, on exactly the tensor the ``--like`` task feeds its
+encoder (e.g. jigsaw at 64^3 batch 2: 54 patches of 18^3), or on whole volumes without
+``--like``. ``--with-bare`` times that reference in the same process right after the task and
+reports ``ratio_to_bare``; ``--rss-batch B`` finally runs one step at batch ``B`` (the
+pretraining memory check). The backend is chosen with ``--backend`` (sets ``KERAS_BACKEND`` before Keras is
+imported; run one backend per process).
+"""
+
+import argparse
+import inspect
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import TRAIN_FLOPS_PER_FORWARD, count_flops, emit, peak_rss_mb, select_backend, time_calls  # noqa: E402
+
+TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
+BARE_CLASSES = 10
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", required=True, choices=("encoder",) + TASK_NAMES)
+    p.add_argument("--like", choices=TASK_NAMES, default=None,
+                   help="with --task encoder: train the bare encoder on the tensor this task's encoder sees")
+    p.add_argument("--dims", type=int, choices=(3, 2), default=3)
+    p.add_argument("--size", type=int, default=None, help="volume/image size (64 in 3D, 224 in 2D by default)")
+    p.add_argument("--batch", type=int, default=2, help="samples per step (exemplar: triplets)")
+    p.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default="tensorflow")
+    p.add_argument("--jit-compile", action="store_true", help="compile(jit_compile=True) (XLA / torch.compile)")
+    p.add_argument("--dtype-policy", default="float32", help="float32 or mixed_bfloat16")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (tracing, compilation)")
+    p.add_argument("--peak", type=float, default=None, help="machine fp32 peak GFLOP/s, for %% of peak")
+    p.add_argument("--filters", default=None, help="3D encoder widths, e.g. 4,8,16 (default: 32..512)")
+    p.add_argument("--encoder2d", choices=("densenet121", "tiny"), default="densenet121")
+    p.add_argument("--task-args", default="", help="extra task arguments, e.g. grid=3,jitter=3")
+    p.add_argument("--with-bare", action="store_true",
+                   help="also time the bare encoder on the task's encoder tensor (same process) and the ratio")
+    p.add_argument("--rss-batch", type=int, default=0,
+                   help="finally run one step at this batch size and report the peak RSS (memory check)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", default=None, help="free-form label copied into the output")
+    args = p.parse_args(argv)
+    if args.like and args.task != "encoder":
+        p.error("--like only goes with --task encoder")
+    if args.size is None:
+        args.size = 64 if args.dims == 3 else 224
+    return args
+
+
+def parse_task_args(text):
+    kwargs = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            kwargs[key.strip()] = int(value)
+        except ValueError:
+            try:
+                kwargs[key.strip()] = float(value)
+            except ValueError:
+                kwargs[key.strip()] = value.strip()
+    return kwargs
+
+
+def build_encoder(args):
+    if args.dims == 3:
+        from keras_ssl3d.models.encoder3d import Encoder3D
+
+        if args.filters:
+            return Encoder3D(in_channels=1, filters=tuple(int(f) for f in args.filters.split(",")))
+        return Encoder3D(in_channels=1)
+    from keras_ssl3d.models.encoder2d import Encoder2D
+
+    if args.encoder2d == "tiny":
+        return Encoder2D(in_channels=3, blocks=(1, 1), growth_rate=4, stem_filters=8)
+    return Encoder2D(in_channels=3)
+
+
+def build_task(name, encoder, args):
+    from keras_ssl3d.tasks import TASKS
+
+    cls = TASKS[name]
+    kwargs = parse_task_args(args.task_args)
+    if "input_size" in inspect.signature(cls.__init__).parameters:
+        kwargs.setdefault("input_size", args.size)
+    return cls(encoder=encoder, **kwargs)
+
+
+def source_batch(args, rng, channels, batch):
+    """Random unlabeled samples in [0, 1], shaped like the preprocessed data."""
+    import numpy as np
+
+    shape = (args.size,) * args.dims + (channels,)
+    n = max(batch, 2)  # exemplar draws its negatives from the other samples of the batch
+    return rng.random((n, *shape), dtype=np.float32)
+
+
+def take(x, n):
+    if isinstance(x, (tuple, list)):
+        return type(x)(take(item, n) for item in x)
+    return x[:n]
+
+
+def shapes_of(x):
+    if isinstance(x, (tuple, list)):
+        return [tuple(int(s) for s in item.shape) for item in x]
+    return [tuple(int(s) for s in x.shape)]
+
+
+def encoder_input_shape(counter, encoder):
+    for call in counter.calls:
+        if call["model"] == encoder.name:
+            return call["input_shapes"][0]
+    raise RuntimeError(f"the task never calls its encoder {encoder.name!r}")
+
+
+def bare_model(keras, encoder, enc_shape, dims, jit_compile):
+    """The reference: encoder + global pooling + Dense softmax, cross-entropy, Adam 1e-3."""
+    inputs = keras.Input(shape=tuple(enc_shape[1:]))
+    pool = keras.layers.GlobalAveragePooling3D() if dims == 3 else keras.layers.GlobalAveragePooling2D()
+    outputs = keras.layers.Dense(BARE_CLASSES, activation="softmax", dtype="float32")(pool(encoder(inputs)))
+    model = keras.Model(inputs, outputs, name="bare_encoder")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(),
+                  jit_compile=bool(jit_compile))
+    return model
+
+
+def bare_batch(rng, enc_shape):
+    import numpy as np
+
+    x = rng.random(tuple(enc_shape), dtype=np.float32)
+    y = rng.integers(0, BARE_CLASSES, size=enc_shape[0]).astype(np.int32)
+    return x, y
+
+
+def measure(model, x, y, args):
+    """Median s/step of ``train_on_batch(x, y)`` and the losses of all steps."""
+    import numpy as np
+
+    def step():
+        logs = model.train_on_batch(x, y, return_dict=True)
+        return float(logs["loss"])
+
+    timing = time_calls(step, steps=args.steps, warmup=args.warmup)
+    losses = timing.pop("results")
+    return {"step_s": timing["median_s"], "min_step_s": timing["min_s"], "times_s": timing["times_s"],
+            "warmup_s": timing["warmup_s"], "losses": losses, "loss_finite": bool(np.all(np.isfinite(losses)))}
+
+
+def task_inputs(model, args, rng, channels, batch):
+    x, y = model.transform(source_batch(args, rng, channels, batch), rng)
+    return take(x, batch), take(y, batch)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    select_backend(args.backend)
+    import keras
+    import numpy as np
+
+    record = {"kind": "train_step", "task": args.task, "like": args.like, "dims": args.dims, "size": args.size,
+              "batch": args.batch, "backend": args.backend, "jit_compile": bool(args.jit_compile),
+              "dtype_policy": args.dtype_policy, "steps": args.steps, "warmup": args.warmup,
+              "task_args": args.task_args or None, "label": args.label}
+    try:
+        keras.utils.set_random_seed(args.seed)
+        keras.config.set_dtype_policy(args.dtype_policy)
+        rng = np.random.default_rng(args.seed)
+        encoder = build_encoder(args)
+        channels = encoder.input_shape[-1]
+        record["filters"] = list(getattr(encoder, "filters", [])) or args.encoder2d
+
+        if args.task == "encoder":
+            # The reference alone: the tensor the --like task's encoder sees (its transform makes it).
+            if args.like:
+                like = build_task(args.like, encoder, args)
+                x_like, _ = task_inputs(like, args, rng, channels, args.batch)
+                enc_shape = encoder_input_shape(count_flops(like, x_like), encoder)
+            else:
+                enc_shape = (args.batch, *(args.size,) * args.dims, channels)
+            model = bare_model(keras, encoder, enc_shape, args.dims, args.jit_compile)
+            x, y = bare_batch(rng, enc_shape)
+        else:
+            model = build_task(args.task, encoder, args)
+            model.compile(jit_compile=bool(args.jit_compile))
+            x, y = task_inputs(model, args, rng, channels, args.batch)
+
+        counter = count_flops(model, x)
+        enc_shape = encoder_input_shape(counter, encoder)
+        record.update(input_shapes=shapes_of(x), encoder_input_shape=list(enc_shape),
+                      encoder_voxels=math.prod(enc_shape[:-1]), params=int(model.count_params()),
+                      gflop_forward=counter.total / 1e9,
+                      gflop_step=TRAIN_FLOPS_PER_FORWARD * counter.total / 1e9,
+                      flops_by_type={k: v / 1e9 for k, v in counter.by_type.items()},
+                      uncounted_layers=counter.uncounted)
+        record.update(measure(model, x, y, args))
+        if record["step_s"]:
+            record["gflops"] = record["gflop_step"] / record["step_s"]
+            record["samples_per_s"] = args.batch / record["step_s"]
+            if args.peak:
+                record["peak_gflops"] = args.peak
+                record["pct_peak"] = 100 * record["gflops"] / args.peak
+        record["peak_rss_mb"] = peak_rss_mb()  # this configuration alone (before any extra measurement)
+
+        if args.with_bare and args.task != "encoder":
+            bare = bare_model(keras, encoder, enc_shape, args.dims, args.jit_compile)
+            bx, by = bare_batch(rng, enc_shape)
+            bare_counter = count_flops(bare, bx)
+            result = measure(bare, bx, by, args)
+            record["bare"] = {"gflop_step": TRAIN_FLOPS_PER_FORWARD * bare_counter.total / 1e9, **result}
+            if result["step_s"] and record["step_s"]:
+                record["bare"]["gflops"] = record["bare"]["gflop_step"] / result["step_s"]
+                record["ratio_to_bare"] = record["step_s"] / result["step_s"]
+
+        if args.rss_batch:
+            # One more step at a larger batch, for the pretraining memory check: the process's peak
+            # RSS afterwards is that step's (it needs the most memory of all steps run here).
+            if args.task == "encoder":
+                big_shape = (enc_shape[0] // args.batch * args.rss_batch, *enc_shape[1:])
+                bx, by = bare_batch(rng, big_shape)
+            else:
+                bx, by = task_inputs(model, args, rng, channels, args.rss_batch)
+            t0 = time.perf_counter()
+            loss = float(model.train_on_batch(bx, by, return_dict=True)["loss"])
+            record["rss_check"] = {"batch": args.rss_batch, "first_step_s": time.perf_counter() - t0,
+                                   "loss_finite": bool(np.isfinite(loss)), "peak_rss_mb": peak_rss_mb()}
+        record["status"] = "ok"
+    except Exception as e:  # report the failure as a measurement, then fail the process
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        record.update(status="error", error=f"{type(e).__name__}: {message}"[:300])
+        record["peak_rss_mb"] = peak_rss_mb()
+        emit(record)
+        traceback.print_exc()
+        return 1
+    record["peak_rss_mb_final"] = peak_rss_mb()
+    emit(record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
