@@ -32,3 +32,26 @@ def to_numpy(x):
     import keras
 
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def structured_samples(n=16, size=16, rank=3, seed=0, blob=0.05):
+    """Unlabeled samples with learnable pretext structure: ``(n, *[size]*rank, 3)`` in [0, 1].
+
+    Channel ``a`` (``a < rank``) is an intensity ramp along spatial axis ``a`` (so a patch's
+    mean intensities give its grid position, and every rotation changes the ramps' directions
+    differently); in 2D the third channel is texture only. On top: a per-sample brightness
+    offset and smooth per-sample random blobs, so that samples differ from each other.
+    """
+    rng = np.random.default_rng(seed)
+    axes = np.meshgrid(*[np.linspace(-1, 1, size)] * rank, indexing="ij")
+    ramps = [axes[a] for a in range(rank)] + [np.zeros_like(axes[0])] * (3 - rank)
+    coarse = max(2, size // 4)
+    blobs = rng.normal(size=(n, *(coarse,) * rank, 3))
+    for axis in range(1, rank + 1):  # upsample then box-smooth: smooth random blobs
+        blobs = np.repeat(blobs, -(-size // coarse), axis=axis).take(range(size), axis=axis)
+    kernel = np.ones(3) / 3
+    for axis in range(1, rank + 1):
+        blobs = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), axis, blobs)
+    offset = rng.uniform(-0.15, 0.15, size=(n,) + (1,) * (rank + 1))
+    x = 0.5 + 0.3 * np.stack(ramps, axis=-1)[None] + offset + blob * blobs
+    return np.clip(x, 0, 1).astype(np.float32)

@@ -1,0 +1,120 @@
+"""``keras-ssl3d pretrain``: train an encoder with one of the five pretext tasks, resumably."""
+
+from pathlib import Path
+
+import click
+
+from keras_ssl3d.errors import ConfigError, DataError
+
+TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
+PATCH_TASKS = ("cpc", "rpl", "jigsaw")
+
+
+def _int_list(text, option):
+    try:
+        values = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} must be a comma-separated list of integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{option} must list positive integers, got {text!r}")
+    return values
+
+
+def _load_samples(data, dims, size):
+    if dims == 3:
+        from keras_ssl3d.data import load_unlabeled_volumes
+
+        return load_unlabeled_volumes(data, size=size, crop_foreground=True)
+    from keras_ssl3d.data import load_images_2d
+
+    return load_images_2d(data, size=size)[0]
+
+
+def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch"):
+    """The encoder and task model the CLI trains (also used by the benchmarks)."""
+    from keras_ssl3d.models import Encoder2D, Encoder3D
+    from keras_ssl3d.tasks import TASKS
+
+    if dims == 3:
+        encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm)
+    else:
+        encoder = Encoder2D(in_channels=in_channels, blocks=blocks or (6, 12, 24, 16))
+    kwargs = {"input_size": size} if task in PATCH_TASKS else {}
+    try:
+        return TASKS[task](encoder, **kwargs)
+    except ValueError as e:  # e.g. a patch grid that does not fit the input size
+        raise ConfigError(f"{task} cannot be built for --size {size}: {e}") from None
+
+
+@click.command("pretrain")
+@click.option("--task", type=click.Choice(TASK_NAMES), required=True, help="The self-supervised task.")
+@click.option("--dims", type=click.Choice(["2", "3"]), default="3", show_default=True,
+              help="3: NIfTI volumes and Encoder3D; 2: PNG/JPEG images and Encoder2D (DenseNet).")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Folder of NIfTI volumes (or a preprocessed cache); 2D: folder of images.")
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), required=True,
+              help="Run folder: checkpoints, run.json, history.csv and the final encoder/.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Samples per batch [default: 2 in 3D, 16 in 2D].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adam learning rate [default: the paper's 1e-3 in 3D, 5e-4 in 2D].")
+@click.option("--size", type=click.IntRange(min=8), default=None,
+              help="Inputs are resized to size^3 (3D) or size^2 (2D) [default: 128 / 224].")
+@click.option("--filters", default="32,64,128,256,512", show_default=True,
+              help="3D encoder widths per level, comma-separated.")
+@click.option("--blocks", default="6,12,24,16", show_default=True,
+              help="2D encoder (DenseNet) layers per dense block, comma-separated.")
+@click.option("--norm", type=click.Choice(["batch", "group", "instance", "none"]), default="batch",
+              show_default=True, help="3D encoder normalization.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+def pretrain(task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, seed, resume):
+    """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder)."""
+    import keras
+
+    from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE
+    from keras_ssl3d.training import TrainingRun
+
+    dims = int(dims)
+    size = int(size or DEFAULT_INPUT_SIZE[dims])
+    batch_size = int(batch_size or (2 if dims == 3 else 16))
+    filters = _int_list(filters, "--filters") if dims == 3 else None
+    blocks = _int_list(blocks, "--blocks") if dims == 2 else None
+    learning_rate = float(lr or DEFAULT_LEARNING_RATE[dims])
+
+    keras.utils.set_random_seed(seed)
+    samples = _load_samples(data, dims, size)
+    if len(samples) == 0:
+        raise DataError("no volumes found" if dims == 3 else "no images found", path=data)
+    if task == "exemplar" and len(samples) < 2:
+        raise DataError("exemplar needs at least 2 samples (negatives are other samples)", path=data)
+    batch_size = min(batch_size, len(samples))
+    if task == "exemplar":
+        batch_size = max(batch_size, 2)
+    in_channels = int(samples.shape[-1])
+
+    model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm)
+    model.compile(learning_rate=learning_rate)
+    hyperparameters = {
+        "task": task, "dims": dims, "size": size, "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "optimizer": "adam", "seed": seed,
+        "encoder": {"filters": list(filters), "norm": norm} if dims == 3 else {"blocks": list(blocks)},
+        "task_config": {k: v for k, v in model.get_config().items() if k not in ("encoder", "name", "trainable")},
+    }
+    pretraining_data = {"path": str(Path(data).resolve()), "num_samples": int(len(samples)),
+                        "in_channels": in_channels, "size": size,
+                        "preprocessing": "foreground crop, resize, min-max to [0, 1]" if dims == 3
+                        else "resize, scale to [0, 1]"}
+    config = dict(hyperparameters, data=pretraining_data["path"])
+    run = TrainingRun(run_dir, config=config, resume=resume, seed=seed)
+    dataset = model.dataset(samples, batch_size=batch_size, seed=seed)
+    click.echo(f"Pretraining {task} ({dims}D) on {len(samples)} samples of {size}^{dims} x {in_channels}, "
+               f"batch {batch_size}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
+    history = run.fit(model, x=dataset, epochs=epochs, verbose=1)
+    out = Path(run_dir) / "encoder"
+    model.encoder.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
+                                                 "pretraining_data": pretraining_data})
+    last = history.history if hasattr(history, "history") else {}
+    summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in last.items() if v) if isinstance(last, dict) else ""
+    click.echo(f"Saved the pretrained encoder to {out}" + (f" ({summary})" if summary else ""))

@@ -1,0 +1,132 @@
+"""What the five pretext task models share: compile defaults, the encoder, patch embedding, data."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ssl3d.errors import ConfigError
+from keras_ssl3d.tasks.dataset import TaskDataset
+
+# Adam learning rates of the paper's appendix.
+DEFAULT_LEARNING_RATE = {3: 1e-3, 2: 5e-4}
+DEFAULT_INPUT_SIZE = {3: 128, 2: 224}
+
+
+def check_encoder(encoder, task):
+    if isinstance(encoder, dict):
+        encoder = keras.saving.deserialize_keras_object(encoder)
+    if getattr(encoder, "rank", None) not in (2, 3):
+        raise ConfigError(f"{task} needs a keras_ssl3d Encoder3D or Encoder2D (with .rank 3 or 2), "
+                          f"got {type(encoder).__name__}")
+    return encoder
+
+
+def spatial_size(input_size, rank):
+    if input_size is None:
+        input_size = DEFAULT_INPUT_SIZE[rank]
+    if np.isscalar(input_size):
+        return (int(input_size),) * rank
+    size = tuple(int(s) for s in input_size)
+    if len(size) != rank:
+        raise ConfigError(f"input_size needs {rank} values for a {rank}D encoder, got {size}")
+    return size
+
+
+def global_pool(features):
+    """Global average pooling of an encoder's feature map (a no-op on pooled vectors)."""
+    rank = len(features.shape) - 2
+    if rank == 3:
+        return keras.layers.GlobalAveragePooling3D()(features)
+    if rank == 2:
+        return keras.layers.GlobalAveragePooling2D()(features)
+    return features
+
+
+def embed_patches(encoder, patches, embedding_dim, name="patch_embedding"):
+    """``(N, P, *patch, C) -> (N, P, E)``: all patches of the batch through ONE encoder call.
+
+    The patch axis is folded into the batch axis, so the encoder runs once on ``N * P``
+    patches (one big convolution per layer instead of ``P`` small ones), then global pooling
+    and a linear projection to ``embedding_dim`` (64 in the paper).
+    """
+    num_patches = patches.shape[1]
+    flat = ops.reshape(patches, (-1, *patches.shape[2:]))
+    pooled = global_pool(encoder(flat))
+    embeddings = keras.layers.Dense(embedding_dim, name=name)(pooled)
+    return ops.reshape(embeddings, (-1, num_patches, embedding_dim))
+
+
+class PretextTask(keras.Model):
+    """Base of the task models (functional ``keras.Model`` subclasses, like keras-hub Tasks).
+
+    ``task.encoder`` is the very encoder object passed in: after ``fit`` it holds the learned
+    weights and can be saved with ``task.encoder.save_pretrained(dir)`` and used at any input
+    size. ``compile()`` fills in the paper's defaults (Adam, lr 1e-3 in 3D / 5e-4 in 2D, the
+    task's loss and pretext accuracy).
+    """
+
+    def _set_encoder(self, encoder):
+        self.encoder = encoder
+
+    @property
+    def rank(self):
+        return self.encoder.rank
+
+    @property
+    def default_learning_rate(self):
+        return DEFAULT_LEARNING_RATE[self.rank]
+
+    def default_loss(self):
+        return keras.losses.SparseCategoricalCrossentropy()
+
+    def default_metrics(self):
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def compile(self, optimizer=None, loss=None, metrics=None, learning_rate=None, **kwargs):
+        """``keras.Model.compile`` with the task's defaults for anything left out."""
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(learning_rate or self.default_learning_rate)
+        elif learning_rate is not None:
+            raise ConfigError("pass either an optimizer or a learning_rate, not both")
+        if loss is None:
+            loss = self.default_loss()
+        if metrics is None:
+            metrics = self.default_metrics()
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def compile_from_config(self, config):
+        """Re-compile a loaded task exactly as it was saved (Keras skips custom ``compile``s)."""
+        config = keras.saving.deserialize_keras_object(config)
+        keras.Model.compile(self, **config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def transform(self, batch, rng):
+        """Turn an unlabeled batch into ``(inputs, targets)`` for this task (numpy)."""
+        raise NotImplementedError
+
+    def make_transform(self, seed=None):
+        """A ``callable(batch) -> (inputs, targets)`` with its own random stream."""
+        rng = np.random.default_rng(seed)
+
+        def transform(batch, rng_override=None):
+            return self.transform(np.asarray(batch, dtype=np.float32), rng_override or rng)
+
+        return transform
+
+    def dataset(self, samples, batch_size=2, seed=0, shuffle=True, **kwargs):
+        """A ``keras.utils.PyDataset`` of this task's batches from unlabeled ``samples``."""
+        return TaskDataset(samples, self.transform, batch_size=batch_size, seed=seed, shuffle=shuffle, **kwargs)
+
+    def _base_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
