@@ -20,6 +20,7 @@ drops it first).
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -33,7 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HERE, ROOT, cpu_flags, machine_info, parse_json_lines, run_json_subprocess, write_text_atomic  # noqa: E402,I001
+from common import (HERE, ROOT, cpu_flags, machine_info, parse_json_lines,  # noqa: E402
+                    run_json_subprocess, write_text_atomic)
 
 SECTIONS = ("machine", "peak", "permutations", "transforms", "tasks64", "tasks128", "tasks2d", "precision",
             "backends", "profile")
@@ -68,8 +70,9 @@ class Settings:
     peak_n: int = 4096
     peak_repeats: int = 5
     transform_size: int = 128
-    subjects: int = 16
+    subjects: int = 8
     epochs: int = 2
+    volumes_per_epoch: int = 16
     timeout_scale: float = 1.0
     levels: int = ENCODER_LEVELS
 
@@ -79,7 +82,7 @@ class Settings:
             return cls(quick=False)
         return cls(quick=True, size64=32, size128=32, size2d=64, batch2d=2, steps=2, warmup=1, filters="4,8,16",
                    encoder2d="tiny", peak_n=512, peak_repeats=3, transform_size=32, subjects=4, epochs=1,
-                   timeout_scale=3.0, levels=3)  # quick runs are for development, on a busy machine
+                   volumes_per_epoch=8, timeout_scale=3.0, levels=3)  # quick runs are for development, on a busy machine
 
 
 @dataclass
@@ -136,9 +139,10 @@ def section_configs(section, s):
     if section == "transforms":
         configs = [Config("transforms", f"transforms+pipeline {s.transform_size}^3",
                           python_cmd("transforms.py", "--size", s.transform_size, "--batch", 2, "--subjects",
-                                     s.subjects, "--epochs", s.epochs, "--workers", "1,2"), 360 * t)]
+                                     s.subjects, "--epochs", s.epochs, "--volumes-per-epoch", s.volumes_per_epoch,
+                                     "--workers", "1,2"), 360 * t)]
         if (HERE / "pipeline.py").is_file():  # the data engineer's pipeline-alone benchmark
-            extra = ["--quick"] if s.quick else []
+            extra = ["--subjects", 2, "--repeats", 1, "--size", 32] if s.quick else []
             configs.append(Config("transforms", "pipeline.py", python_cmd("pipeline.py", *extra), 240 * t))
         return configs
     if section == "tasks64":
@@ -215,8 +219,10 @@ class Runner:
             out.append({**base, "kind": "timeout", "status": "timeout", "timeout_s": round(timeout),
                         "wall_s": info["wall_s"]})
         elif status == "error" and not any(r.get("status") == "error" for r in out):
-            out.append({**base, "kind": "error", "status": "error", "error": info["stderr_tail"][-500:],
-                        "wall_s": info["wall_s"]})
+            error = info["stderr_tail"][-500:]
+            if info["returncode"] == -9:
+                error = "killed by SIGKILL (out of memory?) " + error
+            out.append({**base, "kind": "error", "status": "error", "error": error, "wall_s": info["wall_s"]})
         return out
 
 
@@ -283,13 +289,28 @@ def failed_text(r):
 
 
 def step_records(records, section):
-    """One record per configuration: the measurement, or its timeout/error/skip record."""
+    """One record per configuration: the train_step measurement with its ``bare`` reference
+    (``ratio_to_bare``) and ``rss_check`` merged in, or the configuration's failure record."""
     out = {}
     for r in records:
         if r.get("section") != section:
             continue
-        if r.get("kind") == "train_step" or r.get("config") not in out:
-            out[r["config"]] = r
+        cfg = r.get("config")
+        kind = r.get("kind")
+        main = out.get(cfg)
+        has_main = main is not None and main.get("kind") == "train_step"
+        if kind == "train_step":
+            out[cfg] = dict(r)
+        elif kind == "bare" and has_main:
+            main["bare"] = r
+            if r.get("ratio_to_bare") is not None:
+                main["ratio_to_bare"] = r["ratio_to_bare"]
+        elif kind == "rss_check" and has_main:
+            main["rss_check"] = r
+        elif has_main:  # a failure after the main measurement (bare or memory check)
+            main.setdefault("later_failures", []).append(r)
+        elif main is None:
+            out[cfg] = r
     return out
 
 
@@ -301,7 +322,8 @@ def render_task_table(records, section, peak, with_bare=True, rss_check=False):
     rows = []
     for cfg, r in step_records(records, section).items():
         if r.get("kind") != "train_step" or r.get("status") != "ok":
-            rows.append([cfg, "—", failed_text(r)] + ["—"] * (7 if with_bare else 4) + (["—"] if rss_check else []))
+            blanks = (7 if with_bare else 4) + (1 if rss_check else 0)
+            rows.append([cfg, "—", failed_text(r)] + ["—"] * blanks)
             continue
         gflops = r.get("gflops")
         pct = 100 * gflops / peak if (gflops and peak) else None
@@ -314,7 +336,10 @@ def render_task_table(records, section, peak, with_bare=True, rss_check=False):
         row.append(fmt(gb(r.get("peak_rss_mb"))))
         if rss_check:
             check = r.get("rss_check") or {}
-            row.append(fmt(gb(check.get("peak_rss_mb"))))
+            late = [failed_text(f) for f in r.get("later_failures", [])]
+            row.append(fmt(gb(check.get("peak_rss_mb"))) if check or not late else late[-1])
+        elif r.get("later_failures"):
+            row[-1] += " (" + failed_text(r["later_failures"][-1]) + ")"
         rows.append(row)
     header = ["task", "encoder input", "s/step", "GFLOP/step", "GFLOP/s", "% peak"]
     if with_bare:
@@ -358,9 +383,10 @@ def targets(records, peak, settings=None):
     for cfg, r in step_records(records, "tasks128").items():
         check = r.get("rss_check") or {}
         value = gb(check.get("peak_rss_mb"))
+        failure = (r.get("later_failures") or [r])[-1]
         rows.append((f"{task_of(r)} {big}^3 batch 2: pretraining peak RSS (GB)", fmt(value),
                      f"<= {TARGETS['rss_gb']:.0f} GB", verdict(value, TARGETS["rss_gb"], "<="),
-                     "" if value else failed_text(r)))
+                     "" if value else failed_text(failure)))
     perm = next(iter(by_section(records, "permutations", "permutations")), None)
     rows.append(("jigsaw: min Hamming distance, 1000 x 27", fmt(perm and perm.get("min_hamming")),
                  f">= {TARGETS['perm_min_hamming']}", verdict(perm and perm.get("min_hamming"),
@@ -454,8 +480,9 @@ def render(records, settings, started, wall_s, command):
     rows = []
     for r in by_section(records, "peak"):
         if r.get("kind") == "peak":
+            forced = r.get("openblas_coretype_env")
             lib = r["library"] + (f" (OpenBLAS {r.get('openblas_core')}"
-                                  + (f", OPENBLAS_CORETYPE={r['openblas_coretype_env']}" if r.get("openblas_coretype_env") else "")
+                                  + (f", OPENBLAS_CORETYPE={forced}" if forced else "")
                                   + ")" if r["library"] == "numpy" else " (tf.linalg.matmul)")
             rows.append([lib, f"{r['n']}^2", fmt(r["best_gflops"]), fmt(r["median_gflops"])])
         elif r.get("status") != "ok":
@@ -485,7 +512,8 @@ def render(records, settings, started, wall_s, command):
             rows.append([r["backend"], "yes" if r.get("jit_compile") else "no", fmt(r.get("step_s")),
                          fmt(r.get("gflops")), fmt(pct), fmt((r.get("warmup_s") or [None])[0]), "ok"])
         else:
-            rows.append([cfg.split()[1], "yes" if cfg.endswith("jit") else "no", "—", "—", "—", "—", failed_text(r)])
+            jit = "yes" if cfg.endswith("jit") else "no"
+            rows.append([cfg.split()[1], jit, "—", "—", "—", "—", failed_text(r)])
     out.append(table(["backend", "jit_compile", "s/step", "GFLOP/s", "% peak", "first step s (trace/compile)",
                       "status"], rows))
     out += ["", "TensorFlow without XLA is the default (`jit_compile` is left to Keras' \"auto\", which is off "
@@ -519,7 +547,9 @@ def render(records, settings, started, wall_s, command):
     out += ["", f"## Input pipeline ({settings.transform_size}^3, batch 2)", "",
             "`transform`: the task's numpy transform on an in-memory batch. `pipeline`: cache on disk "
             "(memory-mapped) -> `VolumeBatches` + the transform -> Keras' PyDataset adapter with 1 or 2 "
-            "worker threads, as `fit` drives it. `model`: volumes/s the training step consumes at "
+            "worker threads, as `fit` drives it (from an epoch's start to its last batch; Keras' fixed "
+            "~0.1 s queue drain at each epoch end is left out). Measured alone: during training the "
+            "workers share the cores with the model. `model`: volumes/s the training step consumes at "
             f"{settings.size128}^3 (batch / s per step, from the 128^3 table).", ""]
     transforms = {r["task"]: r for r in by_section(records, "transforms", "transform")}
     pipes = {(r["task"], r["workers"]): r for r in by_section(records, "transforms", "pipeline")}
@@ -538,13 +568,23 @@ def render(records, settings, started, wall_s, command):
     failures = [r for r in by_section(records, "transforms") if r.get("status") not in (None, "ok")]
     for r in failures:
         out += ["", f"- {r.get('config')}: {failed_text(r)}"]
-    extra = [r for r in by_section(records, "transforms") if r.get("config") == "pipeline.py"
-             and r.get("status", "ok") == "ok"]
+    extra = [r for r in by_section(records, "transforms") if r.get("config") == "pipeline.py" and r.get("benchmark")]
     if extra:
-        out += ["", "`benchmarks/pipeline.py` (the data pipeline's own benchmark):", ""]
-        keys = sorted({k for r in extra for k in r} - {"section", "config", "command", "wall_s", "env", "status"})
-        out.append(table(keys, [[fmt(r.get(k)) if not isinstance(r.get(k), (dict, list)) else
-                                 json.dumps(r.get(k))[:60] for k in keys] for r in extra]))
+        out += ["", "From `benchmarks/pipeline.py` (the data pipeline's own benchmark: BraTS-sized 4-modality "
+                "subjects, a plain rotation transform):", ""]
+        rows = []
+        for r in extra:
+            if r["benchmark"] == "nifti_load":
+                rows.append(["NIfTI load", f"{r.get('files')} files, {'x'.join(map(str, r.get('shape', [])))}",
+                             "—", f"{fmt(r.get('median_s'))} s (median)"])
+            elif r["benchmark"] == "preprocess":
+                rows.append(["preprocess to cache", f"{r.get('subjects')} subjects -> {r.get('size')}^3",
+                             r.get("workers"), f"{fmt(r.get('subjects_per_s'))} subjects/s"])
+            elif r["benchmark"] == "pipeline":
+                rows.append([f"VolumeBatches, transform {r.get('transform')}",
+                             f"{r.get('size')}^3 x {r.get('channels')}, batch {r.get('batch_size')}",
+                             r.get("workers"), f"{fmt(r.get('volumes_per_s'))} volumes/s"])
+        out.append(table(["step", "data", "workers", "rate"], rows))
 
     out += ["", "## Jigsaw permutations", ""]
     perm = next(iter(by_section(records, "permutations", "permutations")), None)
@@ -628,11 +668,15 @@ def main(argv=None):
 
     records = load_records(results_path)
     if args.render:
+        stored = next((r for r in records if r.get("kind") == "settings"), None)
+        if stored:
+            settings = Settings(**{k: v for k, v in stored.items() if k in Settings.__dataclass_fields__})
         write_text_atomic(out_path, render(records, settings, started, 0.0, command))
         print(f"wrote {out_path}")
         return 0
 
-    records = [r for r in records if r.get("section") not in sections]
+    records = [r for r in records if r.get("section") not in sections and r.get("kind") != "settings"]
+    records.insert(0, {"section": "settings", "kind": "settings", "started": started, **dataclasses.asdict(settings)})
     runner = Runner(settings, results_path, args.budget_min * 60)
     print(f"benchmarks -> {results_path}, {out_path}; sections: {', '.join(sections)}", flush=True)
     for section in sections:

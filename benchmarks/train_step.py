@@ -7,7 +7,7 @@
 Builds the default-width encoder (``Encoder3D`` 32..512 filters, or ``Encoder2D`` DenseNet-121)
 and the task from ``keras_ssl3d.tasks``, makes one batch with the task's own data transform
 from random volumes in [0, 1], and times ``model.train_on_batch`` (median of ``--steps`` after
-``--warmup`` untimed steps; the first includes tracing/compilation). Prints one JSON line:
+``--warmup`` untimed steps; the first includes tracing/compilation). Prints a JSON line:
 s/step, analytic forward and training GFLOP (training = 3x forward, see ``common``), achieved
 GFLOP/s, % of ``--peak`` GFLOP/s when given, the tensor the task's encoder sees, the losses
 (all finite?) and the process's peak RSS.
@@ -16,9 +16,10 @@ GFLOP/s, % of ``--peak`` GFLOP/s when given, the tensor the task's encoder sees,
 + a Dense softmax trained with cross-entropy, on exactly the tensor the ``--like`` task feeds its
 encoder (e.g. jigsaw at 64^3 batch 2: 54 patches of 18^3), or on whole volumes without
 ``--like``. ``--with-bare`` times that reference in the same process right after the task and
-reports ``ratio_to_bare``; ``--rss-batch B`` finally runs one step at batch ``B`` (the
-pretraining memory check). The backend is chosen with ``--backend`` (sets ``KERAS_BACKEND`` before Keras is
-imported; run one backend per process).
+prints it as a second line (``kind: bare``, with ``ratio_to_bare``); ``--rss-batch B`` finally
+runs one step at batch ``B`` and prints the peak RSS (``kind: rss_check``, the pretraining
+memory check). Each line is printed as soon as it is measured. The backend is chosen with
+``--backend`` (sets ``KERAS_BACKEND`` before Keras is imported; run one backend per process).
 """
 
 import argparse
@@ -183,6 +184,7 @@ def main(argv=None):
               "dtype_policy": args.dtype_policy, "steps": args.steps, "warmup": args.warmup,
               "task_args": args.task_args or None, "label": args.label}
     try:
+        stage = record
         keras.utils.set_random_seed(args.seed)
         keras.config.set_dtype_policy(args.dtype_policy)
         rng = np.random.default_rng(args.seed)
@@ -221,20 +223,27 @@ def main(argv=None):
                 record["peak_gflops"] = args.peak
                 record["pct_peak"] = 100 * record["gflops"] / args.peak
         record["peak_rss_mb"] = peak_rss_mb()  # this configuration alone (before any extra measurement)
+        record["status"] = "ok"
+        emit(record)  # now: a later measurement that crashes (e.g. out of memory) cannot take it along
 
         if args.with_bare and args.task != "encoder":
+            stage = {"kind": "bare", "task": args.task, "encoder_input_shape": list(enc_shape)}
             bare = bare_model(keras, encoder, enc_shape, args.dims, args.jit_compile)
             bx, by = bare_batch(rng, enc_shape)
             bare_counter = count_flops(bare, bx)
             result = measure(bare, bx, by, args)
-            record["bare"] = {"gflop_step": TRAIN_FLOPS_PER_FORWARD * bare_counter.total / 1e9, **result}
-            if result["step_s"] and record["step_s"]:
-                record["bare"]["gflops"] = record["bare"]["gflop_step"] / result["step_s"]
-                record["ratio_to_bare"] = record["step_s"] / result["step_s"]
+            stage.update(gflop_step=TRAIN_FLOPS_PER_FORWARD * bare_counter.total / 1e9, **result)
+            if result["step_s"]:
+                stage["gflops"] = stage["gflop_step"] / result["step_s"]
+                if record["step_s"]:
+                    stage["ratio_to_bare"] = record["step_s"] / result["step_s"]
+            stage.update(status="ok", peak_rss_mb=peak_rss_mb())
+            emit(stage)
 
         if args.rss_batch:
             # One more step at a larger batch, for the pretraining memory check: the process's peak
             # RSS afterwards is that step's (it needs the most memory of all steps run here).
+            stage = {"kind": "rss_check", "task": args.task, "batch": args.rss_batch}
             if args.task == "encoder":
                 big_shape = (enc_shape[0] // args.batch * args.rss_batch, *enc_shape[1:])
                 bx, by = bare_batch(rng, big_shape)
@@ -242,18 +251,18 @@ def main(argv=None):
                 bx, by = task_inputs(model, args, rng, channels, args.rss_batch)
             t0 = time.perf_counter()
             loss = float(model.train_on_batch(bx, by, return_dict=True)["loss"])
-            record["rss_check"] = {"batch": args.rss_batch, "first_step_s": time.perf_counter() - t0,
-                                   "loss_finite": bool(np.isfinite(loss)), "peak_rss_mb": peak_rss_mb()}
-        record["status"] = "ok"
+            stage.update(first_step_s=time.perf_counter() - t0, loss_finite=bool(np.isfinite(loss)),
+                         status="ok", peak_rss_mb=peak_rss_mb())
+            emit(stage)
     except Exception as e:  # report the failure as a measurement, then fail the process
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        record.update(status="error", error=f"{type(e).__name__}: {message}"[:300])
-        record["peak_rss_mb"] = peak_rss_mb()
-        emit(record)
+        stage.update(status="error", error=f"{type(e).__name__}: {message}"[:300], peak_rss_mb=peak_rss_mb())
+        if stage["kind"] == "train_step":
+            record.update(stage)
+            stage = record
+        emit(stage)
         traceback.print_exc()
         return 1
-    record["peak_rss_mb_final"] = peak_rss_mb()
-    emit(record)
     return 0
 
 

@@ -123,8 +123,14 @@ def test_report_verdicts_and_rendering(tmp_path):
         _step("tasks64", "jigsaw", step_s=1.0, gflops=70.0, ratio_to_bare=1.05, bare={"step_s": 0.95, "gflops": 74}),
         _step("tasks64", "rpl", step_s=1.0, gflops=30.0, ratio_to_bare=1.5, bare={"step_s": 0.6, "gflops": 50},
               flops_by_type={"Conv3D": 1.0, "Dense": 0.1}),
-        _step("tasks128", "rotation", step_s=5.0, gflops=65.0, ratio_to_bare=1.0, bare={"step_s": 5.0},
-              rss_check={"peak_rss_mb": 9000.0}),
+        # train_step.py prints the task, then its bare reference, then the memory check: merged per config
+        _step("tasks128", "rotation", step_s=5.0, gflops=65.0),
+        {"section": "tasks128", "config": "rotation cfg", "kind": "bare", "status": "ok", "step_s": 5.0,
+         "ratio_to_bare": 1.0},
+        {"section": "tasks128", "config": "rotation cfg", "kind": "rss_check", "status": "ok", "peak_rss_mb": 9000.0},
+        _step("tasks128", "jigsaw", step_s=4.0, gflops=70.0),
+        {"section": "tasks128", "config": "jigsaw cfg", "kind": "error", "status": "error",
+         "error": "killed by SIGKILL (out of memory?)"},
         {"section": "tasks128", "config": "exemplar cfg", "kind": "timeout", "status": "timeout", "timeout_s": 600},
         {"section": "transforms", "config": "t", "kind": "pipeline", "task": "rotation", "workers": 2,
          "volumes_per_s": 0.5, "status": "ok"},
@@ -139,10 +145,14 @@ def test_report_verdicts_and_rendering(tmp_path):
     assert rows["rotation 128^3 batch 2: pretraining peak RSS (GB)"] == "MISS"   # 9000 MiB = 9.4 GB
     # the model consumes 1 / 5.0 s = 0.2 volumes/s; the pipeline needs >= 0.6
     assert rows["rotation: pipeline (2 workers) / model volumes/s at 128^3"] == "MISS"
+    assert rows["rotation 128^3 b1: step / bare encoder on the same voxels"] == "PASS"
+    assert rows["jigsaw 128^3 b1: step / bare encoder on the same voxels"] == "n/a"   # the bare run died
+    assert rows["jigsaw 128^3 batch 2: pretraining peak RSS (GB)"] == "n/a"
     assert rows["exemplar 128^3 b1: step / bare encoder on the same voxels"] == "n/a"
     assert rows["jigsaw: min Hamming distance, 1000 x 27"] == "PASS"
     text = runner.render(records, runner.Settings.make(False), "now", 60.0, "python benchmarks/run.py")
-    assert "timeout (> 600 s)" in text and "## Why targets are missed" in text and "**rpl 64^3 b2" in text
+    assert "timeout (> 600 s)" in text and "out of memory?" in text
+    assert "## Why targets are missed" in text and "**rpl 64^3 b2" in text
     assert "**rotation pipeline**" in text
     path = tmp_path / "BENCHMARKS.md"
     common.write_text_atomic(path, text)
