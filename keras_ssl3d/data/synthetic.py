@@ -96,9 +96,9 @@ def brats_like_subject(shape=(64, 64, 48), seed=0, index=0):
     direction /= np.linalg.norm(direction)
     tc = np.array([cx, cy, cz]) + direction * rng.uniform(0.25, 0.45) * np.array([ax, ay, az])
     d = np.sqrt((x - tc[0]) ** 2 + (y - tc[1]) ** 2 + (z - tc[2]) ** 2)
-    r_oedema = rng.uniform(0.22, 0.36)
-    r_enh = r_oedema * rng.uniform(0.45, 0.65)
-    r_nec = r_enh * rng.uniform(0.35, 0.7)
+    r_oedema = rng.uniform(0.25, 0.40)
+    r_enh = r_oedema * rng.uniform(0.5, 0.7)
+    r_nec = r_enh * rng.uniform(0.5, 0.75)
     d_core = d * (1 + 0.2 * _smooth_field(rng, shape, 5))
     d_oed = d * (1 + 0.35 * _smooth_field(rng, shape, 5))
     tissue[(d_oed < r_oedema) & brain] = 4
@@ -176,7 +176,11 @@ def make_msd_brain_like(out_dir, n_subjects=4, shape=(48, 48, 32), seed=0):
 
 
 def pancreas_like_subject(shape=(64, 64, 32), seed=0, index=0):
-    """One abdominal CT: ``(hu (X, Y, Z, 1) float32, labels (X, Y, Z) uint8)``; 1 pancreas, 2 tumour."""
+    """One abdominal CT: ``(hu (X, Y, Z, 1) float32, labels (X, Y, Z) uint8)``; 1 pancreas, 2 tumour.
+
+    Portal-venous phase values, as in the MSD pancreas scans: enhancing pancreas (~110 HU) in a
+    bed of fat, a hypodense tumour (~55 HU), liver, kidneys, spine, bowel gas.
+    """
     rng = _rng(seed, index)
     shape = tuple(int(s) for s in shape)
     x, y, z = _grid(shape)
@@ -184,12 +188,12 @@ def pancreas_like_subject(shape=(64, 64, 32), seed=0, index=0):
     bx, by = rng.uniform([0.80, 0.60], [0.92, 0.72])
     body = (x / bx) ** 2 + ((y + 0.05) / by) ** 2 + 0 * z
     hu[body < 1] = -100.0                               # subcutaneous fat
-    hu[body < 0.8] = 40.0                               # soft tissue / muscle
+    hu[body < 0.8] = 50.0                               # soft tissue / muscle
     liver = ((x + 0.35) / 0.35) ** 2 + ((y - 0.05) / 0.35) ** 2 + (z / 0.9) ** 2
-    hu[liver < 1] = 60.0 + rng.uniform(-5, 5)
+    hu[liver < 1] = 120.0 + rng.uniform(-10, 10)
     for side in (-1, 1):
         k = ((x - side * 0.35) / 0.12) ** 2 + ((y + 0.35) / 0.15) ** 2 + (z / 0.5) ** 2
-        hu[k < 1] = 30.0
+        hu[k < 1] = 180.0
     spine = (x / 0.12) ** 2 + ((y + 0.5) / 0.12) ** 2 + 0 * z
     hu[spine < 1] = 500.0
     for _ in range(rng.integers(3, 7)):               # bowel gas
@@ -199,25 +203,25 @@ def pancreas_like_subject(shape=(64, 64, 32), seed=0, index=0):
     # Pancreas: a curved tube across the abdomen, varied thickness and position.
     y0 = rng.uniform(-0.1, 0.05)
     curve = y0 + 0.12 * np.sin(2.2 * x + rng.uniform(-0.5, 0.5))
-    thick = rng.uniform(0.06, 0.09) * (1.2 - 0.4 * (x + 1) / 2)
+    thick = rng.uniform(0.09, 0.13) * (1.2 - 0.4 * (x + 1) / 2)
     zc = rng.uniform(-0.2, 0.2)
     zlen = rng.uniform(0.25, 0.4)
     pancreas = (np.abs(y - curve) < thick) & (np.abs(x - 0.1) < 0.45) & (np.abs(z - zc) < zlen)
     # Peripancreatic fat: the pancreas lies in a bed of fat, which is what makes it visible on CT.
-    fat = (np.abs(y - curve) < 2.2 * thick) & (np.abs(x - 0.1) < 0.55) & (np.abs(z - zc) < zlen + 0.1)
+    fat = (np.abs(y - curve) < 1.7 * thick) & (np.abs(x - 0.1) < 0.55) & (np.abs(z - zc) < zlen + 0.1)
     hu[fat] = -90.0
     labels = np.zeros(shape, dtype=np.uint8)
-    hu[pancreas] = 45.0
+    hu[pancreas] = 110.0 + rng.uniform(-10, 10)
     labels[pancreas] = 1
     if rng.random() < 0.8:
         tx = rng.uniform(-0.25, 0.4)
         ty = y0 + 0.12 * np.sin(2.2 * tx)
-        tr = rng.uniform(0.07, 0.12)
+        tr = rng.uniform(0.09, 0.14)
         d = ((x - tx) ** 2 + (y - ty) ** 2 + ((z - zc) / 1.5) ** 2) * (1 + 0.3 * _smooth_field(rng, shape, 4))
         tumour = (d < tr ** 2) & (body < 0.8)
-        hu[tumour] = 10.0
+        hu[tumour] = 55.0 + rng.uniform(-10, 10)
         labels[tumour] = 2
-    hu = _blur(hu)
+    hu = 0.6 * hu + 0.4 * _blur(hu)                    # mild partial-volume edges
     hu += rng.normal(0, 15.0, shape).astype(np.float32)
     return hu[..., None].astype(np.float32), labels
 
