@@ -37,8 +37,9 @@ def card_front_matter(metadata, entry=None):
     license_name = metadata.get("license_name") or card.get("license_name")
     if license_id == "other":
         front["license_name"] = license_name or "see-model-card"
-        front["license_link"] = "LICENSE" if not (manifest.get("data") or {}).get("license_url") else \
-            manifest["data"]["license_url"]
+        link = metadata.get("license_link") or (manifest.get("data") or {}).get("license_url")
+        if link:
+            front["license_link"] = link
     datasets = metadata.get("datasets") or card.get("datasets")
     if not datasets and metadata.get("dataset"):
         datasets = [str(metadata["dataset"])]
@@ -163,6 +164,11 @@ def model_cards_markdown(registry=None):
         "exact recipe, so anyone with the data can rebuild it with `keras-ssl3d zoo build NAME --data DIR` and "
         "publish it with `--push REPO_ID`. Demo presets are tiny encoders trained on synthetic data and shipped "
         "inside the package, so examples run offline.",
+        "",
+        "Outside Keras: `keras-ssl3d export NAME OUT [--format saved_model|tfhub-tgz]` writes a TF-Hub style "
+        "reusable SavedModel. Load it with `m = tensorflow_hub.load(OUT)` (keep `m` referenced) or, inside a Keras 3 "
+        "model, with `keras.layers.TFSMLayer(OUT, call_endpoint=\"serve\")` (TensorFlow backend). `hub.KerasLayer` "
+        "is a tf-keras layer and cannot be placed in a Keras 3 model.",
         "",
         "| name | rank | task | data set | channels | status | hub repo |",
         "|---|---|---|---|---|---|---|",
