@@ -243,7 +243,7 @@ def test_tampered_weights_are_refused(hub_server, tmp_path, monkeypatch):
         Encoder3D.from_pretrained("test-pinned")
 
 
-def test_private_repo_needs_token(hub_server):
+def test_private_repo_needs_token(hub_server, monkeypatch):
     enc = _encoder()
     _push(enc, repo_id="org/private-enc", private=True)
     assert hub_server.repos["org/private-enc"].private
@@ -253,6 +253,9 @@ def test_private_repo_needs_token(hub_server):
     model = Encoder3D.from_pretrained("hf://org/private-enc", token=TOKEN)
     x = random_volumes(1, 8, 2)
     np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(enc(x)))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # read by huggingface_hub at call time
+    from_env = Encoder3D.from_pretrained("hf://org/private-enc", revision="main")
+    np.testing.assert_array_equal(to_numpy(from_env(x)), to_numpy(enc(x)))
 
 
 @pytest.mark.parametrize("handle", [
