@@ -13,7 +13,6 @@ and tests work offline; their features are not meant for real images.
 import argparse
 import json
 import tempfile
-from pathlib import Path
 
 import numpy as np
 

@@ -149,8 +149,6 @@ def entry_card(entry, status=None):
 
 def model_cards_markdown(registry=None):
     """The text of MODEL_CARDS.md: a status table and one card per built-in preset."""
-    from keras_ssl3d.zoo.registry import ZooEntry  # noqa: F401
-
     registry = registry if registry is not None else builtin_registry()
     lines = [
         "# keras-ssl3d model zoo",
