@@ -82,3 +82,13 @@ def test_bad_arguments():
     with pytest.raises(ConfigError, match="encoder"):
         apply_strategy(keras.Sequential([keras.layers.Dense(1)]), "warmup", 1)
     assert apply_strategy(model, "warmup", 0) == [] and model.encoder.trainable
+
+
+def test_resumed_run_starts_in_the_state_of_its_epoch():
+    model = Segmenter3D(tiny_encoder3d(in_channels=1, filters=(4, 8)), num_classes=2)
+    apply_strategy(model, "warmup", 2, initial_epoch=1)
+    assert not model.encoder.trainable
+    apply_strategy(model, "warmup", 2, initial_epoch=2)
+    assert model.encoder.trainable
+    apply_strategy(model, "frozen", 2, initial_epoch=50)
+    assert not model.encoder.trainable

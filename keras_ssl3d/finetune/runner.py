@@ -252,7 +252,7 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
 
     keras.utils.set_random_seed(s.seed)
     model, adapted = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
-    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs)
+    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=_resume_epoch(out, resume))
     if data.task == "segmentation":
         loss = get_segmentation_loss(s.loss)
         metrics = [MeanDice(data.num_classes, name="mean_dice")]
@@ -331,6 +331,20 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
     }
     write_json_atomic(out / RESULT_FILE, result)
     return result
+
+
+def _resume_epoch(out, resume):
+    """Epochs already done by the run being resumed (0 for a new run)."""
+    if not resume:
+        return 0
+    from keras_ssl3d.training.checkpoint import STATE, latest_checkpoint
+
+    latest = latest_checkpoint(out) if Path(out).is_dir() else None
+    if latest is None:
+        return 0
+    import json
+
+    return int(json.loads((latest / STATE).read_text(encoding="utf-8")).get("epoch", 0))
 
 
 def _rows(history):

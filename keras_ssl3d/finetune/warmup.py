@@ -69,10 +69,12 @@ class EncoderWarmup(keras.callbacks.Callback):
         sync_trainable_state(self.model)
 
 
-def apply_strategy(model, strategy="warmup", warmup_epochs=25):
+def apply_strategy(model, strategy="warmup", warmup_epochs=25, initial_epoch=0):
     """Prepare ``model`` (which has an ``.encoder``) for a strategy; returns the ``fit`` callbacks.
 
-    Call it before ``compile`` so the optimizer is first built on the right variables.
+    Call it before ``compile`` so the optimizer is first built on the right variables. A resumed
+    run passes the epoch it restarts at, so the encoder starts in the state of that epoch (and a
+    checkpoint's optimizer state is restored onto the right variables).
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown fine-tuning strategy {strategy!r}; choose one of {STRATEGIES}")
@@ -83,7 +85,7 @@ def apply_strategy(model, strategy="warmup", warmup_epochs=25):
         encoder.trainable = True
         return []
     callback = EncoderWarmup(encoder, None if strategy == "frozen" else warmup_epochs)
-    encoder.trainable = False
+    encoder.trainable = not callback.frozen_at(int(initial_epoch))
     return [callback]
 
 

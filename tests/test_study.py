@@ -1,0 +1,70 @@
+"""The study command (tiny): every run in runs.csv, identical label subsets, both figures, summary, resume."""
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from keras_ssl3d import Encoder3D
+from keras_ssl3d.cli.errors import run_cli
+from keras_ssl3d.cli.main import cli
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from keras_ssl3d.data.synthetic import make_brats_like
+
+    root = tmp_path_factory.mktemp("study")
+    make_brats_like(root / "brats", n_subjects=5, shape=(16, 16, 16), seed=3)
+    Encoder3D(in_channels=4, filters=(4, 8), norm="group").save_pretrained(root / "enc_a")
+    return root
+
+
+def _study(root, extra=()):
+    return run_cli(cli, ["study", "--data", str(root / "brats"), "--encoders", str(root / "enc_a"),
+                         "--fractions", "0.5,1", "--repeats", "1", "--epochs", "2", "--warmup-epochs", "1",
+                         "--size", "16", "--lr", "1e-3", "--out", str(root / "out"), *extra])
+
+
+def test_study_outputs(setup, capsys):
+    assert _study(setup) == 0
+    out = setup / "out"
+    rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(rows) == 2 * 2  # (scratch + enc_a) x 2 fractions x 1 repeat
+    assert {r["label"] for r in rows} == {"scratch", "enc_a"}
+    for r in rows:
+        assert 0.0 <= float(r["score"]) <= 1.0 and r["score_name"] == "mean_dice"
+        assert r["whole_tumor"] != "" and int(r["epochs"]) == 2
+    # label subsets: identical across encoders, fixed by the repeat's seed, nested across fractions
+    subsets = {}
+    for r in rows:
+        result = json.loads(open(f"{r['run_dir']}/result.json").read())
+        subsets.setdefault((r["fraction"], r["repeat"]), set()).add(tuple(result["config"]["train_subjects"]))
+        # the scratch baseline copies the pretrained encoder's architecture
+        assert result["config"]["filters"] == [4, 8]
+    assert all(len(v) == 1 for v in subsets.values())
+    half = {k[1]: next(iter(v)) for k, v in subsets.items() if float(k[0]) == 0.5}
+    full = {k[1]: next(iter(v)) for k, v in subsets.items() if float(k[0]) == 1.0}
+    assert all(len(half[r]) == 2 and set(half[r]) <= set(full[r]) for r in half)
+
+    for name in ("data_efficiency.png", "convergence.png"):
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
+    summary = (out / "summary.md").read_text()
+    assert "| % labels | scratch | enc_a |" in summary and "| 50 |" in summary and "| 100 |" in summary
+
+    # Running it again reuses every finished run.
+    capsys.readouterr()
+    assert _study(setup) == 0
+    assert capsys.readouterr().out.count("reusing") == 4
+    assert len(list(csv.DictReader(open(out / "runs.csv")))) == 4
+
+
+def test_study_bad_options(setup, capsys):
+    code = run_cli(cli, ["study", "--data", str(setup / "brats"), "--encoders", "none", "--fractions", "0,1",
+                         "--out", str(setup / "bad")])
+    assert code == 2 and "--fractions" in capsys.readouterr().err
+    code = run_cli(cli, ["study", "--data", str(setup / "brats"), "--encoders", "none", "--repeats", "0",
+                         "--epochs", "1", "--size", "16", "--filters", "4,8", "--out", str(setup / "bad")])
+    assert code == 2 and "--repeats" in capsys.readouterr().err
