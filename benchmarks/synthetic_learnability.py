@@ -10,6 +10,7 @@ Goes through the real path: synthetic NIfTI files in the BraTS layout -> ``prepr
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -57,7 +58,13 @@ def main():
                             num_classes=cache.num_classes)
         model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
         t0 = time.perf_counter()
-        history = model.fit(train, epochs=args.epochs, callbacks=[train.epoch_callback()], verbose=0)
+
+        class Progress(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                print(f"epoch {epoch + 1}/{args.epochs} loss {logs['loss']:.4f} "
+                      f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+        history = model.fit(train, epochs=args.epochs, callbacks=[train.epoch_callback(), Progress()], verbose=0)
         train_s = time.perf_counter() - t0
         val_idx = list(range(n_train, len(cache)))
         x_val = cache.images(val_idx)

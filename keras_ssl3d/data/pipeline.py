@@ -54,9 +54,11 @@ class VolumeBatches(keras.utils.PyDataset):
         transform: ``transform(images, rng) -> (x, y)`` (or ``transform(images, labels, rng)`` with
             ``with_labels=True``), e.g. a self-supervised task making its inputs and targets.
         with_labels: without ``transform``, yield ``(images, labels)`` instead of ``(images,)``.
+        workers, use_multiprocessing, max_queue_size: as in ``keras.utils.PyDataset`` (threads by
+            default: reading memory maps and numpy transforms release the GIL; memory holds at
+            most ``max_queue_size`` prepared batches).
         indices: subset of subjects to use (train/validation split).
-        drop_remainder: drop the last incomplete batch.
-        workers, use_multiprocessing, max_queue_size: as in ``keras.utils.PyDataset``.
+        drop_remainder: drop the last incomplete batch (constant batch shape: one compiled step).
 
     Epochs: Keras's own hooks are not a reliable epoch count (trainers peek at batches and call
     the hooks outside ``fit`` epochs), so the true epoch comes from ``set_epoch(e)``, which
@@ -68,9 +70,8 @@ class VolumeBatches(keras.utils.PyDataset):
     batch ``i`` of epoch ``e`` is fixed by ``(seed, e, i)``.
     """
 
-    def __init__(self, source, batch_size=2, shuffle=True, seed=0, transform=None, with_labels=False,
-                 indices=None, drop_remainder=False, workers=1, use_multiprocessing=False, max_queue_size=4,
-                 dtype="float32"):
+    def __init__(self, source, batch_size=2, shuffle=True, seed=0, transform=None, with_labels=False, workers=1,
+                 indices=None, drop_remainder=False, use_multiprocessing=False, max_queue_size=4, dtype="float32"):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         self.source = _as_source(source)
         n = len(self.source)
