@@ -106,6 +106,7 @@ def test_cache_feeds_fit(tmp_path):
     cache = open_cache(tmp_path / "cache")
     data = VolumeBatches(cache, batch_size=2, seed=0, with_labels=True)
     x, y = data[0]
+    np.testing.assert_array_equal(VolumeBatches(tmp_path / "cache", batch_size=2, with_labels=True)[0][1], y)
     assert x.shape == (2, 16, 16, 16, 4) and x.dtype == np.float32 and y.dtype == np.uint8
     # A two-layer per-voxel classifier: a U-Net compiles for minutes under JAX on CPU, and what is
     # tested here is the data path (the Segmenter3D run is benchmarks/synthetic_learnability.py).

@@ -5,6 +5,8 @@ handed to ``transform`` for each batch: a resumed run sees exactly the batches i
 seen. Only the batches being prepared are in memory (``workers`` threads, ``max_queue_size``).
 """
 
+from pathlib import Path
+
 import keras
 import numpy as np
 
@@ -32,6 +34,8 @@ class _ArraySource:
 def _as_source(source):
     if isinstance(source, CachedDataset):
         return source
+    if isinstance(source, (str, Path)):
+        return CachedDataset(source)
     if isinstance(source, tuple) and len(source) == 2:
         return _ArraySource(np.asarray(source[0]), np.asarray(source[1]))
     if isinstance(source, np.ndarray):
@@ -47,7 +51,8 @@ class VolumeBatches(keras.utils.PyDataset):
     """``keras.utils.PyDataset`` of volume batches.
 
     Args:
-        source: a :class:`CachedDataset`, an array ``(N, D, H, W, C)``, or ``(images, labels)``.
+        source: a :class:`CachedDataset` (or its folder), an array ``(N, D, H, W, C)``, or
+            ``(images, labels)``.
         batch_size: volumes per batch.
         shuffle: shuffle the order every epoch (from ``(seed, epoch)``).
         seed: base seed of the order and of the per-batch ``rng``.
