@@ -114,3 +114,25 @@ def test_finetune_from_scratch_and_errors(brats, capsys):
     code = run_cli(cli, ["predict", "--model", str(run), str(brats / "brats" / "nothing.nii.gz"), "--out",
                          str(brats / "p2")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_finetune_2d_grading_and_evaluate(tmp_path, capsys):
+    from keras_ssl3d.data.synthetic import make_fundus_like
+
+    make_fundus_like(tmp_path / "fundus", n=10, size=32, seed=0)
+    run = tmp_path / "run2d"
+    code = run_cli(cli, ["finetune", "--data", str(tmp_path / "fundus"), "--encoder", "none", "--filters", "1,1",
+                         "--out", str(run), "--size", "32", "--epochs", "2", "--warmup-epochs", "1",
+                         "--batch-size", "4", "--lr", "1e-3", "--verbose", "0"])
+    assert code == 0
+    meta = json.loads((run / "model" / "metadata.json").read_text())
+    assert meta["task"] == "classification" and meta["num_classes"] == 5 and meta["input_size"] == [32, 32]
+    assert "val_kappa" in (run / "history.csv").read_text().splitlines()[0]
+    capsys.readouterr()
+    code = run_cli(cli, ["evaluate", "--model", str(run), "--data", str(tmp_path / "fundus"), "--subjects", "val",
+                         "--out", str(tmp_path / "e.json")])
+    assert code == 0 and "quadratic kappa" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "e.json").read_text())
+    assert scores["num_subjects"] == 2 and -1.0 <= scores["kappa"] <= 1.0 and 0.0 <= scores["accuracy"] <= 1.0
+    code = run_cli(cli, ["predict", "--model", str(run), str(tmp_path / "fundus"), "--out", str(tmp_path / "p")])
+    assert code == 2 and "2D classifier" in capsys.readouterr().err

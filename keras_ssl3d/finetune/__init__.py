@@ -1,0 +1,34 @@
+"""Fine-tuning pretrained encoders: input-channel adaptation, warm-up, metrics, inference, studies.
+
+Submodules are imported lazily (the CLI imports ``parsing`` without loading Keras):
+
+- ``adapt``: `adapt_input_channels` (c1 -> c2 input channels: duplicate / mean / random / by_name);
+- ``warmup``: `EncoderWarmup`, `apply_strategy` (frozen / warmup / full);
+- ``metrics``: Dice, BraTS regions, quadratic-weighted kappa, `MeanDice`, `QuadraticKappa`;
+- ``inference``: `sliding_window_predict`, `predict_labels`;
+- ``runner`` / ``evaluation`` / ``study``: what ``keras-ssl3d finetune / evaluate / predict / study`` run.
+"""
+
+_EXPORTS = {
+    "adapt_input_channels": "keras_ssl3d.finetune.adapt",
+    "EncoderWarmup": "keras_ssl3d.finetune.warmup",
+    "apply_strategy": "keras_ssl3d.finetune.warmup",
+    "MeanDice": "keras_ssl3d.finetune.metrics",
+    "QuadraticKappa": "keras_ssl3d.finetune.metrics",
+    "dice_score": "keras_ssl3d.finetune.metrics",
+    "brats_regions": "keras_ssl3d.finetune.metrics",
+    "quadratic_weighted_kappa": "keras_ssl3d.finetune.metrics",
+    "sliding_window_predict": "keras_ssl3d.finetune.inference",
+    "predict_labels": "keras_ssl3d.finetune.inference",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'keras_ssl3d.finetune' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)
