@@ -10,7 +10,7 @@ from keras_ssl3d.errors import SSL3DError
 def run_cli(group, args=None):
     """Run a click group; user errors print ``Error: ...`` and return 2 (never a stack trace)."""
     try:
-        group.main(args=args, standalone_mode=False)
+        result = group.main(args=args, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
@@ -20,8 +20,8 @@ def run_cli(group, args=None):
     except SSL3DError as e:
         click.echo(f"Error: {e}", err=True)
         return e.exit_code
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
+    except KeyboardInterrupt as e:  # TrainingRun says where its checkpoint is and how to resume
+        click.echo(f"Interrupted: {e}" if str(e) else "Interrupted.", err=True)
         return 130
     except OSError as e:  # disk full, permission denied, ...: name the file
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
@@ -29,7 +29,8 @@ def run_cli(group, args=None):
         return 2
     except click.exceptions.Exit as e:
         return e.exit_code
-    return 0
+    # With standalone_mode=False click returns a command's ctx.exit(code) value instead of exiting.
+    return result if isinstance(result, int) else 0
 
 
 def fail(message, path=None):
