@@ -6,7 +6,7 @@ subsets are identical across encoders (and nested across fractions); the validat
 fixed by ``split_seed`` for the whole study. Finished runs (``result.json``) are reused, so an
 interrupted study continues where it stopped.
 
-Outputs (all written atomically): ``runs.csv`` (one row per run), ``data_efficiency.png``
+Outputs (all written atomically, refreshed after every run): ``runs.csv`` (one row per run), ``data_efficiency.png``
 (score vs % of labels, mean and min-max spread over repeats), ``convergence.png`` (validation
 score vs epoch) and ``summary.md``.
 """
@@ -78,7 +78,8 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                     write_json_atomic(result_path, result)
                 rows.append(_row(label, handle, fraction, repeat, result, wall, run_dir))
                 write_runs_csv(out / RUNS_FILE, rows)
-    write_outputs(out, rows, _curves(out, rows), data.task, settings)
+                # Figures and summary after every run: an interrupted study still shows what it has.
+                write_outputs(out, rows, _curves(out, rows), data.task, settings)
     return rows
 
 
