@@ -23,20 +23,20 @@ def _encoder():
 
 def test_rotation_2d_learns():
     task = Rotation(_encoder(), hidden_units=64)
-    accuracy = _train(task, structured_samples(64, 32, 2), batch_size=16, epochs=8)
+    accuracy = _train(task, structured_samples(64, 32, 2), batch_size=16, epochs=5)
     assert accuracy >= 0.5  # chance: 0.25
 
 
 def test_jigsaw_2d_learns():
     task = Jigsaw(_encoder(), input_size=48, num_permutations=10, hidden_units=64)
     assert task.patch_shape == (13, 13)
-    accuracy = _train(task, structured_samples(64, 48, 2), batch_size=16, epochs=8)
+    accuracy = _train(task, structured_samples(64, 48, 2), batch_size=16, epochs=5)
     assert accuracy >= 0.4  # chance: 0.1
 
 
 def test_rpl_2d_learns():
     task = RPL(_encoder(), input_size=48, hidden_units=64)
-    accuracy = _train(task, structured_samples(128, 48, 2), batch_size=32, epochs=8)
+    accuracy = _train(task, structured_samples(128, 48, 2), batch_size=32, epochs=6)
     assert accuracy >= 0.3  # chance: 1/8
 
 
