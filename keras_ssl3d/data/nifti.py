@@ -113,9 +113,9 @@ def _to_ras(array, affine):
     if np.array_equal(ornt, RAS):
         return array, np.asarray(affine, dtype=np.float64)
     spatial = array.shape[:3]
-    out = nib.orientations.apply_orientation(array, ornt)
+    out = nib.orientations.apply_orientation(array, ornt)  # a view (flips / transposes)
     new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, spatial)
-    return np.ascontiguousarray(out), new_affine
+    return out, new_affine
 
 
 def _from_ras(array, original_affine):
@@ -137,11 +137,14 @@ def check_finite_nonzero(array, path):
 
 
 def _load_one(path):
+    """Header and raw channels-last array (file dtype, no copy): checked, converted later."""
     img, data = _read(path)
     data = _as_channels_last(data, path)
-    array = data.astype(np.float32, copy=False)
-    check_finite_nonzero(array, path)
-    return img, array
+    if np.issubdtype(data.dtype, np.floating):
+        check_finite_nonzero(data, path)
+    elif not np.any(data):  # integers cannot be NaN: only the (cheaper) empty check
+        raise DataError("is all zeros (empty volume)", path=path)
+    return img, data
 
 
 def load_volume(path_or_paths):
@@ -155,7 +158,7 @@ def load_volume(path_or_paths):
         raise DataError("no image files given")
     # The same file listed for several modalities (MSD 4D images) is read once.
     unique = list(dict.fromkeys(Path(p) for p in paths))
-    arrays = []
+    arrays = []  # raw file arrays; converted to float32 once, while reorienting
     first_img = None
     for p in unique:
         img, array = _load_one(p)
@@ -170,15 +173,22 @@ def load_volume(path_or_paths):
                 raise DataError(
                     f"affine differs from that of {first_path.name} (modalities must be co-registered)", path=p)
         arrays.append(array)
-    array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=-1)
     affine = np.asarray(first_img.affine, dtype=np.float64)
-    ras, ras_affine = _to_ras(array, affine)
+    # One pass: reorient (views) and convert each file into the stacked float32 output.
+    views = [_to_ras(a, affine) for a in arrays]
+    ras_affine = views[0][1]
+    channels = sum(a.shape[-1] for a in arrays)
+    ras = np.empty(views[0][0].shape[:3] + (channels,), dtype=np.float32)
+    c = 0
+    for view, _ in views:
+        ras[..., c:c + view.shape[-1]] = view
+        c += view.shape[-1]
     spacing = tuple(float(s) for s in np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0)))
     return Volume(
         array=ras,
         affine=ras_affine,
         spacing=spacing,
-        original_shape=tuple(int(s) for s in array.shape[:3]),
+        original_shape=tuple(int(s) for s in arrays[0].shape[:3]),
         original_affine=affine,
         path=unique[0],
         paths=unique,
@@ -215,7 +225,7 @@ def load_label_volume(path, reference=None):
                             f"{tuple(reference.original_shape)}", path=path)
         if not np.allclose(affine, reference.original_affine, atol=1e-3, rtol=1e-4):
             raise DataError("label affine does not match the image affine", path=path)
-    ras, _ = _to_ras(labels, affine)
+    ras = np.ascontiguousarray(_to_ras(labels, affine)[0])
     return ras
 
 
