@@ -176,8 +176,11 @@ def task_inputs(model, args, rng, channels, batch):
 def main(argv=None):
     args = parse_args(argv)
     select_backend(args.backend)
+    t_start = time.perf_counter()
     import keras
     import numpy as np
+
+    import keras_ssl3d  # noqa: F401  (its import time is reported, not timed as a step)
 
     record = {"kind": "train_step", "task": args.task, "like": args.like, "dims": args.dims, "size": args.size,
               "batch": args.batch, "backend": args.backend, "jit_compile": bool(args.jit_compile),
@@ -185,6 +188,8 @@ def main(argv=None):
               "task_args": args.task_args or None, "label": args.label}
     try:
         stage = record
+        phases = {"import_s": time.perf_counter() - t_start}
+        t0 = time.perf_counter()
         keras.utils.set_random_seed(args.seed)
         keras.config.set_dtype_policy(args.dtype_policy)
         rng = np.random.default_rng(args.seed)
@@ -207,7 +212,10 @@ def main(argv=None):
             model.compile(jit_compile=bool(args.jit_compile))
             x, y = task_inputs(model, args, rng, channels, args.batch)
 
+        phases["build_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         counter = count_flops(model, x)
+        phases["flop_count_s"] = time.perf_counter() - t0
         enc_shape = encoder_input_shape(counter, encoder)
         record.update(input_shapes=shapes_of(x), encoder_input_shape=list(enc_shape),
                       encoder_voxels=math.prod(enc_shape[:-1]), params=int(model.count_params()),
@@ -222,6 +230,7 @@ def main(argv=None):
             if args.peak:
                 record["peak_gflops"] = args.peak
                 record["pct_peak"] = 100 * record["gflops"] / args.peak
+        record["setup_s"] = phases
         record["peak_rss_mb"] = peak_rss_mb()  # this configuration alone (before any extra measurement)
         record["status"] = "ok"
         emit(record)  # now: a later measurement that crashes (e.g. out of memory) cannot take it along
