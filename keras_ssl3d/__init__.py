@@ -1,21 +1,42 @@
-"""keras-ssl3d: self-supervised 3D (and 2D) encoders for medical imaging, as a Keras 3 plugin."""
+"""keras-ssl3d: self-supervised 3D (and 2D) encoders for medical imaging, as a Keras 3 plugin.
 
+Importing the package registers every serializable layer, loss, metric and model, so ``.keras``
+files and preset folders made with it load with ``safe_mode=True``.
+"""
+
+from keras_ssl3d import losses, tasks
 from keras_ssl3d.errors import ConfigError, DataError, PresetError, RunError, SSL3DError
+from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
 from keras_ssl3d.layers import ResidualBlock, UNetDecoder3D
+from keras_ssl3d.losses import DiceCELoss, InfoNCE, SoftDiceLoss, TripletLoss
 from keras_ssl3d.models import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
+from keras_ssl3d.tasks import CPC, RPL, Exemplar, Jigsaw, Rotation
 from keras_ssl3d.version import __version__
 
 __all__ = [
+    "CPC",
+    "RPL",
     "Classifier2D",
     "ConfigError",
     "DataError",
+    "DiceCELoss",
     "Encoder2D",
     "Encoder3D",
+    "Exemplar",
+    "InfoNCE",
+    "Jigsaw",
+    "MeanDice",
     "PresetError",
+    "QuadraticKappa",
     "ResidualBlock",
+    "Rotation",
     "RunError",
     "SSL3DError",
     "Segmenter3D",
+    "SoftDiceLoss",
+    "TripletLoss",
     "UNetDecoder3D",
     "__version__",
+    "losses",
+    "tasks",
 ]
