@@ -4,7 +4,7 @@ Importing the package registers every serializable layer, loss, metric and model
 files and preset folders made with it load with ``safe_mode=True``.
 """
 
-from keras_ssl3d import losses, tasks
+from keras_ssl3d import data, losses, tasks
 from keras_ssl3d.errors import ConfigError, DataError, PresetError, RunError, SSL3DError
 from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
 from keras_ssl3d.layers import ResidualBlock, UNetDecoder3D
@@ -37,6 +37,7 @@ __all__ = [
     "TripletLoss",
     "UNetDecoder3D",
     "__version__",
+    "data",
     "losses",
     "tasks",
 ]
