@@ -2,15 +2,16 @@
 
 import click
 
+from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.finetune.parsing import parse_int_list
 
 
 @click.command("finetune")
-@click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data: a BraTS/MSD/folder/csv "
+@click.option("--data", "data_path", default=None, type=click.Path(), help="Labelled data: a BraTS/MSD/folder/csv "
               "data set or a preprocessed cache (3D segmentation), or an image folder with grades (2D).")
-@click.option("--encoder", required=True, help="Pretrained encoder: preset folder, .keras file, run folder of "
+@click.option("--encoder", default=None, help="Pretrained encoder: preset folder, .keras file, run folder of "
               "`keras-ssl3d pretrain`, zoo name or hub repo; `none` trains from scratch.")
-@click.option("--out", required=True, type=click.Path(), help="Run folder (model/, history.csv, run.json).")
+@click.option("--out", default=None, type=click.Path(), help="Run folder (model/, history.csv, run.json).")
 @click.option("--label-fraction", default=1.0, show_default=True, type=float,
               help="Fraction of the training subjects whose labels are used (chosen by --seed).")
 @click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]),
@@ -34,9 +35,10 @@ from keras_ssl3d.finetune.parsing import parse_int_list
               type=click.Choice(["auto", "duplicate", "mean", "random", "by_name"]),
               help="Input-channel adaptation when the encoder was pretrained on other channels "
                    "(auto: by_name when channel names match, else duplicate).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@resume_option
 @click.option("--verbose", default=2, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
-def finetune(data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
+@click.pass_context
+def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, resume, verbose):
     """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
 
@@ -45,6 +47,14 @@ def finetune(data_path, encoder, out, label_fraction, strategy, warmup_epochs, e
     """
     import sys
 
+    from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume
+
+    if resume not in (None, FLAG) and (data_path is None or encoder is None):
+        return rerun_recorded(ctx, resume, "finetune")
+    out, resume = resolve_resume(resume, out)
+    for option, value in (("--data", data_path), ("--encoder", encoder)):
+        if value is None:
+            raise click.UsageError(f"Missing option '{option}'.")
     from keras_ssl3d.finetune.runner import FinetuneSettings, load_task_data, run_finetune
 
     settings = FinetuneSettings(

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.errors import ConfigError, DataError
 
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
@@ -47,12 +48,13 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 
 
 @click.command("pretrain")
-@click.option("--task", type=click.Choice(TASK_NAMES), required=True, help="The self-supervised task.")
+@click.option("--task", type=click.Choice(TASK_NAMES), default=None,
+              help="The self-supervised task (required unless --resume RUN_DIR).")
 @click.option("--dims", type=click.Choice(["2", "3"]), default="3", show_default=True,
               help="3: NIfTI volumes and Encoder3D; 2: PNG/JPEG images and Encoder2D (DenseNet).")
-@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True,
+@click.option("--data", type=click.Path(exists=True, path_type=Path), default=None,
               help="Folder of NIfTI volumes (or a preprocessed cache); 2D: folder of images.")
-@click.option("--out", "run_dir", type=click.Path(path_type=Path), required=True,
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder: checkpoints, run.json, history.csv and the final encoder/.")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -68,9 +70,17 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 @click.option("--norm", type=click.Choice(["batch", "group", "instance", "none"]), default="batch",
               show_default=True, help="3D encoder normalization.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-def pretrain(task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, seed, resume):
+@resume_option
+@click.pass_context
+def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, seed, resume):
     """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder)."""
+    if resume not in (None, FLAG) and (task is None or data is None):
+        return rerun_recorded(ctx, resume, "pretrain")
+    run_dir, resume = resolve_resume(resume, run_dir)
+    run_dir = Path(run_dir)
+    for option, value in (("--task", task), ("--data", data)):
+        if value is None:
+            raise click.UsageError(f"Missing option '{option}'.")
     import keras
 
     from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE
@@ -111,7 +121,7 @@ def pretrain(task, dims, data, run_dir, epochs, batch_size, lr, size, filters, b
     dataset = model.dataset(samples, batch_size=batch_size, seed=seed)
     click.echo(f"Pretraining {task} ({dims}D) on {len(samples)} samples of {size}^{dims} x {in_channels}, "
                f"batch {batch_size}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
-    history = run.fit(model, x=dataset, epochs=epochs, verbose=1)
+    history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False)  # the dataset shuffles by (seed, epoch)
     out = Path(run_dir) / "encoder"
     model.encoder.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
                                                  "pretraining_data": pretraining_data})

@@ -17,6 +17,7 @@ import os
 import platform
 import signal
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -27,6 +28,8 @@ from keras_ssl3d.training import checkpoint as ckpt
 from keras_ssl3d.version import __version__
 
 RUN_FILE = "run.json"
+# Seconds to sleep after every training batch; set by the interruption tests, never by users.
+_BATCH_DELAY = float(os.environ.get("KERAS_SSL3D_TEST_BATCH_DELAY", "0") or 0)
 HISTORY_FILE = "history.csv"
 
 
@@ -179,6 +182,8 @@ class _CheckpointCallback(keras.callbacks.Callback):
             self.data.set_epoch(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
+        if _BATCH_DELAY:  # tests only: makes "kill during epoch 2" timing reliable on fast machines
+            time.sleep(_BATCH_DELAY)
         if self.interrupt_requested and not self.interrupted:
             self.interrupted = True
             self.train_model.stop_training = True
