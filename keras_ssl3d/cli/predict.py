@@ -35,7 +35,8 @@ def predict(model_path, inputs, out, overlap, batch_size):
     items = resolve_inputs(inputs, metadata.get("channel_names") or [])
     names = [name for name, _ in items]
     if len(set(names)) != len(names):
-        raise ConfigError(f"two inputs would write the same output name: {sorted(n for n in names if names.count(n) > 1)[0]}")
+        duplicate = sorted(n for n in names if names.count(n) > 1)[0]
+        raise ConfigError(f"two inputs would write the same output name: {duplicate}")
     out = Path(out)
     for name, paths in items:
         labels, reference = predict_volume(model, metadata, paths, overlap=overlap, batch_size=batch_size)
