@@ -15,8 +15,8 @@ records. A global budget (``--budget-min``, 29 by default) shortens or skips the
 configurations rather than overrunning; skipped ones are listed as such.
 
 Sections (in run order): machine, peak, permutations, transforms, tasks64, tasks128, tasks2d,
-precision, backends, profile (per-convolution times of the encoder; last, so a short budget
-drops it first).
+precision, profile (per-convolution times of the encoder), backends (last: JAX and
+torch.compile are slow to compile on CPU, so a short budget cuts them first).
 """
 
 import argparse
@@ -38,13 +38,23 @@ from common import (HERE, ROOT, cpu_flags, machine_info, parse_json_lines,  # no
                     run_json_subprocess, write_text_atomic)
 
 SECTIONS = ("machine", "peak", "permutations", "transforms", "tasks64", "tasks128", "tasks2d", "precision",
-            "backends", "profile")
+            "profile", "backends")
 TASKS_3D = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 TASKS_2D = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 # The task of the backend and precision comparisons: its step is the plain encoder on whole
 # volumes (what facts.md measured), the heaviest use of the encoder per sample.
 DEFAULT_TASK = "rotation"
 ENCODER_LEVELS = 5  # Encoder3D default (32..512): patches must be >= 2**(levels-1) voxels per axis
+
+# Share of the run budget each section may use (unused time carries over to the next sections),
+# so that on a slow machine every section still measures its first configurations.
+# (In proportion to the estimated seconds of each section on the facts.md machine.)
+SECTION_SHARE = {"machine": 0.0, "peak": 0.01, "permutations": 0.01, "transforms": 0.09, "tasks64": 0.10,
+                 "tasks128": 0.32, "tasks2d": 0.07, "precision": 0.05, "profile": 0.07, "backends": 0.28}
+# TensorFlow enables its oneDNN kernels by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
+# AVX2-only CPUs its default (Eigen) Conv3D was 2.4x slower on the development machine. The run
+# turns oneDNN on (a no-op where it is on already) and the backends section shows it off.
+TF_ENV = {"TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")}
 
 TARGETS = {
     "ratio_to_bare": 1.15,      # task step <= 1.15x bare encoder on the same voxels
@@ -170,11 +180,16 @@ def section_configs(section, s):
         # JAX compiles one small XLA program per variable initializer while the model is built (tens
         # of seconds for the default encoder), then the train step; the slow ones get capped timeouts.
         runs = [("tensorflow", False, 200), ("torch", False, 150), ("jax", True, 240), ("tensorflow", True, 240),
-                ("torch", True, 240), ("jax", False, 180)]
-        return [Config("backends", f"{DEFAULT_TASK} {backend}{' jit' if jit else ''}",
-                       train_cmd(s, DEFAULT_TASK, s.size64, 2, "--backend", backend,
-                                 *(["--jit-compile"] if jit else [])), timeout * t)
-                for backend, jit, timeout in runs]
+                ("jax", False, 180), ("torch", True, 240)]
+        configs = [Config("backends", f"{DEFAULT_TASK} {backend}{' jit' if jit else ''}",
+                          train_cmd(s, DEFAULT_TASK, s.size64, 2, "--backend", backend,
+                                    *(["--jit-compile"] if jit else [])), timeout * t)
+                   for backend, jit, timeout in runs]
+        if TF_ENV["TF_ENABLE_ONEDNN_OPTS"] != "0":
+            configs.insert(1, Config("backends", f"{DEFAULT_TASK} tensorflow onednn-off",
+                                     train_cmd(s, DEFAULT_TASK, s.size64, 2), 200 * t,
+                                     env={"TF_ENABLE_ONEDNN_OPTS": "0"}))
+        return configs
     if section == "profile":
         filters = ["--filters", s.filters] if s.filters else []
         patch = s.size64 // 3 - 3  # the 3x3x3 grid's patches (jigsaw, RPL) at size64
@@ -195,8 +210,21 @@ class Runner:
         self.t0 = time.perf_counter()
         self.log = log
 
+        self.section_deadline = None
+
     def remaining(self):
-        return self.budget_s - (time.perf_counter() - self.t0)
+        left = self.budget_s - (time.perf_counter() - self.t0)
+        if self.section_deadline is not None:
+            left = min(left, self.section_deadline - time.perf_counter())
+        return left
+
+    def start_section(self, sections, section):
+        """This section may run until its share of what is left for it and the sections after it."""
+        now = time.perf_counter()
+        left = self.budget_s - (now - self.t0)
+        shares = [SECTION_SHARE[s] for s in sections[sections.index(section):]]
+        share = SECTION_SHARE[section] / sum(shares) if sum(shares) else 1.0
+        self.section_deadline = now + max(0.0, left) * share
 
     def run_config(self, cfg, peak):
         cmd = list(cfg.cmd)
@@ -205,10 +233,10 @@ class Runner:
         timeout = min(cfg.timeout_s, self.remaining() - 5)
         base = {"section": cfg.section, "config": cfg.name, "command": shlex.join(cmd[1:])}
         if timeout < 20:
-            self.log(f"  {cfg.name}: skipped (run budget spent)")
-            return [{**base, "status": "skipped", "reason": "run budget spent"}]
+            self.log(f"  {cfg.name}: skipped (the section's time budget is spent)")
+            return [{**base, "status": "skipped", "reason": "the section's time budget is spent"}]
         self.log(f"  {cfg.name} (timeout {timeout:.0f} s) ...", end="", flush=True)
-        records, status, info = run_json_subprocess(cmd, timeout, env=cfg.env)
+        records, status, info = run_json_subprocess(cmd, timeout, env={**TF_ENV, **cfg.env})
         self.log(f" {status} in {info['wall_s']:.0f} s")
         out = []
         for r in records:
@@ -476,6 +504,7 @@ def render(records, settings, started, wall_s, command):
                 ["memory", f"{machine.get('memory_gib')} GiB"],
                 ["CPU features", ", ".join(machine.get("cpu_features") or []) or "—"],
                 ["load average at start", ", ".join(fmt(x) for x in machine.get("load_average") or [])],
+                ["TensorFlow runs", ", ".join(f"{k}={v}" for k, v in (machine.get("tf_env") or {}).items()) or "—"],
                 ["versions", ", ".join(f"{k} {v[k]}" for k in v if v[k]) + f", Python {machine.get('python')}"]]
         out.append(table(["", ""], rows))
     out += ["", "## Peak: fp32 matmul", ""]
@@ -512,7 +541,9 @@ def render(records, settings, started, wall_s, command):
     for cfg, r in step_records(records, "backends").items():
         if r.get("kind") == "train_step" and r.get("status") == "ok":
             pct = 100 * r["gflops"] / peak if peak and r.get("gflops") else None
-            rows.append([r["backend"], "yes" if r.get("jit_compile") else "no", fmt(r.get("step_s")),
+            backend = r["backend"] + (" (oneDNN off)" if (r.get("env") or {}).get("TF_ENABLE_ONEDNN_OPTS") == "0"
+                                      else "")
+            rows.append([backend, "yes" if r.get("jit_compile") else "no", fmt(r.get("step_s")),
                          fmt(r.get("gflops")), fmt(pct), fmt((r.get("warmup_s") or [None])[0]), "ok"])
         else:
             jit = "yes" if cfg.endswith("jit") else "no"
@@ -520,7 +551,9 @@ def render(records, settings, started, wall_s, command):
     out.append(table(["backend", "jit_compile", "s/step", "GFLOP/s", "% peak", "first step s (trace/compile)",
                       "status"], rows))
     out += ["", "TensorFlow without XLA is the default (`jit_compile` is left to Keras' \"auto\", which is off "
-            "on CPU-only TensorFlow). JAX without `jit_compile` runs op by op."]
+            "on CPU-only TensorFlow). JAX without `jit_compile` runs op by op. All TensorFlow runs use "
+            f"`TF_ENABLE_ONEDNN_OPTS={TF_ENV['TF_ENABLE_ONEDNN_OPTS']}` except the `oneDNN off` row: TensorFlow "
+            "turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX."]
 
     out += ["", f"## Precision ({DEFAULT_TASK}, {settings.size64}^3 batch 2, TensorFlow CPU)", ""]
     prec = {r.get("dtype_policy") or r["config"].split()[-1]: r for r in step_records(records, "precision").values()}
@@ -683,10 +716,11 @@ def main(argv=None):
     runner = Runner(settings, results_path, args.budget_min * 60)
     print(f"benchmarks -> {results_path}, {out_path}; sections: {', '.join(sections)}", flush=True)
     for section in sections:
-        print(f"[{section}] {runner.remaining() / 60:.1f} min of budget left", flush=True)
+        runner.start_section(sections, section)
+        print(f"[{section}] {runner.remaining() / 60:.1f} min for this section", flush=True)
         if section == "machine":
             records.append({"section": "machine", "config": "machine", "kind": "machine", "status": "ok",
-                            **machine_info()})
+                            "tf_env": TF_ENV, **machine_info()})
         else:
             for cfg in section_configs(section, settings):
                 records.extend(runner.run_config(cfg, machine_peak(records)))

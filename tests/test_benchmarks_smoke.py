@@ -111,6 +111,15 @@ def test_cpc_grid_fallback_keeps_patches_poolable():
     assert runner.cpc_task_args(64, 5) == "grid=3"     # 13^3 would vanish after 4 poolings; 18^3 does not
 
 
+def test_section_budgets_share_the_remaining_time():
+    run = runner.Runner(runner.Settings.make(True), "unused.jsonl", budget_s=1000.0)
+    run.start_section(["tasks64", "tasks128"], "tasks64")
+    share = runner.SECTION_SHARE["tasks64"] / (runner.SECTION_SHARE["tasks64"] + runner.SECTION_SHARE["tasks128"])
+    assert abs(run.remaining() - 1000.0 * share) < 5.0
+    run.start_section(["tasks64", "tasks128"], "tasks128")  # the last section gets all that is left
+    assert abs(run.remaining() - 1000.0) < 5.0
+
+
 def _step(section, task, **kw):
     return {"section": section, "config": f"{task} cfg", "kind": "train_step", "status": "ok", "task": task,
             "batch": 1, **kw}
