@@ -125,10 +125,12 @@ def test_bad_arguments():
         adapt_input_channels(enc)
 
 
-def test_structure_change_is_a_clear_error():
+def test_new_channel_count_equal_to_first_width():
+    """The encoder's first block always has its projection shortcut, so 2 -> 4 works with width 4."""
     enc = _tiny_encoder3d(in_channels=2, filters=(4, 8))
-    with pytest.raises(ConfigError, match="shortcut"):
-        adapt_input_channels(enc, in_channels=4)
+    adapted = adapt_input_channels(enc, in_channels=4)
+    assert adapted.in_channels == 4
+    assert len(adapted.weights) == len(enc.weights)
 
 
 def test_noop_returns_same_model():

@@ -96,3 +96,23 @@ def test_a_few_gradient_steps_reduce_the_loss():
     history = segmenter.fit(x, y, epochs=8, batch_size=2, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_first_block_structure_does_not_depend_on_input_channels():
+    """Adapting 2 -> 4 channels must work even when 4 equals the first level's width."""
+    from keras_ssl3d.finetune.adapt import adapt_input_channels
+
+    encoder = tiny_encoder3d(in_channels=2)  # first width 4
+    adapted = adapt_input_channels(encoder, in_channels=4, strategy="duplicate")
+    x = random_volumes(1, 8, 2)
+    repeated = np.concatenate([x, x], axis=-1)
+    np.testing.assert_allclose(to_numpy(adapted(repeated)), to_numpy(encoder(x)), rtol=1e-4, atol=1e-5)
+
+
+def test_patch_tasks_refuse_patches_smaller_than_the_encoder_downsampling():
+    from keras_ssl3d import CPC, ConfigError, Jigsaw
+
+    with pytest.raises(ConfigError, match="smaller than the encoder's smallest input \\(16\\)"):
+        CPC(encoder=Encoder3D(in_channels=1, filters=(2, 2, 2, 2, 2)), input_size=64)
+    with pytest.raises(ConfigError, match="does not fit"):
+        Jigsaw(encoder=tiny_encoder3d(), input_size=8, num_permutations=10)

@@ -110,8 +110,7 @@ def _encoder_config(config):
 
 def _structure_message(model, in_channels):
     return (f"cannot adapt {type(model).__name__} to {in_channels} channels: the rebuilt model's weights differ "
-            "beyond the input layer (e.g. a residual shortcut appears or disappears when in_channels equals "
-            "the first level's width)")
+            "beyond the input layer (its structure depends on the number of input channels)")
 
 
 def _input_weight_paths(old_model, new_model, c1, c2):

@@ -19,9 +19,13 @@ class ResidualBlock(keras.layers.Layer):
         rank: 3 for volumes ``(N, D, H, W, C)``, 2 for images ``(N, H, W, C)``.
         strides: stride of the first convolution (a strided-conv down-sampling option).
         norm: ``"batch"`` (default), ``"group"``, ``"instance"`` or ``"none"``.
+        projection: always use the 1x1(x1) projection shortcut, even when the shape is kept.
+            The encoder's first block uses it so that its structure never depends on the
+            number of input channels (which input-channel adaptation changes).
     """
 
-    def __init__(self, filters, rank=3, strides=1, norm="batch", kernel_initializer="he_normal", **kwargs):
+    def __init__(self, filters, rank=3, strides=1, norm="batch", projection=False, kernel_initializer="he_normal",
+                 **kwargs):
         super().__init__(**kwargs)
         if rank not in _CONV:
             raise ValueError(f"rank must be 2 or 3, got {rank!r}")
@@ -29,6 +33,7 @@ class ResidualBlock(keras.layers.Layer):
         self.rank = int(rank)
         self.strides = int(strides)
         self.norm = check_norm(norm)
+        self.projection = bool(projection)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         conv = _CONV[self.rank]
         use_bias = self.norm == "none"
@@ -52,7 +57,7 @@ class ResidualBlock(keras.layers.Layer):
         self.conv2.build(mid_shape)
         if self.norm2 is not None:
             self.norm2.build(mid_shape)
-        if in_channels != self.filters or self.strides != 1:
+        if self.projection or in_channels != self.filters or self.strides != 1:
             self.shortcut_conv = _CONV[self.rank](
                 self.filters, 1, strides=self.strides, padding="same", use_bias=self.norm == "none",
                 kernel_initializer=self.kernel_initializer, name="shortcut_conv")
@@ -86,6 +91,7 @@ class ResidualBlock(keras.layers.Layer):
             rank=self.rank,
             strides=self.strides,
             norm=self.norm,
+            projection=self.projection,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
         )
         return config

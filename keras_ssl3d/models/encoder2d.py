@@ -94,6 +94,12 @@ class Encoder2D(PretrainedMixin, keras.Model):
     def rank(self):
         return 2
 
+    @property
+    def min_input_size(self):
+        """Smallest side that survives the padded stem conv and pool (each ceil(s/2)) and the
+        transitions' 2x pooling (each floor(s/2))."""
+        return 4 * 2 ** (len(self.blocks) - 1) - 3
+
     def get_config(self):
         return {
             "name": self.name,

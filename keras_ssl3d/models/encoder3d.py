@@ -62,7 +62,7 @@ class Encoder3D(PretrainedMixin, keras.Model):
                     first_stride = 2
             for block in range(1, blocks_per_level + 1):
                 x = ResidualBlock(width, rank=3, strides=first_stride if block == 1 else 1, norm=norm,
-                                  name=f"level{level}_block{block}")(x)
+                                  projection=level == 1 and block == 1, name=f"level{level}_block{block}")(x)
             pyramid[f"level{level}"] = x
         super().__init__(inputs=inputs, outputs=x, name=name, **kwargs)
 
@@ -86,6 +86,11 @@ class Encoder3D(PretrainedMixin, keras.Model):
     @property
     def size_divisor(self):
         """Spatial sizes must be multiples of this for the U-Net decoder to restore them."""
+        return 2 ** (len(self.filters) - 1)
+
+    @property
+    def min_input_size(self):
+        """Smallest side that survives the max-poolings (each floor(s/2))."""
         return 2 ** (len(self.filters) - 1)
 
     def feature_extractor(self):

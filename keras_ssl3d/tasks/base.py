@@ -32,6 +32,29 @@ def spatial_size(input_size, rank):
     return size
 
 
+def patch_geometry(encoder, input_size, grid, jitter, task):
+    """Patch size of a task's jittered grid, checked against the encoder's down-sampling.
+
+    A patch smaller than the encoder's smallest input would pool away to nothing
+    (a deep Keras shape error); say which settings to change instead.
+    """
+    from keras_ssl3d.layers.patches import grid_geometry
+
+    size = spatial_size(input_size, encoder.rank)
+    try:
+        _, patch = grid_geometry(size, grid, jitter)
+    except ValueError as e:
+        raise ConfigError(f"{task}: {e}") from None
+    minimum = getattr(encoder, "min_input_size", 1)
+    if min(patch) < minimum:
+        raise ConfigError(
+            f"{task}: a grid of {grid} with jitter {jitter} cuts {'x'.join(map(str, size))} inputs into "
+            f"{'x'.join(map(str, patch))} patches, smaller than the encoder's smallest input ({minimum}); "
+            "use a larger input size, a smaller grid, or an encoder with fewer levels"
+        )
+    return size, patch
+
+
 def global_pool(features):
     """Global average pooling of an encoder's feature map (a no-op on pooled vectors)."""
     rank = len(features.shape) - 2

@@ -13,10 +13,9 @@ import keras
 from keras import ops
 
 from keras_ssl3d.layers.cpc import ContrastiveScores, CPCContext, CPCPredictor
-from keras_ssl3d.layers.patches import grid_geometry
 from keras_ssl3d.losses.contrastive import InfoNCE, InfoNCEAccuracy
 from keras_ssl3d.tasks import transforms
-from keras_ssl3d.tasks.base import PretextTask, check_encoder, embed_patches, spatial_size
+from keras_ssl3d.tasks.base import PretextTask, check_encoder, embed_patches, patch_geometry
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl3d")
@@ -41,8 +40,7 @@ class CPC(PretextTask):
                  temperature=0.1, name="cpc", **kwargs):
         encoder = check_encoder(encoder, "CPC")
         rank = encoder.rank
-        size = spatial_size(input_size, rank)
-        _, patch = grid_geometry(size, grid, jitter)
+        size, patch = patch_geometry(encoder, input_size, grid, jitter, "CPC")
         grid_shape = (int(grid),) * rank
         num_patches = int(grid) ** rank
         inputs = keras.Input(shape=(num_patches, *patch, encoder.input_shape[-1]), name="patches")

@@ -8,9 +8,8 @@ network sees the shuffled patches and classifies which permutation was applied.
 import keras
 
 from keras_ssl3d.layers.heads import JigsawHead
-from keras_ssl3d.layers.patches import grid_geometry
 from keras_ssl3d.tasks import transforms
-from keras_ssl3d.tasks.base import PretextTask, check_encoder, embed_patches, spatial_size
+from keras_ssl3d.tasks.base import PretextTask, check_encoder, embed_patches, patch_geometry
 from keras_ssl3d.tasks.permutations import load_permutations
 
 DEFAULT_PERMUTATIONS = {3: 1000, 2: 100}
@@ -37,8 +36,7 @@ class Jigsaw(PretextTask):
                  embedding_dim=64, hidden_units=1024, name="jigsaw", **kwargs):
         encoder = check_encoder(encoder, "Jigsaw")
         rank = encoder.rank
-        size = spatial_size(input_size, rank)
-        _, patch = grid_geometry(size, grid, jitter)
+        size, patch = patch_geometry(encoder, input_size, grid, jitter, "Jigsaw")
         num_permutations = int(num_permutations or DEFAULT_PERMUTATIONS[rank])
         num_patches = int(grid) ** rank
         inputs = keras.Input(shape=(num_patches, *patch, encoder.input_shape[-1]), name="patches")

@@ -7,9 +7,8 @@ the network predicts which neighbour it is.
 import keras
 
 from keras_ssl3d.layers.heads import RPLHead
-from keras_ssl3d.layers.patches import grid_geometry
 from keras_ssl3d.tasks import transforms
-from keras_ssl3d.tasks.base import PretextTask, check_encoder, embed_patches, spatial_size
+from keras_ssl3d.tasks.base import PretextTask, check_encoder, embed_patches, patch_geometry
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl3d")
@@ -30,8 +29,7 @@ class RPL(PretextTask):
                  name="rpl", **kwargs):
         encoder = check_encoder(encoder, "RPL")
         rank = encoder.rank
-        size = spatial_size(input_size, rank)
-        _, patch = grid_geometry(size, grid, jitter)
+        size, patch = patch_geometry(encoder, input_size, grid, jitter, "RPL")
         num_positions = int(grid) ** rank - 1
         inputs = keras.Input(shape=(2, *patch, encoder.input_shape[-1]), name="patches")
         embeddings = embed_patches(encoder, inputs, embedding_dim)
