@@ -6,19 +6,10 @@ import click
 
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.errors import ConfigError, DataError
+from keras_ssl3d.finetune.parsing import parse_int_list
 
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 PATCH_TASKS = ("cpc", "rpl", "jigsaw")
-
-
-def _int_list(text, option):
-    try:
-        values = tuple(int(v) for v in str(text).split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"{option} must be a comma-separated list of integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{option} must list positive integers, got {text!r}")
-    return values
 
 
 def _load_samples(data, dims, size):
@@ -89,8 +80,8 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     dims = int(dims)
     size = int(size or DEFAULT_INPUT_SIZE[dims])
     batch_size = int(batch_size or (2 if dims == 3 else 16))
-    filters = _int_list(filters, "--filters") if dims == 3 else None
-    blocks = _int_list(blocks, "--blocks") if dims == 2 else None
+    filters = parse_int_list(filters, "--filters") if dims == 3 else None
+    blocks = parse_int_list(blocks, "--blocks") if dims == 2 else None
     learning_rate = float(lr or DEFAULT_LEARNING_RATE[dims])
 
     keras.utils.set_random_seed(seed)
