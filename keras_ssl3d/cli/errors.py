@@ -11,8 +11,13 @@ def run_cli(group, args=None):
     """Run a click group; user errors print ``Error: ...`` and return 2 (never a stack trace)."""
     try:
         result = group.main(args=args, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort as e:
+        # click turns Ctrl-C into Abort; TrainingRun's KeyboardInterrupt says where the checkpoint is.
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, KeyboardInterrupt) and str(cause):
+            click.echo(f"Interrupted: {cause}", err=True)
+        else:
+            click.echo("Aborted.", err=True)
         return 130
     except click.ClickException as e:
         e.show()
