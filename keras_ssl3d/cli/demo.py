@@ -7,7 +7,7 @@ TASK_CHOICES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "all")
 
 @click.command("demo")
 @click.option("--task", type=click.Choice(TASK_CHOICES), default="rotation", show_default=True,
-              help="Pretext task to pretrain with (all: the five, one after the other; about 3x longer).")
+              help="Pretext task to pretrain with (all: the five, one after the other; about 3-4x as long).")
 @click.option("--out", type=click.Path(), default="keras-ssl3d-demo", show_default=True,
               help="Output folder (data, runs, figures, report.md); a previous demo's outputs are replaced.")
 @click.option("--quick", is_flag=True, help="Smaller data and fewer steps: about 2 minutes on 2 CPU cores.")
