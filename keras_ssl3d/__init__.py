@@ -4,6 +4,13 @@ Importing the package registers every serializable layer, loss, metric and model
 files and preset folders made with it load with ``safe_mode=True``.
 """
 
+import os as _os
+
+# TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
+# AVX2 machines they make 3D convolutions ~2.4x faster (64^3 step 14.6 s -> 6.1 s here). This only
+# takes effect when TensorFlow is not imported yet, and a value the user set wins.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 from keras_ssl3d import data, losses, tasks
 from keras_ssl3d.errors import ConfigError, DataError, PresetError, RunError, SSL3DError
 from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
