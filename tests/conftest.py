@@ -6,6 +6,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as keras_ssl3d sets it (c
 # The hub is unreachable here: tests that need it start their own server on 127.0.0.1.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+# huggingface_hub reads HF_HUB_OFFLINE/HF_ENDPOINT/HF_HOME once, when first imported: import it now, with
+# the clean environment, so a test that sets HF_HUB_OFFLINE=1 for itself cannot make it stick.
+import huggingface_hub.constants  # noqa: E402,F401  (the package itself loads lazily)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

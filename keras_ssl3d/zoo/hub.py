@@ -13,7 +13,7 @@ from pathlib import Path
 
 from keras_ssl3d.errors import PresetError
 from keras_ssl3d.presets.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata, save_preset, verify_weights
-from keras_ssl3d.zoo.resolve import REPO_ID_RE, REVISION_RE, hub_endpoint, hub_offline
+from keras_ssl3d.zoo.resolve import REPO_ID_RE, REVISION_RE, hub_endpoint, hub_offline, with_client_settings
 
 README_FILE = "README.md"
 
@@ -41,6 +41,7 @@ def push_model(model, repo_id, *, token=None, private=False, revision=None, meta
                                   commit_message=commit_message)
 
 
+@with_client_settings(sync_endpoint=True)
 def push_preset_folder(folder, repo_id, *, token=None, private=False, revision=None, commit_message=None,
                        card=True):
     """Upload a preset folder (config.json, model.weights.h5, metadata.json) + model card to ``repo_id``."""

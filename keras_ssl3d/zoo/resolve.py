@@ -14,6 +14,7 @@ Files come through ``huggingface_hub`` into its standard cache. ``HF_ENDPOINT``,
 ``PresetError`` that says what to do; tokens never appear in messages.
 """
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -43,11 +44,37 @@ def hub_endpoint():
 
 def hub_offline():
     value = os.environ.get("HF_HUB_OFFLINE")
-    if value is not None:
-        return value.strip().upper() in _TRUE
-    from huggingface_hub import constants
+    return value is not None and value.strip().upper() in _TRUE
 
-    return bool(constants.HF_HUB_OFFLINE)
+
+def with_client_settings(sync_endpoint=False):
+    """Run a function with huggingface_hub's import-time settings matching the environment now.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` once, when imported; users set
+    them at any time. ``HF_HUB_OFFLINE`` is always applied for the call. The endpoint is applied
+    only for uploads (the client parses the URLs the hub answers with against it); downloads pass
+    it explicitly and keep the import-time value, which also names the cache namespace.
+    """
+
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                from huggingface_hub import constants
+            except ImportError:
+                return function(*args, **kwargs)
+            saved = (constants.ENDPOINT, constants.HF_HUB_OFFLINE)
+            constants.HF_HUB_OFFLINE = hub_offline()
+            if sync_endpoint:
+                constants.ENDPOINT = hub_endpoint()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                constants.ENDPOINT, constants.HF_HUB_OFFLINE = saved
+
+        return wrapper
+
+    return decorate
 
 
 def hub_cache_dir(cache_dir=None):
@@ -138,6 +165,7 @@ def resolve_remote_handle(handle, *, revision=None, cache_dir=None, local_files_
                           expected_sha256=entry.weights_sha256 if pinned else None, metadata=read_metadata(path))
 
 
+@with_client_settings()
 def download_preset(repo_id, revision=None, *, cache_dir=None, local_files_only=None, token=None, label=None,
                     fix="or copy the preset folder here and pass its path"):
     """Download (or find in the cache) the preset files of ``repo_id`` at ``revision``; return the folder.
