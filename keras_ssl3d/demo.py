@@ -90,7 +90,7 @@ def default_config():
 def quick_config():
     """``keras-ssl3d demo --quick``: aims at about 2 minutes on 2 CPU cores (16^3: enhancing tumour is a few voxels)."""
     return DemoConfig(n_train=12, n_test=4, shape=(32, 32, 24), size=16, filters=(8, 16, 32), pretrain_epochs=6,
-                      fractions=(0.25, 1.0), finetune_steps=28, finetune_epochs=4)
+                      fractions=(0.25, 1.0), finetune_steps=40, finetune_epochs=2)
 
 
 def tiny_config():
