@@ -235,7 +235,6 @@ def save_label_map(labels_ras, reference, path, dtype=np.uint8):
     The array is reoriented back to the reference file's voxel order, so the output has exactly
     the input file's shape and affine and overlays it in any viewer. Written atomically.
     """
-    nib = _nib()
     labels_ras = np.asarray(labels_ras)
     if labels_ras.ndim == 4 and labels_ras.shape[-1] == 1:
         labels_ras = labels_ras[..., 0]
@@ -244,27 +243,20 @@ def save_label_map(labels_ras, reference, path, dtype=np.uint8):
         raise DataError(f"label map shape {labels_ras.shape} does not match the reference volume {expected}",
                         path=path)
     data = _from_ras(labels_ras, reference.original_affine).astype(dtype)
-    img = nib.Nifti1Image(data, reference.original_affine)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(reference.original_affine, code=1)
-    img.set_sform(reference.original_affine, code=1)
-    path = Path(path)
-    suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
-    with atomic_path(path) as tmp:
-        # nibabel picks compression from the name: keep the real suffix on the temp file.
-        tmp_named = Path(str(tmp) + suffix) if not str(tmp).endswith(suffix) else Path(tmp)
-        nib.save(img, str(tmp_named))
-        if tmp_named != Path(tmp):
-            tmp_named.replace(tmp)
-    return path
+    return _write_nifti(data, reference.original_affine, path)
 
 
 def save_volume(array, affine, path, dtype=None):
     """Write a ``(X, Y, Z)`` or ``(X, Y, Z, C)`` array as NIfTI with ``affine`` (no reorientation)."""
-    nib = _nib()
     array = np.asarray(array)
     if dtype is not None:
         array = array.astype(dtype)
+    return _write_nifti(array, affine, path)
+
+
+def _write_nifti(array, affine, path):
+    """Write ``array`` with ``affine`` (qform and sform, mm units) atomically."""
+    nib = _nib()
     img = nib.Nifti1Image(array, np.asarray(affine, dtype=np.float64))
     img.header.set_xyzt_units("mm")
     img.set_qform(img.affine, code=1)
@@ -272,6 +264,7 @@ def save_volume(array, affine, path, dtype=None):
     path = Path(path)
     suffix = ".nii.gz" if str(path).endswith(".gz") else ".nii"
     with atomic_path(path) as tmp:
+        # nibabel picks compression from the name: keep the real suffix on the temp file.
         tmp_named = Path(str(tmp) + suffix) if not str(tmp).endswith(suffix) else Path(tmp)
         nib.save(img, str(tmp_named))
         if tmp_named != Path(tmp):
