@@ -1,11 +1,11 @@
 """2D image folders (fundus photographs): PNG/JPEG files with grades from ``labels.csv`` or
 sub-folder names."""
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from keras_ssl3d.data.layouts import read_csv_rows
 from keras_ssl3d.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -35,13 +35,7 @@ def list_images_2d(path):
         raise DataError("not a folder of images", path=root)
     csv_path = root / "labels.csv"
     if csv_path.is_file():
-        try:
-            with open(csv_path, newline="", encoding="utf-8-sig") as f:
-                rows = list(csv.DictReader(f))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise DataError(f"unreadable labels.csv ({e})", path=csv_path) from None
-        if not rows:
-            raise DataError("labels.csv has no rows", path=csv_path)
+        rows = read_csv_rows(csv_path, "labels.csv")
         lower = {k.strip().lower(): k for k in rows[0] if k}
         fcol = next((lower[c] for c in FILE_COLUMNS if c in lower), None)
         gcol = next((lower[c] for c in GRADE_COLUMNS if c in lower), None)

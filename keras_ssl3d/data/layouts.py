@@ -349,13 +349,7 @@ def _discover_csv(path, modalities):
         if len(files) != 1:
             raise DataError(f"expected one .csv manifest, found {len(files)}", path=path)
         path = files[0]
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"unreadable CSV manifest ({e})", path=path) from None
-    if not rows:
-        raise DataError("CSV manifest has no rows", path=path)
+    rows = read_csv_rows(path, "CSV manifest")
     columns = [c.strip() for c in rows[0].keys() if c is not None]
     lower = {c.lower(): c for c in columns}
     id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
@@ -383,3 +377,15 @@ def _discover_csv(path, modalities):
         label = root / row[label_col] if label_col and row.get(label_col) else None
         subjects.append(Subject(id=sid, images=images, label=label, split=row.get("split") or None))
     return Dataset(subjects=subjects, modalities=mod_cols, label_names=None, layout="csv", root=root)
+
+
+def read_csv_rows(path, what):
+    """All rows of a CSV file as dicts; a one-line ``DataError`` naming ``what`` when unreadable or empty."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"unreadable {what} ({e})", path=path) from None
+    if not rows:
+        raise DataError(f"{what} has no rows", path=path)
+    return rows
