@@ -83,22 +83,40 @@ def time_calls(fn, steps=5, warmup=1):
     it does). Returns ``{"median_s", "min_s", "times_s", "warmup_s", "results"}`` where
     ``results`` are ``fn``'s return values (warm-up first).
     """
-    results, warm_times, times = [], [], []
+    warm = warm_up(fn, warmup)
+    return time_interleaved([fn], steps, [warm])[0]
+
+
+def warm_up(fn, warmup=1):
+    """``warmup`` untimed calls (tracing, compilation): ``{"warmup_s", "results"}``."""
+    results, times = [], []
     for _ in range(int(warmup)):
         t0 = time.perf_counter()
         results.append(fn())
-        warm_times.append(time.perf_counter() - t0)
-    for _ in range(int(steps)):
-        t0 = time.perf_counter()
-        results.append(fn())
         times.append(time.perf_counter() - t0)
-    return {
-        "median_s": statistics.median(times) if times else None,
-        "min_s": min(times) if times else None,
-        "times_s": times,
-        "warmup_s": warm_times,
-        "results": results,
-    }
+    return {"warmup_s": times, "results": results}
+
+
+def time_interleaved(fns, steps, warmed=None):
+    """Time ``steps`` calls of each of ``fns``, alternating them (a, b, a, b, ...).
+
+    Comparing two steps measured one after the other lets slow drifts of the machine (another
+    process, clock changes, memory growth) fall on one of them; alternating puts both under the
+    same conditions, so their ratio is fair. ``warmed`` are the matching ``warm_up`` results.
+    Returns one ``time_calls``-style dict per function.
+    """
+    warmed = warmed or [{"warmup_s": [], "results": []} for _ in fns]
+    out = [{"times_s": [], "warmup_s": w["warmup_s"], "results": list(w["results"])} for w in warmed]
+    for _ in range(int(steps)):
+        for fn, timing in zip(fns, out):
+            t0 = time.perf_counter()
+            timing["results"].append(fn())
+            timing["times_s"].append(time.perf_counter() - t0)
+    for timing in out:
+        times = timing["times_s"]
+        timing["median_s"] = statistics.median(times) if times else None
+        timing["min_s"] = min(times) if times else None
+    return out
 
 
 def peak_rss_mb():

@@ -1,6 +1,7 @@
 """Run every benchmark and write ``BENCHMARKS.md``.
 
-    python benchmarks/run.py                    # the full run (~25 min on 2 cores; hard budget 29 min)
+    python benchmarks/run.py                    # everything that fits a 29-min budget
+    python benchmarks/run.py --budget-min 60    # everything on a slow machine (52 min on the 2-core AVX2 EPYC)
     python benchmarks/run.py --only peak,tasks64
     python benchmarks/run.py --quick            # smoke run: tiny sizes, output in a temp folder
     python benchmarks/run.py --render           # re-write BENCHMARKS.md from results.jsonl
@@ -47,10 +48,13 @@ DEFAULT_TASK = "rotation"
 ENCODER_LEVELS = 5  # Encoder3D default (32..512): patches must be >= 2**(levels-1) voxels per axis
 
 # Share of the run budget each section may use (unused time carries over to the next sections),
-# so that on a slow machine every section still measures its first configurations.
-# (In proportion to the estimated seconds of each section on the facts.md machine.)
-SECTION_SHARE = {"machine": 0.0, "peak": 0.01, "permutations": 0.01, "transforms": 0.09, "tasks64": 0.10,
-                 "tasks128": 0.32, "tasks2d": 0.07, "precision": 0.05, "profile": 0.07, "backends": 0.28}
+# so that on a slow machine every section still measures its first configurations. In proportion
+# to each section's seconds in the complete run on the 2-core AVX2 EPYC of BENCHMARKS.md (52 min:
+# tasks128 1130 s, backends 700 s, tasks2d 530 s, tasks64 355 s, ...). A section always gets at
+# least its floor (the peak is needed by every % of peak, and takes half a minute).
+SECTION_SHARE = {"machine": 0.0, "peak": 0.01, "permutations": 0.005, "transforms": 0.02, "tasks64": 0.12,
+                 "tasks128": 0.37, "tasks2d": 0.17, "precision": 0.02, "profile": 0.04, "backends": 0.23}
+SECTION_FLOOR_S = {"peak": 60, "permutations": 40, "transforms": 90, "precision": 90}
 # TensorFlow enables its oneDNN kernels by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
 # AVX2-only CPUs its default (Eigen) Conv3D was 2.4x slower on the development machine. The run
 # turns oneDNN on (a no-op where it is on already) and the backends section shows it off.
@@ -64,6 +68,8 @@ TARGETS = {
     "perm_min_hamming": 22,     # 1000 x 27 permutations: min Hamming >= 22 ...
     "perm_seconds": 10.0,       # ... built in <= 10 s
 }
+OOM_KILL = "killed by SIGKILL (out of memory?)"
+RSS_LIMIT_MB = round(TARGETS["rss_gb"] * 1e9 / 2**20)  # the batch-2 memory check is skipped above this at batch 1
 
 
 @dataclass
@@ -77,6 +83,7 @@ class Settings:
     warmup: int = 1
     filters: str = ""          # "" = the default 32..512
     encoder2d: str = "densenet121"
+    precision_size: int = 32   # bfloat16 is emulated on CPUs without AMX/AVX512_BF16: keep its run short
     peak_n: int = 4096
     peak_repeats: int = 5
     transform_size: int = 128
@@ -90,7 +97,7 @@ class Settings:
     def make(cls, quick):
         if not quick:
             return cls(quick=False)
-        return cls(quick=True, size64=32, size128=32, size2d=64, batch2d=2, steps=2, warmup=1, filters="4,8,16",
+        return cls(quick=True, size64=32, size128=32, size2d=64, batch2d=2, steps=2, warmup=1, filters="4,8,16", precision_size=16,
                    encoder2d="tiny", peak_n=512, peak_repeats=3, transform_size=32, subjects=4, epochs=1,
                    volumes_per_epoch=8, timeout_scale=3.0, levels=3)  # quick runs are for development, on a busy machine
 
@@ -166,7 +173,7 @@ def section_configs(section, s):
         # for the pretraining memory check.
         timeouts = {"cpc": 300, "rpl": 120, "jigsaw": 300, "rotation": 360, "exemplar": 600}
         return [Config("tasks128", f"{task} {s.size128}^3 b1", train_cmd(
-            s, task, s.size128, 1, "--with-bare", "--rss-batch", 2,
+            s, task, s.size128, 1, "--with-bare", "--rss-batch", 2, "--rss-limit-mb", RSS_LIMIT_MB,
             task_args=cpc_task_args(s.size128, s.levels) if task == "cpc" else ""), timeouts[task] * t)
             for task in TASKS_3D]
     if section == "tasks2d":
@@ -174,19 +181,20 @@ def section_configs(section, s):
                        train_cmd(s, task, s.size2d, s.batch2d, dims=2), 240 * t) for task in TASKS_2D]
     if section == "precision":
         return [Config("precision", f"{DEFAULT_TASK} {policy}",
-                       train_cmd(s, DEFAULT_TASK, s.size64, 2, "--dtype-policy", policy), 200 * t)
+                       train_cmd(s, DEFAULT_TASK, s.precision_size, 2, "--dtype-policy", policy), 200 * t)
                 for policy in ("float32", "mixed_bfloat16")]
     if section == "backends":
         # JAX compiles one small XLA program per variable initializer while the model is built (tens
         # of seconds for the default encoder), then the train step; the slow ones get capped timeouts.
-        runs = [("tensorflow", False, 200), ("torch", False, 150), ("jax", True, 240), ("tensorflow", True, 240),
+        # TensorFlow without jit_compile is the tasks64 section's rotation run (not repeated here).
+        runs = [("torch", False, 150), ("jax", True, 240), ("tensorflow", True, 240),
                 ("jax", False, 180), ("torch", True, 240)]
         configs = [Config("backends", f"{DEFAULT_TASK} {backend}{' jit' if jit else ''}",
                           train_cmd(s, DEFAULT_TASK, s.size64, 2, "--backend", backend,
                                     *(["--jit-compile"] if jit else [])), timeout * t)
                    for backend, jit, timeout in runs]
         if TF_ENV["TF_ENABLE_ONEDNN_OPTS"] != "0":
-            configs.insert(1, Config("backends", f"{DEFAULT_TASK} tensorflow onednn-off",
+            configs.insert(0, Config("backends", f"{DEFAULT_TASK} tensorflow onednn-off",
                                      train_cmd(s, DEFAULT_TASK, s.size64, 2), 200 * t,
                                      env={"TF_ENABLE_ONEDNN_OPTS": "0"}))
         return configs
@@ -224,7 +232,8 @@ class Runner:
         left = self.budget_s - (now - self.t0)
         shares = [SECTION_SHARE[s] for s in sections[sections.index(section):]]
         share = SECTION_SHARE[section] / sum(shares) if sum(shares) else 1.0
-        self.section_deadline = now + max(0.0, left) * share
+        allowed = max(max(0.0, left) * share, min(max(0.0, left), SECTION_FLOOR_S.get(section, 0)))
+        self.section_deadline = now + allowed
 
     def run_config(self, cfg, peak):
         cmd = list(cfg.cmd)
@@ -251,7 +260,7 @@ class Runner:
         elif status == "error" and not any(r.get("status") == "error" for r in out):
             error = info["stderr_tail"][-500:]
             if info["returncode"] == -9:
-                error = "killed by SIGKILL (out of memory?) " + error
+                error = OOM_KILL + " " + error
             out.append({**base, "kind": "error", "status": "error", "error": error, "wall_s": info["wall_s"]})
         return out
 
@@ -315,7 +324,10 @@ def failed_text(r):
         return f"timeout (> {r.get('timeout_s')} s)"
     if r.get("status") == "skipped":
         return "skipped: " + r.get("reason", "")
-    return "error: " + str(r.get("error", "")).replace("|", "/").replace("\n", " ")[:160]
+    error = str(r.get("error", ""))
+    if error.startswith(OOM_KILL):
+        return "error: " + OOM_KILL  # the stderr tail after it is library start-up noise
+    return "error: " + error.replace("|", "/").replace("\n", " ")[:160]
 
 
 def step_records(records, section):
@@ -339,9 +351,22 @@ def step_records(records, section):
             main["rss_check"] = r
         elif has_main:  # a failure after the main measurement (bare or memory check)
             main.setdefault("later_failures", []).append(r)
+            if "bare" in main and str(r.get("error", "")).startswith(OOM_KILL):
+                # killed during the batch-2 memory check: it needed more than the machine has
+                seen = [x.get("peak_rss_mb") or 0 for x in (main, main["bare"])]
+                main["rss_check"] = {"status": "killed", "lower_bound_mb": max(seen)}
         elif main is None:
             out[cfg] = r
     return out
+
+
+def rss_text(check):
+    """The batch-2 memory check's figure: GB, or a lower bound when batch 1 already exceeded the limit."""
+    if check.get("status") == "exceeded":
+        return f"> {fmt(gb(check.get('lower_bound_mb')))} (batch 1 already; not run)"
+    if check.get("status") == "killed":
+        return f"> {fmt(gb(check.get('lower_bound_mb')))} (killed by the out-of-memory killer)"
+    return fmt(gb(check.get("peak_rss_mb")))
 
 
 def task_of(r):
@@ -362,12 +387,14 @@ def render_task_table(records, section, peak, with_bare=True, rss_check=False):
                fmt(gflops), fmt(pct)]
         if with_bare:
             bare = r.get("bare") or {}
-            row += [fmt(bare.get("step_s")), fmt(bare.get("gflops")), fmt(r.get("ratio_to_bare"))]
+            sequential = bare and "timing" not in bare  # measured before the steps were alternated
+            row += [fmt(bare.get("step_s")), fmt(bare.get("gflops")),
+                    fmt(r.get("ratio_to_bare")) + (" (seq.)" if sequential else "")]
         row.append(fmt(gb(r.get("peak_rss_mb"))))
         if rss_check:
             check = r.get("rss_check") or {}
             late = [failed_text(f) for f in r.get("later_failures", [])]
-            row.append(fmt(gb(check.get("peak_rss_mb"))) if check or not late else late[-1])
+            row.append(rss_text(check) if check or not late else late[-1])
         elif r.get("later_failures"):
             row[-1] += " (" + failed_text(r["later_failures"][-1]) + ")"
         rows.append(row)
@@ -412,9 +439,9 @@ def targets(records, peak, settings=None):
                      "" if ratio else "not measured"))
     for cfg, r in step_records(records, "tasks128").items():
         check = r.get("rss_check") or {}
-        value = gb(check.get("peak_rss_mb"))
+        value = gb(check.get("peak_rss_mb") or check.get("lower_bound_mb"))
         failure = (r.get("later_failures") or [r])[-1]
-        rows.append((f"{task_of(r)} {big}^3 batch 2: pretraining peak RSS (GB)", fmt(value),
+        rows.append((f"{task_of(r)} {big}^3 batch 2: pretraining peak RSS (GB)", rss_text(check) if value else "—",
                      f"<= {TARGETS['rss_gb']:.0f} GB", verdict(value, TARGETS["rss_gb"], "<="),
                      "" if value else failed_text(failure)))
     perm = next(iter(by_section(records, "permutations", "permutations")), None)
@@ -464,10 +491,12 @@ def explain_misses(records, peak, settings=None):
                     "metric (the profile section shows what the encoder alone costs).")
             if pct is not None and pct < TARGETS["pct_peak"]:
                 cause = (f"the bare encoder on the same tensor reaches {fmt(bare_pct)} % of peak too, so the gap is "
-                         "in the convolution kernels (TensorFlow's CPU Conv3D and its gradients at these shapes), "
-                         "not in the task" if bare_pct is not None and bare_pct < TARGETS["pct_peak"]
+                         "in the convolution kernels (TensorFlow's CPU Conv3D and its gradients at these shapes; "
+                         "see the profile below), not in the task"
+                         if bare_pct is not None and bare_pct < TARGETS["pct_peak"]
                          else "the bare encoder does better on the same tensor, so the task adds the overhead")
                 lines.append(f"- **{task} {label}, {fmt(pct)} % of peak** ({fmt(gflops)} GFLOP/s): {cause}.")
+    lines += profile_findings(records, peak)
     model_rate = model_rates(records)
     for r in by_section(records, "transforms", "pipeline"):
         rate = model_rate.get(r["task"])
@@ -476,10 +505,47 @@ def explain_misses(records, peak, settings=None):
                          f"{fmt(rate)} consumed by the model: the transform is the bottleneck (ours).")
     for r in step_records(records, "tasks128").values():
         check = r.get("rss_check") or {}
-        if check.get("peak_rss_mb") and gb(check["peak_rss_mb"]) > TARGETS["rss_gb"]:
-            lines.append(f"- **{task_of(r)} {big}^3 batch 2, {fmt(gb(check['peak_rss_mb']))} GB**: the encoder's "
-                         f"activations for {shape_text(r.get('encoder_input_shape'))} x2 are kept for the backward "
-                         "pass (Keras/TensorFlow keep every layer's output); the step's tensor is the task's design.")
+        value = gb(check.get("peak_rss_mb") or check.get("lower_bound_mb"))
+        if value and value > TARGETS["rss_gb"]:
+            voxels = r.get("encoder_voxels")
+            growth = ""
+            if check.get("peak_rss_mb") and r.get("peak_rss_mb") and voxels:
+                per_voxel = (check["peak_rss_mb"] - r["peak_rss_mb"]) * 2**20 / voxels
+                growth = (f" Measured growth from batch 1 to 2: {fmt(per_voxel / 1024)} KiB per input voxel of "
+                          f"the encoder, i.e. {fmt(per_voxel / 128)} copies of a level-1 feature map (32 channels "
+                          "x 4 bytes).")
+            lines.append(f"- **{task_of(r)} {big}^3 batch 2, {rss_text(check)} GB**: the encoder's "
+                         f"activations for {shape_text(r.get('encoder_input_shape'))} per sample are kept for the "
+                         "backward pass (each residual block's convolution inputs, normalisation inputs and ReLU "
+                         f"outputs at full resolution, then the gradients of the same size).{growth} The tensor "
+                         "per step is the task's design (exemplar: three whole volumes per sample).")
+    return lines
+
+
+def profile_findings(records, peak):
+    """What the per-convolution profile says about the % of peak: the share of the step spent
+    outside the convolutions, and the convolutions that run far below the rest."""
+    lines = []
+    for summary in by_section(records, "profile", "layer_profile_summary"):
+        layers = [r for r in by_section(records, "profile", "layer_profile") if r["input"] == summary["input"]]
+        if not layers or not peak:
+            continue
+        total = sum(r["step_s"] for r in layers)
+        slow = sorted(layers, key=lambda r: -r["step_s"])[:2]
+        weak = [r for r in layers if r["gflops"] < 0.4 * peak and r["step_s"] > 0.05 * total]
+        text = (f"- **Profile, encoder input {shape_text(summary['input'])}**: the convolutions trained one by one "
+                f"add up to {fmt(summary['sum_of_conv_steps_s'])} s against {fmt(summary['encoder_step_s'])} s for "
+                f"the whole encoder ({fmt(summary['conv_gflops'])} GFLOP/s = "
+                f"{fmt(100 * summary['conv_gflops'] / peak)} % of peak), so the step is the convolutions' time. "
+                "The largest: " + "; ".join(
+                    f"{r['layer']} on {shape_text(r['layer_input'])} ({fmt(100 * r['step_s'] / total)} % of the "
+                    f"time) at {fmt(100 * r['gflops'] / peak)} % of peak" for r in slow) + ".")
+        if weak:
+            text += (" Far below peak: " + "; ".join(
+                f"{r['layer']} on {shape_text(r['layer_input'])} at {fmt(100 * r['gflops'] / peak)} %"
+                for r in weak) + " (few input channels, or a 3x3x3 kernel on a 1-4 voxel grid that is mostly "
+                                 "padding: the FLOPs counted are those of the layer as defined).")
+        lines.append(text)
     return lines
 
 
@@ -487,8 +553,17 @@ def render(records, settings, started, wall_s, command):
     peak = machine_peak(records)
     machine = next(iter(by_section(records, "machine", "machine")), None)
     out = ["# Benchmarks", ""]
-    out.append(f"Generated by `{command}` on {started} ({fmt(wall_s / 60, 3)} min of a "
-               f"{'quick smoke' if settings.quick else 'full'} run). Regenerate with `python benchmarks/run.py` "
+    rendering = "--render" in command.split()
+    runs = [r for r in records if r.get("kind") == "run" and (rendering or r.get("command") != command)]
+    listed = "; ".join(f"`{r['command']}` on {r['started']} ({fmt(r['wall_s'] / 60, 3)} min): "
+                       f"{', '.join(r['sections'])}" for r in runs)
+    if rendering:
+        first = f"Rendered by `{command}` on {started} from the records of these runs: {listed}."
+    else:
+        first = (f"Generated by `{command}` on {started} ({fmt(wall_s / 60, 3)} min of a "
+                 f"{'quick smoke' if settings.quick else 'full'} run)."
+                 + (f" Sections kept from earlier runs: {listed}." if runs else ""))
+    out.append(first + " Regenerate with `python benchmarks/run.py` "
                "(one section: `--only SECTION`; from the stored records: `--render`). Raw records: "
                "`benchmarks/results.jsonl`. Timing is median of "
                f"{settings.steps} steps after {settings.warmup} warm-up step(s) (the first step traces/compiles); "
@@ -526,7 +601,8 @@ def render(records, settings, started, wall_s, command):
     out += ["", f"## 3D pretext tasks, {settings.size64}^3 batch 2 (TensorFlow CPU, fp32)", "",
             "`encoder input` is the tensor the task's encoder sees per step (patch tasks fold their patches "
             "into the batch); `bare` is the encoder + global pooling + a Dense softmax trained on a tensor "
-            "of exactly that shape (same process, right after the task).", "",
+            "of exactly that shape (same process; its steps alternate with the task's, so both run under the same "
+            "machine conditions); `(seq.)`: measured before that, the bare steps after all of the task's.", "",
             render_task_table(records, "tasks64", peak)]
     out += ["", f"## 3D pretext tasks, {settings.size128}^3 batch 1 (TensorFlow CPU, fp32)", "",
             "Exemplar's batch 1 is one triplet (3 volumes through the encoder). The last column is the "
@@ -538,7 +614,12 @@ def render(records, settings, started, wall_s, command):
 
     out += ["", f"## Backends ({DEFAULT_TASK}, {settings.size64}^3 batch 2, fp32)", ""]
     rows = []
-    for cfg, r in step_records(records, "backends").items():
+    backend_runs = dict(step_records(records, "backends"))
+    tf_default = next((r for r in step_records(records, "tasks64").values() if task_of(r) == DEFAULT_TASK), None)
+    tf_from_tasks = tf_default is not None and f"{DEFAULT_TASK} tensorflow" not in backend_runs
+    if tf_from_tasks:  # TensorFlow without jit_compile: the tasks64 section's run
+        backend_runs = {f"{DEFAULT_TASK} tensorflow": tf_default, **backend_runs}
+    for cfg, r in backend_runs.items():
         if r.get("kind") == "train_step" and r.get("status") == "ok":
             pct = 100 * r["gflops"] / peak if peak and r.get("gflops") else None
             backend = r["backend"] + (" (oneDNN off)" if (r.get("env") or {}).get("TF_ENABLE_ONEDNN_OPTS") == "0"
@@ -551,11 +632,12 @@ def render(records, settings, started, wall_s, command):
     out.append(table(["backend", "jit_compile", "s/step", "GFLOP/s", "% peak", "first step s (trace/compile)",
                       "status"], rows))
     out += ["", "TensorFlow without XLA is the default (`jit_compile` is left to Keras' \"auto\", which is off "
-            "on CPU-only TensorFlow). JAX without `jit_compile` runs op by op. All TensorFlow runs use "
+            "on CPU-only TensorFlow)" + ("; its row is the rotation run of the 3D tasks table" if tf_from_tasks else "")
+            + ". JAX without `jit_compile` runs op by op. All TensorFlow runs use "
             f"`TF_ENABLE_ONEDNN_OPTS={TF_ENV['TF_ENABLE_ONEDNN_OPTS']}` except the `oneDNN off` row: TensorFlow "
             "turns oneDNN on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX."]
 
-    out += ["", f"## Precision ({DEFAULT_TASK}, {settings.size64}^3 batch 2, TensorFlow CPU)", ""]
+    out += ["", f"## Precision ({DEFAULT_TASK}, {settings.precision_size}^3 batch 2, TensorFlow CPU)", ""]
     prec = {r.get("dtype_policy") or r["config"].split()[-1]: r for r in step_records(records, "precision").values()}
     fp32, bf16 = prec.get("float32"), prec.get("mixed_bfloat16")
     rows = []
@@ -712,6 +794,10 @@ def main(argv=None):
         return 0
 
     records = [r for r in records if r.get("section") not in sections and r.get("kind") != "settings"]
+    for r in records:  # earlier runs keep only the sections this run does not redo
+        if r.get("kind") == "run":
+            r["sections"] = [x for x in r["sections"] if x not in sections]
+    records = [r for r in records if r.get("kind") != "run" or r["sections"]]
     records.insert(0, {"section": "settings", "kind": "settings", "started": started, **dataclasses.asdict(settings)})
     runner = Runner(settings, results_path, args.budget_min * 60)
     print(f"benchmarks -> {results_path}, {out_path}; sections: {', '.join(sections)}", flush=True)
@@ -728,6 +814,9 @@ def main(argv=None):
         save_records(results_path, records)
         write_text_atomic(out_path, render(records, settings, started, time.perf_counter() - runner.t0, command))
     wall = time.perf_counter() - runner.t0
+    records.append({"section": "runs", "kind": "run", "command": command, "started": started,
+                    "sections": sections, "wall_s": round(wall, 1)})
+    save_records(results_path, records)
     write_text_atomic(out_path, render(records, settings, started, wall, command))
     print(f"done in {wall / 60:.1f} min: {out_path}, {results_path}", flush=True)
     return 0

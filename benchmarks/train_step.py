@@ -15,11 +15,12 @@ GFLOP/s, % of ``--peak`` GFLOP/s when given, the tensor the task's encoder sees,
 ``--task encoder`` is the reference a task is compared with: the bare encoder + global pooling
 + a Dense softmax trained with cross-entropy, on exactly the tensor the ``--like`` task feeds its
 encoder (e.g. jigsaw at 64^3 batch 2: 54 patches of 18^3), or on whole volumes without
-``--like``. ``--with-bare`` times that reference in the same process right after the task and
-prints it as a second line (``kind: bare``, with ``ratio_to_bare``); ``--rss-batch B`` finally
-runs one step at batch ``B`` and prints the peak RSS (``kind: rss_check``, the pretraining
-memory check). Each line is printed as soon as it is measured. The backend is chosen with
-``--backend`` (sets ``KERAS_BACKEND`` before Keras is imported; run one backend per process).
+``--like``. ``--with-bare`` times that reference in the same process, its steps alternating with
+the task's (so both see the same machine conditions), and prints it as a second line
+(``kind: bare``, with ``ratio_to_bare``); ``--rss-batch B`` finally runs one step at batch ``B``
+and prints the peak RSS (``kind: rss_check``, the pretraining memory check). Each line is
+printed as soon as it is measured. The backend is chosen with ``--backend`` (sets
+``KERAS_BACKEND`` before Keras is imported; run one backend per process).
 """
 
 import argparse
@@ -32,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import TRAIN_FLOPS_PER_FORWARD, count_flops, emit, peak_rss_mb, select_backend, time_calls  # noqa: E402
+from common import (TRAIN_FLOPS_PER_FORWARD, count_flops, emit, peak_rss_mb, select_backend,  # noqa: E402
+                    time_interleaved, warm_up)
 
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 BARE_CLASSES = 10
@@ -59,6 +61,9 @@ def parse_args(argv=None):
                    help="also time the bare encoder on the task's encoder tensor (same process) and the ratio")
     p.add_argument("--rss-batch", type=int, default=0,
                    help="finally run one step at this batch size and report the peak RSS (memory check)")
+    p.add_argument("--rss-limit-mb", type=float, default=0,
+                   help="with --rss-batch: skip that step when the task at --batch already needs more than this "
+                        "(MiB); the check is then a miss with a lower bound (and no out-of-memory kill)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", default=None, help="free-form label copied into the output")
     args = p.parse_args(argv)
@@ -154,16 +159,19 @@ def bare_batch(rng, enc_shape):
     return x, y
 
 
-def measure(model, x, y, args):
-    """Median s/step of ``train_on_batch(x, y)`` and the losses of all steps."""
-    import numpy as np
-
+def step_fn(model, x, y):
+    """One training step that returns its loss (``train_on_batch`` blocks until it is done)."""
     def step():
         logs = model.train_on_batch(x, y, return_dict=True)
         return float(logs["loss"])
+    return step
 
-    timing = time_calls(step, steps=args.steps, warmup=args.warmup)
-    losses = timing.pop("results")
+
+def summarize(timing):
+    """A ``time_interleaved`` result as record fields."""
+    import numpy as np
+
+    losses = timing["results"]
     return {"step_s": timing["median_s"], "min_step_s": timing["min_s"], "times_s": timing["times_s"],
             "warmup_s": timing["warmup_s"], "losses": losses, "loss_finite": bool(np.all(np.isfinite(losses)))}
 
@@ -223,7 +231,24 @@ def main(argv=None):
                       gflop_step=TRAIN_FLOPS_PER_FORWARD * counter.total / 1e9,
                       flops_by_type={k: v / 1e9 for k, v in counter.by_type.items()},
                       uncounted_layers=counter.uncounted)
-        record.update(measure(model, x, y, args))
+        task_step = step_fn(model, x, y)
+        warmed = [warm_up(task_step, args.warmup)]
+        record["peak_rss_mb"] = peak_rss_mb()  # this configuration alone (its warm-up step allocated the most)
+        steps = [task_step]
+
+        bare = None
+        if args.with_bare and args.task != "encoder":
+            # The reference, timed alternately with the task (same conditions for both).
+            stage = {"kind": "bare", "task": args.task, "encoder_input_shape": list(enc_shape)}  # errors: bare's
+            bare = bare_model(keras, encoder, enc_shape, args.dims, args.jit_compile)
+            bx, by = bare_batch(rng, enc_shape)
+            bare_gflop = TRAIN_FLOPS_PER_FORWARD * count_flops(bare, bx).total / 1e9
+            steps.append(step_fn(bare, bx, by))
+            warmed.append(warm_up(steps[-1], args.warmup))
+            stage = record
+
+        timings = time_interleaved(steps, args.steps, warmed)
+        record.update(summarize(timings[0]))
         if record["step_s"]:
             record["gflops"] = record["gflop_step"] / record["step_s"]
             record["samples_per_s"] = args.batch / record["step_s"]
@@ -231,28 +256,29 @@ def main(argv=None):
                 record["peak_gflops"] = args.peak
                 record["pct_peak"] = 100 * record["gflops"] / args.peak
         record["setup_s"] = phases
-        record["peak_rss_mb"] = peak_rss_mb()  # this configuration alone (before any extra measurement)
         record["status"] = "ok"
-        emit(record)  # now: a later measurement that crashes (e.g. out of memory) cannot take it along
+        emit(record)
 
-        if args.with_bare and args.task != "encoder":
-            stage = {"kind": "bare", "task": args.task, "encoder_input_shape": list(enc_shape)}
-            bare = bare_model(keras, encoder, enc_shape, args.dims, args.jit_compile)
-            bx, by = bare_batch(rng, enc_shape)
-            bare_counter = count_flops(bare, bx)
-            result = measure(bare, bx, by, args)
-            stage.update(gflop_step=TRAIN_FLOPS_PER_FORWARD * bare_counter.total / 1e9, **result)
-            if result["step_s"]:
-                stage["gflops"] = stage["gflop_step"] / result["step_s"]
+        if bare is not None:
+            stage = {"kind": "bare", "task": args.task, "encoder_input_shape": list(enc_shape),
+                     "gflop_step": bare_gflop, **summarize(timings[1])}
+            if stage["step_s"]:
+                stage["gflops"] = stage["gflop_step"] / stage["step_s"]
                 if record["step_s"]:
-                    stage["ratio_to_bare"] = record["step_s"] / result["step_s"]
-            stage.update(status="ok", peak_rss_mb=peak_rss_mb())
+                    stage["ratio_to_bare"] = record["step_s"] / stage["step_s"]
+            stage.update(status="ok", peak_rss_mb=peak_rss_mb(), timing="interleaved with the task's steps")
             emit(stage)
 
         if args.rss_batch:
             # One more step at a larger batch, for the pretraining memory check: the process's peak
             # RSS afterwards is that step's (it needs the most memory of all steps run here).
             stage = {"kind": "rss_check", "task": args.task, "batch": args.rss_batch}
+            if args.rss_limit_mb and args.rss_batch > args.batch and record["peak_rss_mb"] > args.rss_limit_mb:
+                stage.update(status="exceeded", lower_bound_mb=record["peak_rss_mb"], peak_rss_mb=None,
+                             reason=f"batch {args.batch} already needs {record['peak_rss_mb']:.0f} MiB "
+                                    f"> {args.rss_limit_mb:.0f} MiB; batch {args.rss_batch} not run")
+                emit(stage)
+                return 0
             if args.task == "encoder":
                 big_shape = (enc_shape[0] // args.batch * args.rss_batch, *enc_shape[1:])
                 bx, by = bare_batch(rng, big_shape)

@@ -120,6 +120,27 @@ def test_section_budgets_share_the_remaining_time():
     assert abs(run.remaining() - 1000.0) < 5.0
 
 
+def test_a_section_always_gets_its_floor():
+    # peak's share of a 29-min budget is ~17 s, less than the measurement needs: its floor is 60 s
+    run = runner.Runner(runner.Settings.make(False), "unused.jsonl", budget_s=29 * 60.0)
+    run.start_section(list(runner.SECTIONS), "peak")
+    assert run.remaining() >= runner.SECTION_FLOOR_S["peak"] - 1
+    run = runner.Runner(runner.Settings.make(False), "unused.jsonl", budget_s=30.0)  # but never beyond the budget
+    run.start_section(list(runner.SECTIONS), "peak")
+    assert run.remaining() <= 30.0
+
+
+def test_interleaved_timing_alternates_the_steps():
+    calls = []
+    timings = common.time_interleaved([lambda: calls.append("task") or 1.0, lambda: calls.append("bare") or 2.0],
+                                      steps=3)
+    assert calls == ["task", "bare"] * 3
+    assert [t["results"] for t in timings] == [[1.0] * 3, [2.0] * 3]
+    assert all(len(t["times_s"]) == 3 and t["median_s"] is not None for t in timings)
+    single = common.time_calls(lambda: 5.0, steps=2, warmup=1)
+    assert single["results"] == [5.0, 5.0, 5.0] and len(single["warmup_s"]) == 1 and len(single["times_s"]) == 2
+
+
 def _step(section, task, **kw):
     return {"section": section, "config": f"{task} cfg", "kind": "train_step", "status": "ok", "task": task,
             "batch": 1, **kw}
@@ -141,6 +162,9 @@ def test_report_verdicts_and_rendering(tmp_path):
         {"section": "tasks128", "config": "jigsaw cfg", "kind": "error", "status": "error",
          "error": "killed by SIGKILL (out of memory?)"},
         {"section": "tasks128", "config": "exemplar cfg", "kind": "timeout", "status": "timeout", "timeout_s": 600},
+        _step("tasks128", "cpc", step_s=4.0, gflops=70.0, peak_rss_mb=9500.0),
+        {"section": "tasks128", "config": "cpc cfg", "kind": "rss_check", "status": "exceeded",
+         "lower_bound_mb": 9500.0, "peak_rss_mb": None},
         {"section": "transforms", "config": "t", "kind": "pipeline", "task": "rotation", "workers": 2,
          "volumes_per_s": 0.5, "status": "ok"},
         {"section": "permutations", "config": "p", "kind": "permutations", "count": 1000, "n": 27, "seed": 0,
@@ -158,11 +182,21 @@ def test_report_verdicts_and_rendering(tmp_path):
     assert rows["jigsaw 128^3 b1: step / bare encoder on the same voxels"] == "n/a"   # the bare run died
     assert rows["jigsaw 128^3 batch 2: pretraining peak RSS (GB)"] == "n/a"
     assert rows["exemplar 128^3 b1: step / bare encoder on the same voxels"] == "n/a"
+    # batch 1 already above the limit: batch 2 is not run, and the check is a miss with a lower bound
+    assert rows["cpc 128^3 batch 2: pretraining peak RSS (GB)"] == "MISS"
+    measured = {row[0]: row[1] for row in runner.targets(records, runner.machine_peak(records))}
+    assert measured["cpc 128^3 batch 2: pretraining peak RSS (GB)"].startswith("> 9.96")
     assert rows["jigsaw: min Hamming distance, 1000 x 27"] == "PASS"
     text = runner.render(records, runner.Settings.make(False), "now", 60.0, "python benchmarks/run.py")
     assert "timeout (> 600 s)" in text and "out of memory?" in text
     assert "## Why targets are missed" in text and "**rpl 64^3 b2" in text
     assert "**rotation pipeline**" in text
+    # sections kept from an earlier run are credited to it in the header
+    earlier = {"section": "runs", "kind": "run", "command": "python benchmarks/run.py --budget-min 60",
+               "started": "then", "sections": ["peak", "tasks128"], "wall_s": 3000.0}
+    text2 = runner.render(records + [earlier], runner.Settings.make(False), "now", 60.0,
+                          "python benchmarks/run.py --only tasks64")
+    assert "Sections kept from earlier runs: `python benchmarks/run.py --budget-min 60` on then (50 min)" in text2
     path = tmp_path / "BENCHMARKS.md"
     common.write_text_atomic(path, text)
     assert path.read_text() == text and not list(tmp_path.glob(".*tmp"))
