@@ -5,8 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
 echo "== TensorFlow: whole suite"
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider "$@"
-for backend in jax torch; do
-  echo "== ${backend}: multibackend tests"
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider -m multibackend "$@"
-done
+KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+# The tests' tiny models are compile-bound on JAX: XLA's CPU backend without LLVM's optimisation
+# passes compiles them ~3x faster (measured: tests/test_adapt.py 118 s -> 38 s); the tests pass unchanged.
+echo "== jax: multibackend tests"
+KERAS_BACKEND=jax XLA_FLAGS="${XLA_FLAGS:---xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true}" \
+  python -m pytest -q -p no:cacheprovider -m multibackend "$@"
+echo "== torch: multibackend tests"
+KERAS_BACKEND=torch python -m pytest -q -p no:cacheprovider -m multibackend "$@"
