@@ -492,7 +492,7 @@ def explain_misses(records, peak, settings=None):
             if pct is not None and pct < TARGETS["pct_peak"]:
                 cause = (f"the bare encoder on the same tensor reaches {fmt(bare_pct)} % of peak too, so the gap is "
                          "in the convolution kernels (TensorFlow's CPU Conv3D and its gradients at these shapes; "
-                         "see the profile below), not in the task"
+                         "see the profile section), not in the task"
                          if bare_pct is not None and bare_pct < TARGETS["pct_peak"]
                          else "the bare encoder does better on the same tensor, so the task adds the overhead")
                 lines.append(f"- **{task} {label}, {fmt(pct)} % of peak** ({fmt(gflops)} GFLOP/s): {cause}.")
