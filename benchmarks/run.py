@@ -97,8 +97,8 @@ class Settings:
     def make(cls, quick):
         if not quick:
             return cls(quick=False)
-        return cls(quick=True, size64=32, size128=32, size2d=64, batch2d=2, steps=2, warmup=1, filters="4,8,16", precision_size=16,
-                   encoder2d="tiny", peak_n=512, peak_repeats=3, transform_size=32, subjects=4, epochs=1,
+        return cls(quick=True, size64=32, size128=32, size2d=64, batch2d=2, steps=2, warmup=1, filters="4,8,16",
+                   precision_size=16, encoder2d="tiny", peak_n=512, peak_repeats=3, transform_size=32, subjects=4, epochs=1,
                    volumes_per_epoch=8, timeout_scale=3.0, levels=3)  # quick runs are for development, on a busy machine
 
 
