@@ -441,7 +441,7 @@ def targets(records, peak, settings=None):
         check = r.get("rss_check") or {}
         value = gb(check.get("peak_rss_mb") or check.get("lower_bound_mb"))
         failure = (r.get("later_failures") or [r])[-1]
-        rows.append((f"{task_of(r)} {big}^3 batch 2: pretraining peak RSS (GB)", rss_text(check) if value else "—",
+        rows.append((f"{task_of(r)} {big}^3 batch 2: pretraining peak RSS (GB)", rss_text(check),
                      f"<= {TARGETS['rss_gb']:.0f} GB", verdict(value, TARGETS["rss_gb"], "<="),
                      "" if value else failed_text(failure)))
     perm = next(iter(by_section(records, "permutations", "permutations")), None)
