@@ -10,8 +10,6 @@ and the trained encoder is saved as a preset folder in ``local_build_dir(name)``
 
 from pathlib import Path
 
-import numpy as np
-
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.zoo.registry import get_entry, home_dir, local_build_dir
 
@@ -47,20 +45,16 @@ def make_task(entry, encoder, input_size):
     return TASKS[name](encoder=encoder, **kwargs)
 
 
-def load_samples(entry, data_dir, input_size):
-    """The unlabeled training samples of ``data_dir``, preprocessed as the recipe says."""
-    from keras_ssl3d import data
+def load_samples(entry, data_dir, input_size, cache_root=None, echo=None):
+    """The unlabeled training samples of ``data_dir``, preprocessed as the recipe says (streamed in 3D)."""
+    from keras_ssl3d.data import open_unlabeled
 
-    if entry.rank == 3:
-        samples = data.load_unlabeled_volumes(data_dir, size=input_size, crop_foreground=True)
-    else:
-        samples, _ = data.load_images_2d(data_dir, size=input_size)
-    samples = np.asarray(samples, dtype=np.float32)
+    samples = open_unlabeled(data_dir, input_size, rank=entry.rank, cache_root=cache_root, echo=echo)
     expected = int(entry.input_contract["in_channels"])
-    if samples.shape[-1] != expected:
+    if samples.num_channels != expected:
         raise DataError(
             f"zoo preset {entry.name!r} expects {expected} channels ({', '.join(entry.channel_names)}) but the data "
-            f"have {samples.shape[-1]}", path=data_dir)
+            f"have {samples.num_channels}", path=data_dir)
     return samples
 
 
@@ -125,7 +119,7 @@ def build_preset(name, data_dir, *, epochs=None, batch_size=None, input_size=Non
     run_dir = Path(run_dir) if run_dir else home_dir() / "runs" / name
     echo(f"building {name}: task {recipe['task']}, {epochs} epochs, batch {batch_size}, input {input_size}, "
          f"run folder {run_dir}")
-    samples = load_samples(entry, data_dir, input_size)
+    samples = load_samples(entry, data_dir, input_size, cache_root=run_dir.parent, echo=echo)
     encoder, record, final = train_preset(entry, samples, epochs=epochs, batch_size=batch_size,
                                           input_size=input_size, run_dir=run_dir, resume=resume, seed=seed)
     out = local_build_dir(name)
