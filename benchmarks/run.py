@@ -568,8 +568,9 @@ def render_streaming(records):
            "finetune` (from scratch) on synthetic caches of 64³ x 4-channel subjects, 8-16 encoder, batch 2, "
            "each in a child process whose `RssAnon` (heap, tensors, batches; not the memory map's file pages) "
            "and `VmRSS` are sampled every 50 ms.", ""]
-    rows = [[r["run"], r["subjects"], fmt(r.get("cache_gb")), fmt(r.get("run_wall_s")), fmt(r.get("peak_rss_anon_mb")),
-             fmt(r.get("peak_rss_mb")), r.get("status")] for r in by_section(records, "streaming", "streaming_run")]
+    rows = [[r["run"], r["subjects"], fmt(r.get("cache_gb")), fmt(r.get("run_wall_s")),
+             fmt(r.get("peak_rss_anon_mb")), fmt(r.get("peak_rss_mb")), r.get("status")]
+            for r in by_section(records, "streaming", "streaming_run")]
     out.append(table(["command", "subjects", "cache GB", "wall s", "peak RssAnon MB", "peak VmRSS MB", "status"],
                      rows))
     for r in by_section(records, "streaming"):
