@@ -237,11 +237,32 @@ class FinetuneSettings:
             raise ConfigError(f"--filters must be positive integers, got {self.filters}")
 
 
-def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1):
+def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None):
     """Train one fine-tuning run on ``data`` (a `TaskData`) into ``out``; returns the result dict.
 
-    ``workers`` threads prepare the training batches (see ``VolumeBatches``).
+    ``workers`` threads prepare the training batches (see ``VolumeBatches``). ``plan``: a
+    ``keras_ssl3d.distribute.DistributionPlan`` (default: one device); ``settings.batch_size`` is per
+    device, and only the chief writes ``out``.
     """
+    import keras
+
+    from keras_ssl3d.distribute import DistributionPlan
+
+    settings.check()
+    s = settings.resolved(data.task)
+    plan = plan or DistributionPlan("none", [])
+    out = plan.output_dir(out)
+    train_pool, val_idx = split_indices(len(data), s.val_fraction, s.split_seed)
+    train_idx = label_subset(train_pool, s.label_fraction, s.seed)
+    if data.task == "classification" and s.batch_size > len(train_idx):
+        s.batch_size = len(train_idx)
+
+    keras.utils.set_random_seed(s.seed)
+    with plan.scope():  # build, compile and fit under the distribution
+        return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx)
+
+
+def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx):
     import keras
 
     from keras_ssl3d.data.pipeline import VolumeBatches
@@ -251,15 +272,6 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
     from keras_ssl3d.losses import get_segmentation_loss
     from keras_ssl3d.training import TrainingRun
 
-    settings.check()
-    s = settings.resolved(data.task)
-    out = Path(out)
-    train_pool, val_idx = split_indices(len(data), s.val_fraction, s.split_seed)
-    train_idx = label_subset(train_pool, s.label_fraction, s.seed)
-    if data.task == "classification" and s.batch_size > len(train_idx):
-        s.batch_size = len(train_idx)
-
-    keras.utils.set_random_seed(s.seed)
     model, adapted = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
     callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=_resume_epoch(out, resume))
     if data.task == "segmentation":
@@ -292,14 +304,21 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
         "channel_adaptation": adapted,
         "train_subjects": [_subject_id(data, i) for i in train_idx],
         "val_subjects": [_subject_id(data, i) for i in val_idx],
+        "distribution": plan.describe(s.batch_size),
     }
     run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command)
-    train = VolumeBatches(data.samples, batch_size=s.batch_size, shuffle=True, seed=s.seed, with_labels=True,
-                          indices=train_idx, workers=workers)
+    # Every replica needs samples in every batch: with several, the last incomplete training batch is
+    # dropped (a different one each epoch, as the order is shuffled) and the last validation batch is
+    # completed with the first validation subjects again.
+    replicated = plan.replicas > 1
+    train = VolumeBatches(data.samples, batch_size=plan.global_batch(s.batch_size), shuffle=True, seed=s.seed,
+                          with_labels=True, indices=train_idx, workers=workers, drop_remainder=replicated)
     validation = None
     if len(val_idx):
-        validation = VolumeBatches(data.samples, batch_size=1 if data.task == "segmentation" else s.batch_size,
-                                   shuffle=False, with_labels=True, indices=val_idx)
+        per_device = 1 if data.task == "segmentation" else s.batch_size
+        batch = plan.global_batch(per_device)
+        padded = np.resize(val_idx, -(-len(val_idx) // batch) * batch) if replicated else val_idx
+        validation = VolumeBatches(data.samples, batch_size=batch, shuffle=False, with_labels=True, indices=padded)
     history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
                       shuffle=False, verbose=verbose)
     rows = list(history.rows) if hasattr(history, "rows") else _rows(history)

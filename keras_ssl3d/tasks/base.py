@@ -87,6 +87,10 @@ class PretextTask(keras.Model):
     task's loss and pretext accuracy).
     """
 
+    # Whether the loss takes negatives from the other samples of the batch (per replica under
+    # tf.distribute: see keras_ssl3d.distribute).
+    uses_batch_negatives = False
+
     def _set_encoder(self, encoder):
         self.encoder = encoder
 
