@@ -167,7 +167,7 @@ def section_configs(section, s):
     if section == "streaming":
         extra = ["--subjects", "4,8", "--size", 16] if s.quick else []
         return [Config("streaming", "pretrain+finetune, 100 vs 1000 subjects", python_cmd("streaming.py", *extra),
-                       2400 * t)]
+                       3600 * t)]
     if section == "tasks64":
         timeouts = {"cpc": 200, "rpl": 100, "jigsaw": 200, "rotation": 200, "exemplar": 300}
         return [Config("tasks64", f"{task} {s.size64}^3 b2",
@@ -573,6 +573,10 @@ def render_streaming(records):
             for r in by_section(records, "streaming", "streaming_run")]
     out.append(table(["command", "subjects", "cache GB", "wall s", "peak RssAnon MB", "peak VmRSS MB", "status"],
                      rows))
+    for r in by_section(records, "streaming", "streaming_summary")[:1]:
+        load = ", ".join(fmt(x) for x in r.get("load_average") or [])
+        out += ["", f"Measured on {r.get('cpu') or 'an unrecorded CPU'} (load average {load or '?'} at the end: "
+                "the wall times include other jobs sharing the cores; the memory figures do not depend on them)."]
     for r in by_section(records, "streaming"):
         if r.get("kind") in ("error", "timeout"):
             out += ["", f"- {r.get('config')}: {failed_text(r)}"]

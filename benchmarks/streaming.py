@@ -146,7 +146,7 @@ def main():
                 emit({"kind": "streaming_summary", "run": name, "subjects": [lo, hi],
                       "peak_rss_anon_mb": [round(peaks[(name, lo)], 1), round(peaks[(name, hi)], 1)],
                       "growth_pct": round(100 * growth, 2), "target_pct": 10, "pass": bool(growth < 0.10),
-                      "load_average": machine_info().get("load_average")})
+                      "cpu": machine_info().get("cpu"), "load_average": machine_info().get("load_average")})
     finally:
         if not args.workdir:
             shutil.rmtree(root, ignore_errors=True)

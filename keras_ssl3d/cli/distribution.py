@@ -13,6 +13,6 @@ def distribution_options(func):
         "--distribute", "distribute_strategy", type=click.Choice(STRATEGY_CHOICES), default="auto",
         show_default=True,
         help="Data-parallel engine: mirrored = tf.distribute.MirroredStrategy (TensorFlow) or "
-             "keras.distribution.DataParallel (JAX) over the local devices; multi-worker = "
-             "MultiWorkerMirroredStrategy from TF_CONFIG; auto = mirrored when there are several "
-             "accelerators. --batch-size stays per device.")(func)
+             "keras.distribution.DataParallel (JAX) over the local devices; multi-worker = DataParallel over "
+             "several processes/machines (JAX, from KERAS_DISTRIBUTION_* variables); auto = mirrored when "
+             "there are several accelerators. --batch-size stays per device.")(func)

@@ -3,8 +3,9 @@
 ``plan = distribute.plan("mirrored", devices=2)``; build, compile and fit inside ``plan.scope()``,
 feeding ``plan.global_batch(per_device)`` samples per batch. Behind it:
 
-- TensorFlow: ``tf.distribute.MirroredStrategy`` over local devices, or
-  ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG`` (see ``tf_strategy``).
+- TensorFlow: ``tf.distribute.MirroredStrategy`` over the local devices (see ``tf_strategy``). Several
+  machines (``MultiWorkerMirroredStrategy``) are refused in one line: Keras 3 cannot fit under it yet
+  (keras-team/keras#20585, reproduced here with two workers on 127.0.0.1).
 - JAX: ``keras.distribution.DataParallel`` over the devices (``keras.distribution.initialize`` first
   for several hosts, from the ``KERAS_DISTRIBUTION_*`` variables).
 - PyTorch: the released Keras has no data-parallel engine for it; asking for one is a one-line error.
@@ -24,7 +25,6 @@ accelerators, as the tests do.
 
 import contextlib
 import dataclasses
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -139,8 +139,8 @@ def plan(strategy="auto", devices="all"):
 
     ``auto``: all local accelerators when there is more than one (or the logical CPU devices of
     ``KERAS_SSL3D_CPU_DEVICES``), else no distribution. ``mirrored``: the local devices, accelerators
-    if any, else CPUs. ``multi-worker``: every worker's devices; TensorFlow reads ``TF_CONFIG``, JAX the
-    ``KERAS_DISTRIBUTION_*`` variables.
+    if any, else CPUs. ``multi-worker``: every process's devices (JAX, from the
+    ``KERAS_DISTRIBUTION_*`` variables; refused on TensorFlow, see the module docstring).
     """
     import keras
 
@@ -149,6 +149,14 @@ def plan(strategy="auto", devices="all"):
     backend = keras.backend.backend()
     if strategy == "none":
         return DistributionPlan("none", [])
+    if backend == "torch" and strategy != "auto":
+        raise _torch_error(strategy)
+    if strategy == "multi-worker":  # first: listing devices would start TensorFlow's context too early
+        if backend == "tensorflow":
+            from keras_ssl3d.distribute import tf_strategy
+
+            return tf_strategy.multi_worker_plan(DistributionPlan)
+        return _jax_plan(strategy, devices, [])
     accelerators, cpus = local_devices()
     available = accelerators or (cpus if cpu_device_count() or strategy != "auto" else [])
     if strategy == "auto":
@@ -156,19 +164,23 @@ def plan(strategy="auto", devices="all"):
             return DistributionPlan("none", [])
         strategy = "mirrored"
     if backend == "torch":
-        raise ConfigError(f"--distribute {strategy} is not supported on the PyTorch backend with Keras "
-                          f"{keras.__version__} (keras.distribution has no PyTorch engine in this release); "
-                          "use KERAS_BACKEND=tensorflow or jax")
+        raise _torch_error(strategy)
     if backend == "tensorflow":
         from keras_ssl3d.distribute import tf_strategy
 
-        if strategy == "multi-worker":
-            return tf_strategy.multi_worker_plan(DistributionPlan)
         chosen = available[:_device_count(devices, available, strategy)]
         return tf_strategy.mirrored_plan(DistributionPlan, chosen)
     if backend == "jax":
         return _jax_plan(strategy, devices, available)
     raise ConfigError(f"--distribute {strategy}: unsupported backend {backend!r}")
+
+
+def _torch_error(strategy):
+    import keras
+
+    return ConfigError(f"--distribute {strategy} is not supported on the PyTorch backend with Keras "
+                       f"{keras.__version__} (keras.distribution has no PyTorch engine in this release); "
+                       "use KERAS_BACKEND=tensorflow or jax")
 
 
 def _jax_plan(strategy, devices, available):
@@ -192,18 +204,3 @@ def _jax_plan(strategy, devices, available):
         return DistributionPlan("none", chosen)
     engine = keras.distribution.DataParallel(devices=chosen)
     return DistributionPlan("data-parallel", chosen, len(chosen), engine=engine)
-
-
-def tf_config_summary():
-    """``(task type, index, number of workers, has a chief)`` from ``TF_CONFIG``; ``None`` when unset."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return None
-    try:
-        config = json.loads(raw)
-        cluster = config["cluster"]
-        task = config["task"]
-        workers = sum(len(cluster.get(k, [])) for k in ("chief", "worker"))
-        return str(task["type"]), int(task["index"]), workers, "chief" in cluster
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"TF_CONFIG is not valid ({type(e).__name__}: {e})") from None

@@ -43,18 +43,14 @@ def mirrored_plan(plan_class, devices):
 
 
 def multi_worker_plan(plan_class):
-    """``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``; the chief (or worker 0) writes the results."""
-    import tensorflow as tf
+    """Not available: Keras 3's TensorFlow trainer cannot fit under ``MultiWorkerMirroredStrategy``.
 
-    from keras_ssl3d.distribute import tf_config_summary
+    Measured with Keras 3.15.1 / TensorFlow 2.21 on two workers (127.0.0.1, ``TF_CONFIG``): ``fit``
+    fails building the model (``strategy.reduce`` of the first batch, keras-team/keras#20585) and, with
+    that step worked around, again reducing the step's logs. Say so in one line instead.
+    """
+    import keras
 
-    summary = tf_config_summary()
-    if summary is None:
-        raise ConfigError("--distribute multi-worker needs TF_CONFIG (the cluster and this task), as set by "
-                          "your cluster or Kubernetes operator")
-    task_type, index, workers, has_chief = summary
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and not has_chief)
-    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or ["/device:CPU:0"]
-    return plan_class("multi-worker", devices, strategy.num_replicas_in_sync, workers, index, is_chief,
-                      engine=strategy)
+    raise ConfigError(f"--distribute multi-worker is not supported on the TensorFlow backend with Keras "
+                      f"{keras.__version__} (Keras 3 cannot fit under tf.distribute.MultiWorkerMirroredStrategy: "
+                      "keras-team/keras#20585); use KERAS_BACKEND=jax, whose keras.distribution spans machines")
