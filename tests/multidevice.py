@@ -46,11 +46,8 @@ def step(name, weights, x, y):
     """Weights after one SGD step on ``(x, y)`` from ``weights`` (in the active distribution scope)."""
     model, _ = build(name)
     model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
-    size = len(keras.tree.flatten(y)[0])
-    model.fit(x, y, batch_size=size, epochs=1, shuffle=False, verbose=0)  # builds the model
-    if weights is not None:
-        model.set_weights(weights)
-        model.fit(x, y, batch_size=size, epochs=1, shuffle=False, verbose=0)
+    model.set_weights(weights)
+    model.fit(x, y, batch_size=len(keras.tree.flatten(y)[0]), epochs=1, shuffle=False, verbose=0)
     return [np.asarray(w) for w in model.get_weights()]
 
 
@@ -67,7 +64,7 @@ def main_step(names):
         rng = np.random.default_rng(0)
         samples = rng.random((2 * PER_DEVICE, size, size, size, 1)).astype(np.float32)
         x, y = model.transform(samples, np.random.default_rng(1))
-        start = step(name, None, x, y)  # any start: the weights after one step
+        start = [np.asarray(w) for w in model.get_weights()]  # a functional task model is built
         full = step(name, start, x, y)
         first, second = slice(0, PER_DEVICE), slice(PER_DEVICE, None)
         references = {"full": full}

@@ -47,7 +47,7 @@ def test_one_step_on_two_replicas_equals_one_step_on_the_whole_batch(backend):
             # In-batch negatives are per replica under tf.distribute: the step equals the mean of the
             # two half-batch steps, and measurably differs from the whole-batch step.
             assert r["max_diff"]["halves"] < TOLERANCE, r
-            assert r["max_diff"]["full"] > 100 * TOLERANCE, r
+            assert r["max_diff"]["full"] > 10 * TOLERANCE, r
         else:  # JAX shards one global computation: negatives and all are global
             assert r["max_diff"]["full"] < TOLERANCE, r
     assert "halves" in rows["cpc"]["max_diff"]  # CPC's InfoNCE keys are every patch of the batch
