@@ -6,7 +6,6 @@ encoder. ``TASKS`` maps the CLI names to the classes.
 """
 
 from keras_ssl3d.tasks.cpc import CPC
-from keras_ssl3d.tasks.dataset import TaskDataset
 from keras_ssl3d.tasks.exemplar import Exemplar
 from keras_ssl3d.tasks.jigsaw import Jigsaw
 from keras_ssl3d.tasks.permutations import generate_permutations, hamming_stats, load_permutations
@@ -15,5 +14,5 @@ from keras_ssl3d.tasks.rpl import RPL
 
 TASKS = {"cpc": CPC, "rpl": RPL, "jigsaw": Jigsaw, "rotation": Rotation, "exemplar": Exemplar}
 
-__all__ = ["CPC", "RPL", "TASKS", "Exemplar", "Jigsaw", "Rotation", "TaskDataset", "generate_permutations",
+__all__ = ["CPC", "RPL", "TASKS", "Exemplar", "Jigsaw", "Rotation", "generate_permutations",
            "hamming_stats", "load_permutations"]
