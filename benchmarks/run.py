@@ -583,6 +583,18 @@ def render_streaming(records):
     return out
 
 
+KEEP_MARKER = "<!-- Sections below are measured by hand and kept as they are by benchmarks/run.py. -->"
+
+
+def keep_hand_sections(text, out_path):
+    """``text`` plus whatever follows ``KEEP_MARKER`` in the current report (hand-measured sections)."""
+    path = Path(out_path)
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if KEEP_MARKER not in old:
+        return text
+    return text.rstrip("\n") + "\n\n" + KEEP_MARKER + old.split(KEEP_MARKER, 1)[1]
+
+
 def render(records, settings, started, wall_s, command):
     peak = machine_peak(records)
     machine = next(iter(by_section(records, "machine", "machine")), None)
@@ -825,7 +837,7 @@ def main(argv=None):
         stored = next((r for r in records if r.get("kind") == "settings"), None)
         if stored:
             settings = Settings(**{k: v for k, v in stored.items() if k in Settings.__dataclass_fields__})
-        write_text_atomic(out_path, render(records, settings, started, 0.0, command))
+        write_text_atomic(out_path, keep_hand_sections(render(records, settings, started, 0.0, command), out_path))
         print(f"wrote {out_path}")
         return 0
 
@@ -848,12 +860,13 @@ def main(argv=None):
                 records.extend(runner.run_config(cfg, machine_peak(records)))
                 save_records(results_path, records)
         save_records(results_path, records)
-        write_text_atomic(out_path, render(records, settings, started, time.perf_counter() - runner.t0, command))
+        write_text_atomic(out_path, keep_hand_sections(
+            render(records, settings, started, time.perf_counter() - runner.t0, command), out_path))
     wall = time.perf_counter() - runner.t0
     records.append({"section": "runs", "kind": "run", "command": command, "started": started,
                     "sections": sections, "wall_s": round(wall, 1)})
     save_records(results_path, records)
-    write_text_atomic(out_path, render(records, settings, started, wall, command))
+    write_text_atomic(out_path, keep_hand_sections(render(records, settings, started, wall, command), out_path))
     print(f"done in {wall / 60:.1f} min: {out_path}, {results_path}", flush=True)
     return 0
 
