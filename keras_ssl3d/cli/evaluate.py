@@ -2,6 +2,8 @@
 
 import click
 
+from keras_ssl3d.cli.streaming import cache_option
+
 
 @click.command("evaluate")
 @click.option("--model", "model_path", required=True, type=click.Path(),
@@ -12,9 +14,7 @@ import click
               help="Evaluate every subject of --data, or only the run's validation / training subjects.")
 @click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap (3D).")
 @click.option("--batch-size", default=1, show_default=True, type=int)
-@click.option("--cache", type=click.Path(file_okay=False), default=None,
-              help="3D: where a raw --data set is preprocessed to (once; reused when the settings match) "
-                   "[default: keras-ssl3d-cache/ beside the run folder].")
+@cache_option
 def evaluate(model_path, data_path, out, subjects, overlap, batch_size, cache):
     """Evaluate a fine-tuned model on labelled data and print a table.
 

@@ -4,6 +4,7 @@ import click
 
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import resume_option
+from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.finetune.parsing import parse_int_list
 
 
@@ -36,11 +37,8 @@ from keras_ssl3d.finetune.parsing import parse_int_list
               type=click.Choice(["auto", "duplicate", "mean", "random", "by_name"]),
               help="Input-channel adaptation when the encoder was pretrained on other channels "
                    "(auto: by_name when channel names match, else duplicate).")
-@click.option("--cache", type=click.Path(file_okay=False), default=None,
-              help="3D: where a raw --data set is preprocessed to (once; reused when the settings match) "
-                   "[default: keras-ssl3d-cache/ beside the run folder].")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Threads preparing batches (and processes preprocessing a raw data set into the cache).")
+@cache_option
+@workers_option
 @distribution_options
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")

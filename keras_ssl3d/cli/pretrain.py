@@ -6,6 +6,7 @@ import click
 
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
+from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
 
@@ -53,11 +54,8 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               show_default=True, help="3D encoder normalization.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Hold out this fraction of the subjects and report the pretext loss/accuracy on them each epoch.")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="3D: where a raw --data set is preprocessed to (once; reused when the settings match) "
-                   "[default: keras-ssl3d-cache/ beside the run folder].")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Threads preparing batches (and processes preprocessing a raw data set into the cache).")
+@cache_option
+@workers_option
 @distribution_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @resume_option

@@ -3,6 +3,7 @@
 import click
 
 from keras_ssl3d.cli.distribution import distribution_options
+from keras_ssl3d.cli.streaming import cache_option, workers_option
 
 
 @click.command("study")
@@ -26,11 +27,8 @@ from keras_ssl3d.cli.distribution import distribution_options
 @click.option("--val-fraction", default=0.2, show_default=True, type=float)
 @click.option("--split-seed", default=0, show_default=True, type=int)
 @click.option("--loss", default="dice_ce", show_default=True, type=click.Choice(["dice_ce", "dice", "ce"]))
-@click.option("--cache", type=click.Path(file_okay=False), default=None,
-              help="3D: where a raw --data set is preprocessed to (once; reused when the settings match) "
-                   "[default: keras-ssl3d-cache/ beside the run folder].")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Threads preparing batches (and processes preprocessing a raw data set into the cache).")
+@cache_option
+@workers_option
 @distribution_options
 @click.option("--verbose", default=0, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
