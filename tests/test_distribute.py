@@ -67,6 +67,46 @@ def test_pretrain_and_finetune_cli_run_and_resume_mirrored(tmp_path):
     assert Encoder3D.from_pretrained(tmp_path / "pre" / "encoder").filters == (4, 8)
 
 
+def test_two_jax_processes_on_localhost_train_and_only_the_first_writes(tmp_path):
+    import socket
+
+    from keras_ssl3d import Encoder3D
+    from keras_ssl3d.data import preprocess_dataset
+    from keras_ssl3d.data.synthetic import make_brats_like
+
+    src = make_brats_like(tmp_path / "brats", n_subjects=4, shape=(18, 18, 16), seed=0)
+    preprocess_dataset(src, tmp_path / "cache", size=16, crop_foreground=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(scratch),
+                   KERAS_DISTRIBUTION_JOB_ADDRESSES=f"127.0.0.1:{port}", KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+                   KERAS_DISTRIBUTION_PROCESS_ID=str(rank),
+                   XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+        cmd = [sys.executable, "-m", "keras_ssl3d.cli.main", "pretrain", "--task", "rotation", "--data",
+               str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--size", "16", "--filters", "4,8",
+               "--norm", "group", "--batch-size", "1", "--epochs", "2", "--distribute", "multi-worker"]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=600)[0])
+        finally:
+            proc.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["config"]["distribution"]["workers"] == 2 and record["config"]["distribution"]["replicas"] == 2
+    assert len((tmp_path / "run" / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert "Saved the pretrained encoder" in outputs[0] and "Saved the pretrained encoder" not in outputs[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["brats", "cache", "run", "tmp"]
+    assert not any(scratch.iterdir())  # the other process's scratch run folder is gone
+    assert Encoder3D.from_pretrained(tmp_path / "run" / "encoder").filters == (4, 8)
+
+
 def test_plans_and_their_errors(monkeypatch):
     assert distribute.plan("none").replicas == 1
     assert distribute.plan("auto").kind == "none"  # one CPU, no accelerator

@@ -124,12 +124,13 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     out_dir = plan.output_dir(run_dir)
     run = TrainingRun(out_dir, config=config, resume=resume, seed=seed)
     dataset = model.dataset(samples, batch_size=plan.global_batch(batch_size), seed=seed, indices=train_idx,
-                            workers=workers)
+                            workers=workers, shard=plan.shard)
     validation = None
     if len(val_idx):
         # The same held-out batches (subjects and augmentations) every epoch: comparable accuracies.
         val_batch = max(min(plan.global_batch(batch_size), len(val_idx)), least * plan.replicas)
-        validation = model.dataset(samples, batch_size=val_batch, seed=seed + 1, shuffle=False, indices=val_idx)
+        validation = model.dataset(samples, batch_size=val_batch, seed=seed + 1, shuffle=False, indices=val_idx,
+                                   shard=plan.shard)
         validation.set_epoch(0)
     held_out = f" (+ {len(val_idx)} held out for validation)" if len(val_idx) else ""
     spread = f" x {plan.replicas} replicas ({plan.kind})" if plan.replicas > 1 else ""
@@ -140,6 +141,11 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     out = out_dir / "encoder"
     model.encoder.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
                                                  "pretraining_data": pretraining_data})
+    if not plan.is_chief:  # another process wrote the run folder
+        import shutil
+
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
     last = history.history if hasattr(history, "history") else {}
     summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in last.items() if v) if isinstance(last, dict) else ""
     click.echo(f"Saved the pretrained encoder to {out}" + (f" ({summary})" if summary else ""))

@@ -88,6 +88,8 @@ class VolumeBatches(keras.utils.PyDataset):
             most ``max_queue_size`` prepared batches).
         indices: subset of subjects to use (train/validation split).
         drop_remainder: drop the last incomplete batch (constant batch shape: one compiled step).
+        shard: ``(index, count)``: serve only part ``index`` of ``count`` equal parts of each batch,
+            this process's share of the global batch when several processes train together.
 
     Epochs: Keras's own hooks are not a reliable epoch count (trainers peek at batches and call
     the hooks outside ``fit`` epochs), so the true epoch comes from ``set_epoch(e)``, which
@@ -100,7 +102,8 @@ class VolumeBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, source, batch_size=2, shuffle=True, seed=0, transform=None, with_labels=False, workers=1,
-                 indices=None, drop_remainder=False, use_multiprocessing=False, max_queue_size=4, dtype="float32"):
+                 indices=None, drop_remainder=False, use_multiprocessing=False, max_queue_size=4, dtype="float32",
+                 shard=None):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         self.source = _as_source(source)
         n = len(self.source)
@@ -118,6 +121,9 @@ class VolumeBatches(keras.utils.PyDataset):
         self.with_labels = bool(with_labels)
         self.drop_remainder = bool(drop_remainder)
         self.dtype = dtype
+        self.shard = None if shard is None or int(shard[1]) <= 1 else (int(shard[0]), int(shard[1]))
+        if self.shard and self.batch_size % self.shard[1]:
+            raise DataError(f"a batch of {self.batch_size} cannot be split into {self.shard[1]} equal parts")
         self.epoch = 0
         self._served = False
         self._explicit = False
@@ -163,12 +169,15 @@ class VolumeBatches(keras.utils.PyDataset):
         epoch = self.epoch
         self._served = True
         ids = self.batch_indices(index, epoch)
+        if self.shard:
+            part, parts = self.shard
+            ids = np.array_split(ids, parts)[part]
         images = np.stack([np.asarray(self.source.image(int(i)), dtype=self.dtype) for i in ids])
         labels = None
         if self.with_labels:
             labels = np.stack([np.asarray(self.source.label(int(i))) for i in ids]).astype(np.int32)  # class ids
         if self.transform is not None:
-            rng = np.random.default_rng([self.seed, epoch, index, 1])
+            rng = np.random.default_rng([self.seed, epoch, index, 1, *(self.shard[:1] if self.shard else ())])
             if self.with_labels:
                 return self.transform(images, labels, rng)
             return self.transform(images, rng)

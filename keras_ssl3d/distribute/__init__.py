@@ -81,6 +81,11 @@ class DistributionPlan:
             return contextlib.nullcontext()
         return self.engine.scope()
 
+    @property
+    def shard(self):
+        """``(this process, processes)`` when several processes each feed their part of every batch."""
+        return (self.worker_index, self.workers) if self.workers > 1 else None
+
     def global_batch(self, per_device):
         """Samples per step over all replicas (``--batch-size`` is per device)."""
         return int(per_device) * self.replicas
@@ -196,7 +201,8 @@ def _jax_plan(strategy, devices, available):
         import jax
 
         names = keras.distribution.list_devices()
-        engine = keras.distribution.DataParallel(devices=names)
+        # Each process feeds its own part of every global batch (VolumeBatches(shard=plan.shard)).
+        engine = keras.distribution.DataParallel(devices=names, auto_shard_dataset=False)
         return DistributionPlan("data-parallel", names, len(names), jax.process_count(), jax.process_index(),
                                 jax.process_index() == 0, engine)
     chosen = available[:_device_count(devices, available, strategy)]
