@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from keras_ssl3d.cli.runtime import light
+
 
 @click.group()
 def zoo():
@@ -14,6 +16,7 @@ def zoo():
 @zoo.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per preset instead of a table.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Hugging Face cache to inspect.")
+@light
 def list_(as_json, cache_dir):
     """Every zoo preset with its status: bundled / cached / published / recipe only."""
     from keras_ssl3d.zoo.registry import entry_status, load_registry
@@ -37,6 +40,7 @@ def list_(as_json, cache_dir):
 
 @zoo.command()
 @click.argument("name")
+@light
 def info(name):
     """Show the card of a zoo preset: recipe, input contract, data licence, status."""
     from keras_ssl3d.zoo.cards import entry_card
@@ -96,6 +100,7 @@ def build(name, data_dir, push_repo, private, epochs, batch_size, input_size, ru
 @click.option("--output", type=click.Path(dir_okay=False), default="MODEL_CARDS.md", show_default=True,
               help="Where to write the cards.")
 @click.option("--check", is_flag=True, help="Do not write; fail (exit status 2) if the file is missing or stale.")
+@light
 def cards(output, check):
     """Regenerate MODEL_CARDS.md from the registry manifests."""
     from keras_ssl3d.fileio import write_text_atomic
