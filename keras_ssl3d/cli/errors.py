@@ -19,6 +19,10 @@ def run_cli(group, args=None):
         else:
             click.echo("Aborted.", err=True)
         return 130
+    except click.UsageError as e:  # one line too, with the command to ask for help
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"Error: {e.format_message()}{where}", err=True)
+        return 2
     except click.ClickException as e:
         e.show()
         return 2

@@ -2,6 +2,8 @@
 
 import click
 
+from keras_ssl3d.cli import options
+
 
 @click.command("evaluate")
 @click.option("--model", "model_path", required=True, type=click.Path(),
@@ -10,8 +12,8 @@ import click
 @click.option("--out", default=None, type=click.Path(), help="Write the scores as JSON here.")
 @click.option("--subjects", default="all", show_default=True, type=click.Choice(["all", "val", "train"]),
               help="Evaluate every subject of --data, or only the run's validation / training subjects.")
-@click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap (3D).")
-@click.option("--batch-size", default=1, show_default=True, type=int)
+@click.option("--overlap", default=0.5, show_default=True, type=options.OVERLAP, help="Sliding-window overlap (3D).")
+@click.option("--batch-size", default=1, show_default=True, type=options.BATCH_SIZE)
 def evaluate(model_path, data_path, out, subjects, overlap, batch_size):
     """Evaluate a fine-tuned model on labelled data and print a table.
 

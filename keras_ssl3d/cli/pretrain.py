@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from keras_ssl3d.cli import options
+
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
@@ -47,12 +49,12 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               help="Folder of NIfTI volumes (or a preprocessed cache); 2D: folder of images.")
 @click.option("--out", "run_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder: checkpoints, run.json, history.csv and the final encoder/.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=options.EPOCHS, default=10, show_default=True)
+@click.option("--batch-size", type=options.BATCH_SIZE, default=None,
               help="Samples per batch [default: 2 in 3D, 16 in 2D].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=options.LEARNING_RATE, default=None,
               help="Adam learning rate [default: the paper's 1e-3 in 3D, 5e-4 in 2D].")
-@click.option("--size", type=click.IntRange(min=8), default=None,
+@click.option("--size", type=options.SIZE, default=None,
               help="Inputs are resized to size^3 (3D) or size^2 (2D) [default: 128 / 224].")
 @click.option("--filters", default="32,64,128,256,512", show_default=True,
               help="3D encoder widths per level, comma-separated.")
@@ -60,7 +62,7 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               help="2D encoder (DenseNet) layers per dense block, comma-separated.")
 @click.option("--norm", type=click.Choice(["batch", "group", "instance", "none"]), default="batch",
               show_default=True, help="3D encoder normalization.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=options.SEED, default=0, show_default=True)
 @resume_option
 @click.pass_context
 def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, seed, resume):
@@ -108,8 +110,8 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
                         "preprocessing": "foreground crop, resize, min-max to [0, 1]" if dims == 3
                         else "resize, scale to [0, 1]"}
     config = dict(hyperparameters, data=pretraining_data["path"])
+    dataset = model.dataset(samples, batch_size=batch_size, seed=seed)  # checks the samples fit the task
     run = TrainingRun(run_dir, config=config, resume=resume, seed=seed)
-    dataset = model.dataset(samples, batch_size=batch_size, seed=seed)
     click.echo(f"Pretraining {task} ({dims}D) on {len(samples)} samples of {size}^{dims} x {in_channels}, "
                f"batch {batch_size}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
     history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False)  # the dataset shuffles by (seed, epoch)

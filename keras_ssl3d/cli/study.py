@@ -2,6 +2,8 @@
 
 import click
 
+from keras_ssl3d.cli import options
+
 
 @click.command("study")
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data set (3D or 2D).")
@@ -9,22 +11,22 @@ import click
               "folders, zoo names); the scratch baseline always runs as well.")
 @click.option("--fractions", default="0.05,0.1,0.25,0.5,1", show_default=True,
               help="Comma-separated fractions of the labelled training subjects.")
-@click.option("--repeats", default=3, show_default=True, type=int, help="Label subsets per fraction (seeds 0..R-1).")
+@click.option("--repeats", default=3, show_default=True, type=options.REPEATS, help="Label subsets per fraction (seeds 0..R-1).")
 @click.option("--out", required=True, type=click.Path(), help="Study folder (runs/, runs.csv, PNGs, summary.md).")
-@click.option("--epochs", default=100, show_default=True, type=int)
-@click.option("--batch-size", default=2, show_default=True, type=int)
-@click.option("--lr", default=None, type=float, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
+@click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
+@click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
+@click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
 @click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]))
-@click.option("--warmup-epochs", default=None, type=int, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
-@click.option("--size", default=None, type=int, help="Input size [128 3D, 224 2D].")
+@click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
+@click.option("--size", default=None, type=options.SIZE, help="Input size [128 3D, 224 2D].")
 @click.option("--filters", default=None, help="Scratch encoder widths (default: those of the first pretrained "
               "encoder, so both have the same architecture).")
 @click.option("--norm", default=None, type=click.Choice(["batch", "group", "instance", "none"]),
               help="Scratch encoder normalisation (default: the first pretrained encoder's).")
-@click.option("--val-fraction", default=0.2, show_default=True, type=float)
-@click.option("--split-seed", default=0, show_default=True, type=int)
+@click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION)
+@click.option("--split-seed", default=0, show_default=True, type=options.SEED)
 @click.option("--loss", default="dice_ce", show_default=True, type=click.Choice(["dice_ce", "dice", "ce"]))
-@click.option("--verbose", default=0, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
+@click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
           filters, norm, val_fraction, split_seed, loss, verbose):
     """Fine-tune every encoder (and scratch) on every label fraction, REPEATS times.

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from keras_ssl3d.cli import options
+
 from keras_ssl3d.cli.runtime import light
 
 
@@ -75,9 +77,9 @@ def download(name, revision, cache_dir):
               help="Your copy of the preset's data set (a layout `keras-ssl3d preprocess` understands).")
 @click.option("--push", "push_repo", default=None, help="Also upload the result to this hub repo (org/name).")
 @click.option("--private", is_flag=True, help="Create the hub repo as private (with --push).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: the recipe's, else 100).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: recipe's, else 2).")
-@click.option("--input-size", type=click.IntRange(min=8), default=None,
+@click.option("--epochs", type=options.EPOCHS, default=None, help="Epochs (default: the recipe's, else 100).")
+@click.option("--batch-size", type=options.BATCH_SIZE, default=None, help="Batch size (default: recipe's, else 2).")
+@click.option("--input-size", type=options.SIZE, default=None,
               help="Cube/square side fed to the task (default: the recipe's, 128 for 3D and 224 for 2D).")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Where the training run (checkpoints, run.json) goes; default: under KERAS_SSL3D_HOME.")

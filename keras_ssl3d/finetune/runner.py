@@ -284,7 +284,6 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
         "train_subjects": [_subject_id(data, i) for i in train_idx],
         "val_subjects": [_subject_id(data, i) for i in val_idx],
     }
-    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command)
     if data.task == "segmentation":
         from keras_ssl3d.data import VolumeBatches
 
@@ -293,6 +292,7 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
     else:
         train = _ImageBatches(data.images, data.labels, train_idx, s.batch_size, s.seed)
     validation = (data.images[val_idx], data.labels[val_idx]) if len(val_idx) else None
+    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command)
     history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
                       validation_batch_size=1 if data.task == "segmentation" else s.batch_size,
                       shuffle=False, verbose=verbose)
