@@ -204,7 +204,7 @@ def preprocess_subject(subject, size=128, crop_foreground=False, scale="minmax",
     shape = _as_shape3(size)
     if subject.problem:
         raise DataError(subject.problem)
-    volume = load_volume(subject.image_paths)
+    volume = load_volume(subject.image_paths, single_channel=subject.single_channel_paths)
     image = volume.array
     where = subject.image_paths[0]
     if channel_indices is not None:
