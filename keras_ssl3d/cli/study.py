@@ -8,7 +8,8 @@ from keras_ssl3d.cli import options
 @click.command("study")
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data set (3D or 2D).")
 @click.option("--encoders", required=True, help="Comma-separated pretrained encoders (preset folders, run "
-              "folders, zoo names); the scratch baseline always runs as well.")
+              "folders, zoo names), each optionally named NAME=PATH (default name: the run folder for "
+              "RUN/encoder, else the last path part); the scratch baseline always runs as well.")
 @click.option("--fractions", default="0.05,0.1,0.25,0.5,1", show_default=True,
               help="Comma-separated fractions of the labelled training subjects.")
 @click.option("--repeats", default=3, show_default=True, type=options.REPEATS, help="Label subsets per fraction (seeds 0..R-1).")
@@ -37,7 +38,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
     """
     from keras_ssl3d.finetune.parsing import parse_float_list, parse_int_list, parse_name_list
     from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder, load_task_data
-    from keras_ssl3d.finetune.study import SCRATCH, run_study
+    from keras_ssl3d.finetune.study import SCRATCH, run_study, split_encoder_spec
 
     encoder_list = parse_name_list(encoders, "--encoders")
     fraction_list = parse_float_list(fractions, "--fractions")
@@ -47,7 +48,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
                                 filters=filter_list, norm=norm or "batch", loss=loss)
     settings.check()
     data = load_task_data(data_path, size=size)
-    pretrained = [e for e in encoder_list if e != SCRATCH]
+    pretrained = [split_encoder_spec(e)[1] for e in encoder_list if e != SCRATCH]
     if pretrained and data.task == "segmentation" and (filter_list is None or norm is None):
         reference = load_encoder(pretrained[0], 3)
         settings.filters = filter_list or tuple(reference.filters)
