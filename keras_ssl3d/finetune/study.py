@@ -235,7 +235,8 @@ def plot_convergence(path, curves, score_name):
             style = _style(label, i)
             with np.errstate(all="ignore"):
                 mean = np.nanmean(stacked, axis=0)
-            ax.plot(epochs, mean, label=label, color=style["color"], linestyle=style["linestyle"], marker=".")
+            ax.plot(epochs, mean, label=label, color=style["color"], linestyle=style["linestyle"],
+                    marker=style["marker"], markersize=4)
             ax.fill_between(epochs, np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0), color=style["color"],
                             alpha=0.15)
         ax.set_title(f"{fraction * 100:g}% of labels")
