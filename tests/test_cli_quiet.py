@@ -46,3 +46,19 @@ def test_verbose_or_a_user_level_of_zero_keeps_the_logs(monkeypatch):
     assert not quiet_wanted()
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     assert quiet_wanted()
+
+
+def test_a_command_that_starts_tensorflow_prints_no_native_log_line(tmp_path):
+    # pretrain starts Keras/TensorFlow before it reads its data: here an empty folder, a quick user error.
+    script = tmp_path / "keras-ssl3d"
+    script.write_text(LAUNCHER)
+    (tmp_path / "empty").mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_SSL3D_VERBOSE")}
+    env["KERAS_BACKEND"] = "tensorflow"
+    proc = subprocess.run([sys.executable, str(script), "pretrain", "--task", "rotation", "--data",
+                           str(tmp_path / "empty"), "--out", str(tmp_path / "run"), "--size", "8"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("Error: ") and str(tmp_path / "empty") in lines[0], lines
+    assert lines[1].startswith("IMPORTED:tensorflow,keras"), lines
