@@ -57,7 +57,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="keras-ssl3d")
 @click.option("--verbose", is_flag=True, envvar="KERAS_SSL3D_VERBOSE",
-              help="Show TensorFlow's own log lines (hidden by default; so is TF_CPP_MIN_LOG_LEVEL=0).")
+              help="Show TensorFlow's own log lines (hidden by default; TF_CPP_MIN_LOG_LEVEL=0 shows them too).")
 def cli(verbose):
     """Self-supervised 3D encoders for medical imaging (Taleb et al., NeurIPS 2020) in Keras 3.
 

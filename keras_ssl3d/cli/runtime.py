@@ -66,16 +66,10 @@ def start_keras(verbose=False):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_logs_filtered():
         keras_ssl3d.import_all()
-        if keras_ssl3d_backend_is_tensorflow():
-            import absl.logging
+    if "tensorflow" in sys.modules:  # TF's Python-side notices (retracing, ...) go through absl
+        import absl.logging
 
-            absl.logging.set_verbosity(absl.logging.ERROR)
-
-
-def keras_ssl3d_backend_is_tensorflow():
-    import keras
-
-    return keras.backend.backend() == "tensorflow"
+        absl.logging.set_verbosity(absl.logging.ERROR)
 
 
 def light(command_callback):
