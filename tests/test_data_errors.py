@@ -10,7 +10,7 @@ import pytest
 
 from keras_ssl3d.cli.errors import run_cli
 from keras_ssl3d.cli.main import cli
-from keras_ssl3d.data import load_labeled_volumes, open_cache, preprocess_dataset
+from keras_ssl3d.data import load_labeled_volumes, load_unlabeled_volumes, open_cache, preprocess_dataset
 from keras_ssl3d.data.layouts import discover
 from keras_ssl3d.data.preprocess import label_mapping_for, preprocess_subject
 from keras_ssl3d.data.synthetic import make_brats_like
@@ -224,3 +224,14 @@ def test_cli_error_is_one_line_and_skip_bad_reports(broken, tmp_path, capsys):
     assert code == 0
     assert "1 skipped as bad, of 3" in text
     assert f"skipped {SID}: {bad}: contains 2 NaN/Inf voxels" in text
+
+
+def test_subjects_with_other_channel_counts_are_named_before_stacking(tmp_path):
+    # A folder data set of whole-image files: one case has 2 channels, the others 1.
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for case, channels in (("a", 1), ("b", 2), ("c", 1)):
+        _save(folder / f"{case}.nii.gz", rng.random((*SHAPE, channels)).astype(np.float32) + 0.1)
+    with pytest.raises(DataError, match=r"b.nii.gz: has 2 channel\(s\), the first subject \(a.nii.gz\) has 1"):
+        load_unlabeled_volumes(folder, size=8)

@@ -6,6 +6,7 @@ The convenience loaders below are what the CLIs use: they accept a preprocessed 
 """
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +44,24 @@ def _resize_cached(array, size, labels=False):
     return resize_labels(array, shape) if labels else resize_volume(array, shape)
 
 
+def stack_images(images, sources):
+    """``np.stack`` of per-subject ``(S, S, S, C)`` images, refusing subjects with another channel count.
+
+    Such a data set would otherwise fail much later in numpy or Keras ("all input arrays must have
+    the same shape"); this names the first odd subject's file instead.
+    """
+    first = images[0].shape[-1] if images else None
+    for image, source in zip(images, sources):
+        if image.shape[-1] != first:
+            raise DataError(f"has {image.shape[-1]} channel(s), the first subject ({Path(str(sources[0])).name}) has "
+                            f"{first}: every subject needs the same modalities", path=source)
+    return np.stack(images).astype(np.float32)
+
+
+def _cache_source(cache, i):
+    return (cache.subjects[i].get("source_images") or [cache.directory / cache.subjects[i]["image"]])[0]
+
+
 def _raw_kwargs(dataset):
     kw = {"label_mapping": label_mapping_for(dataset.label_names),
           "channel_indices": dataset.extra.get("channel_indices")}
@@ -60,8 +79,8 @@ def load_unlabeled_volumes(path, size=128, crop_foreground=True, layout="auto", 
     """
     if is_cache(path):
         cache = open_cache(path)
-        return np.stack([_resize_cached(np.asarray(cache.image(i), dtype=np.float32), size)
-                         for i in range(len(cache))]).astype(np.float32)
+        return stack_images([_resize_cached(np.asarray(cache.image(i), dtype=np.float32), size)
+                             for i in range(len(cache))], [_cache_source(cache, i) for i in range(len(cache))])
     dataset = discover(path, layout=layout, modalities=modalities)
     kw = _raw_kwargs(dataset)
     out = []
@@ -71,7 +90,7 @@ def load_unlabeled_volumes(path, size=128, crop_foreground=True, layout="auto", 
                                          channel_indices=kw["channel_indices"],
                                          expected_channels=kw.get("expected_channels"))
         out.append(image)
-    return np.stack(out).astype(np.float32)
+    return stack_images(out, [s.image_paths[0] for s in dataset.subjects])
 
 
 def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_foreground=False):
@@ -88,7 +107,8 @@ def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_fo
         keep = [i for i in range(len(cache)) if cache.subjects[i].get("label")]
         if not keep:
             raise DataError("cache holds no labelled subjects", path=path)
-        images = np.stack([_resize_cached(np.asarray(cache.image(i), dtype=np.float32), size) for i in keep])
+        images = stack_images([_resize_cached(np.asarray(cache.image(i), dtype=np.float32), size) for i in keep],
+                              [_cache_source(cache, i) for i in keep])
         labels = np.stack([_resize_cached(np.asarray(cache.label(i)), size, labels=True) for i in keep])
         m = cache.manifest
         info = {
@@ -133,7 +153,7 @@ def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_fo
         "inverse_label_mapping": None if mapping is None else {v: k for k, v in mapping.items()},
         "subjects": infos,
     }
-    return np.stack(images).astype(np.float32), np.stack(labels).astype(np.uint8), info
+    return stack_images(images, [s.image_paths[0] for s in subjects]), np.stack(labels).astype(np.uint8), info
 
 
 __all__ = [
