@@ -168,7 +168,7 @@ def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0):
                       epochs=config.pretrain_epochs, verbose=verbose, shuffle=False)
     folder = Path(run_dir) / "encoder"
     encoder.save_pretrained(folder, metadata={"task": task, "hyperparameters": run_config, "demo": True})
-    return folder, list(history.rows)
+    return folder, list(history.rows), model.chance_loss
 
 
 def finetune_plan(n_train, config, seed):
@@ -223,7 +223,10 @@ def finetune_and_evaluate(train_data, test_data, encoder, run_dir, config, seed,
         "warmup_epochs": warmup,
         "epochs": epochs,
         "steps": epochs * math.ceil(result["train_size"] / config.finetune_batch_size),
-        "dice": {**{r: float(scores["regions"][r]) for r in REGIONS}, "mean": float(scores["mean_dice"])},
+        # "mean" is the mean of the three region columns the table shows next to it, so the table cannot
+        # contradict itself (the per-class mean Dice, over other sets than WT/TC/ET, could).
+        "dice": {**{r: float(scores["regions"][r]) for r in REGIONS},
+                 "mean": float(np.mean([scores["regions"][r] for r in REGIONS]))},
         "per_subject": scores["per_subject"],
         "history": _read_history(Path(run_dir) / "history.csv"),
     }
@@ -267,10 +270,11 @@ def run_demo(task="rotation", out="keras-ssl3d-demo", quick=False, seed=0, confi
     for name in tasks:
         step(f"pretraining {name} on {config.n_train} unlabelled subjects ({config.pretrain_epochs} epochs)")
         t0 = time.time()
-        folder, rows = pretrain_encoder(name, train_dir, out / "runs" / f"pretrain-{name}", config, seed, verbose)
+        folder, rows, chance = pretrain_encoder(name, train_dir, out / "runs" / f"pretrain-{name}", config, seed,
+                                                verbose)
         encoders[name] = folder
         pretext[name] = {"history": rows, "seconds": round(time.time() - t0, 1),
-                         "encoder": str(folder.relative_to(out))}
+                         "encoder": str(folder.relative_to(out)), "chance_loss": chance}
         last = rows[-1] if rows else {}
         step("  pretext " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "epoch"))
 
@@ -352,7 +356,7 @@ def format_report(results):
         f"{results['preset']} configuration; total {results['seconds']:.0f} s.",
         "",
         "Test Dice on held-out synthetic subjects (WT whole tumour, TC tumour core, ET enhancing tumour; "
-        "mean over the three classes without background); *vs scratch* is the difference in mean Dice "
+        "*mean* is the mean of these three columns); *vs scratch* is the difference in that mean "
         "against the same U-Net trained from random initialisation with the same labelled subjects, "
         "seed and number of steps.",
         "",
@@ -464,6 +468,9 @@ def write_figures(out, results, test_data, examples):
     for name, p in results["pretext"].items():
         axes[0].plot([h["epoch"] for h in p["history"]], [h.get("loss") for h in p["history"]], marker="o",
                      color=colors[name], label=name)
+        if p.get("chance_loss") is not None:  # a loss at this line means the task has learned nothing yet
+            axes[0].axhline(p["chance_loss"], color=colors[name], linestyle=":", linewidth=1,
+                            label=f"{name} chance (ln {round(math.exp(p['chance_loss']))})")
     axes[0].set_title("pretext task loss")
     axes[0].set_xlabel("epoch")
     axes[0].legend(fontsize=8)
@@ -474,7 +481,7 @@ def write_figures(out, results, test_data, examples):
             steps_per_epoch = r["steps"] / max(1, r["epochs"])
             ax.plot([h["epoch"] * steps_per_epoch for h in r["history"]], [h.get("loss") for h in r["history"]],
                     color=colors[r["encoder"]], linestyle="--" if r["encoder"] == SCRATCH else "-",
-                    label=r["encoder"])
+                    marker="s" if r["encoder"] == SCRATCH else "o", markersize=4, label=r["encoder"])
         ax.set_title(f"fine-tuning loss, {100 * fraction:.0f}% labels")
         ax.set_xlabel("optimizer step")
         ax.legend(fontsize=8)
@@ -491,15 +498,26 @@ def write_figures(out, results, test_data, examples):
         axes[0].imshow(image[:, :, z, flair].T, cmap="gray", origin="lower")
         axes[0].set_title("FLAIR", fontsize=8)
         panels = [("ground truth", truth), *[(f"{k[0]}, {100 * k[1]:.0f}%", examples[k]) for k in keys]]
+        vmax = max(1, test_data.num_classes - 1)
         for ax, (title, labels) in zip(axes[1:], panels):
-            ax.imshow(labels[:, :, z].T, cmap="viridis", vmin=0, vmax=max(1, test_data.num_classes - 1),
-                      origin="lower", interpolation="nearest")
+            ax.imshow(labels[:, :, z].T, cmap="viridis", vmin=0, vmax=vmax, origin="lower", interpolation="nearest")
             ax.set_title(title, fontsize=8)
         for ax in axes:
             ax.set_axis_off()
+        fig.legend(handles=_class_legend(test_data, vmax), loc="lower center", ncol=test_data.num_classes,
+                   fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.08))
         fig.suptitle(f"test subject {test_data.subject_ids[index]}, axial slice {z}", fontsize=9)
         save(fig, "example_segmentation.png")
     return written
+
+
+def _class_legend(test_data, vmax):
+    """One colour patch per class, in the colours the label panels use (viridis over 0..vmax)."""
+    from matplotlib import colormaps
+    from matplotlib.patches import Patch
+
+    names = list(test_data.class_names or range(test_data.num_classes))
+    return [Patch(color=colormaps["viridis"](i / vmax), label=str(name)) for i, name in enumerate(names)]
 
 
 def _example_subject(test_data):

@@ -24,14 +24,20 @@ from test_data_errors import (
     SID,
     affine_mismatch,
     all_zero,
+    broken_symlink,
     corrupt_gzip,
+    duplicate_nii,
+    four_d_modality,
     label_shape_mismatch,
+    lone_modality,
     missing_modality,
     nan_voxels,
     not_nifti,
     shape_mismatch,
     two_d,
     unexpected_labels,
+    zero_affine,
+    zero_bytes,
 )
 
 from keras_ssl3d import Encoder3D, Segmenter3D
@@ -59,6 +65,7 @@ def assets(tmp_path_factory):
     save_volume(np.random.default_rng(0).random(SHAPE).astype(np.float32) + 0.1, BRATS_AFFINE,
                 root / "one_channel.nii.gz")
     (root / "a_file").write_text("a regular file, not a folder\n")
+    encoder.save_pretrained(root / "pretrain_run" / "encoder", metadata={"task": "rotation"})  # what pretrain writes
     return root
 
 
@@ -175,6 +182,50 @@ def out_not_writable_demo(ctx):
     return ["demo", "--out", str(out)], out, {}
 
 
+def four_d_modality_predict(ctx):
+    bad = four_d_modality(ctx.data)  # the flair file of a subject folder, named (not the t1)
+    return ["predict", "--model", str(ctx.assets / "model"), str(ctx.data / SID), "--out", str(ctx.out)], bad, {}
+
+
+def zero_affine_predict(ctx):
+    bad = zero_affine(ctx.data)
+    return ["predict", "--model", str(ctx.assets / "model"), str(bad), "--out", str(ctx.out)], bad, {}
+
+
+def zero_affine_preprocess(ctx):
+    # The bad subject comes first, so the failure is before any subject is cached: then the cache folder
+    # (settings.json included) must not be left behind to refuse a rerun with other settings.
+    shutil.rmtree(ctx.data / "BraTS_Synth_001")
+    bad = zero_affine(ctx.data)
+    return ["preprocess", str(ctx.data), str(ctx.out), "--size", "8", "--quiet"], bad, {}
+
+
+def numeric_option(command, option, value):
+    def case(ctx):
+        argv = _finetune(ctx) if command == "finetune" else _pretrain(ctx)
+        i = argv.index(option) if option in argv else None
+        argv = argv[:i] + argv[i + 2:] if i is not None else argv
+        return [*argv, option, value], f"'{option}'", {}
+
+    case.__name__ = f"{command}{option}={value}"
+    return case
+
+
+def evaluate_pretrain_run(ctx):
+    run = ctx.assets / "pretrain_run"
+    return ["evaluate", "--model", str(run), "--data", str(ctx.data), "--out", str(ctx.out / "scores.json")], run, {}
+
+
+def encoder_is_a_plain_file(ctx):
+    return _finetune(ctx, ctx.assets / "a_file"), ctx.assets / "a_file", {}
+
+
+def study_same_names(ctx):
+    enc = ctx.assets / "encoder"
+    return (["study", "--data", str(ctx.data), "--encoders", f"a={enc},a={enc}", "--out", str(ctx.out), "--size",
+             "8", "--filters", FILTERS, "--epochs", "1"], "'a', 'a'", {})
+
+
 CASES = [
     (data_case(corrupt_gzip, "finetune"), r"corrupt or truncated"),
     (data_case(corrupt_gzip, "pretrain"), r"corrupt or truncated"),
@@ -200,6 +251,26 @@ CASES = [
     (out_not_writable_pretrain, r"cannot create the run directory \(Not a directory\)"),
     (out_not_writable_predict, r"Not a directory"),
     (out_not_writable_demo, r"the demo output is not a folder"),
+    # issue 16
+    (data_case(four_d_modality, "finetune"), r"has 5 volumes along its 4th axis .*one modality must be 3D"),
+    (data_case(four_d_modality, "pretrain"), r"has 5 volumes along its 4th axis"),
+    (four_d_modality_predict, r"has 5 volumes along its 4th axis"),
+    (data_case(duplicate_nii, "finetune"), r"two files for flair: .*_flair.nii and .*_flair.nii.gz"),
+    (data_case(duplicate_nii, "pretrain"), r"two files for flair"),
+    (data_case(lone_modality, "finetune"), r"missing modality t1, t1ce, t2"),
+    (data_case(broken_symlink, "finetune"), r"broken symbolic link \(its target .* does not exist\)"),
+    (data_case(zero_bytes, "pretrain"), r"empty file \(0 bytes\)"),
+    (data_case(zero_affine, "finetune"), r"affine \(sform/qform\) is all zeros"),
+    (zero_affine_predict, r"affine \(sform/qform\) is all zeros"),
+    (zero_affine_preprocess, r"affine \(sform/qform\) is all zeros"),
+    (numeric_option("finetune", "--size", "0"), r"0 is not in the range 8<=x<=1024"),
+    (numeric_option("finetune", "--size", "-5"), r"-5 is not in the range 8<=x<=1024"),
+    (numeric_option("pretrain", "--size", "4"), r"4 is not in the range 8<=x<=1024"),
+    (numeric_option("finetune", "--lr", "0"), r"0 is not in the range 0<x<=1"),
+    (numeric_option("pretrain", "--seed", "-1"), r"-1 is not in the range"),
+    (evaluate_pretrain_run, r"this is a pretraining run \(it holds encoder/\), not a fine-tuned model"),
+    (encoder_is_a_plain_file, r"is a file, not a preset folder"),
+    (study_same_names, r"encoders must have distinct names.*--encoders NAME=PATH"),
 ]
 
 
@@ -283,3 +354,27 @@ def test_installed_executable_prints_one_line(assets, tmp_path):
 def _native_log(line):
     """TensorFlow's C++ start-up lines (absl), printed before Python runs and not ours to silence."""
     return bool(re.match(r"^[IWE]\d{4} |^WARNING: All log messages before absl|^To enable the following", line))
+
+
+def test_failed_preprocess_does_not_block_a_rerun_with_other_settings(assets, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(assets / "clean", data)
+    shutil.rmtree(data / "BraTS_Synth_001")
+    bad = zero_bytes(data)
+    out = tmp_path / "cache"
+    assert run_cli(cli, ["preprocess", str(data), str(out), "--size", "8", "--quiet"]) == 2
+    assert "empty file" in capsys.readouterr().err and not out.exists()
+    shutil.copy(data / "BraTS_Synth_003" / "BraTS_Synth_003_t1.nii.gz", bad)  # fixed
+    assert run_cli(cli, ["preprocess", str(data), str(out), "--size", "12", "--quiet"]) == 0, capsys.readouterr()
+    assert json.loads((out / "settings.json").read_text())["size"] == [12, 12, 12]
+
+
+def test_a_one_level_encoder_pretrained_then_fine_tuned(assets, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(assets / "clean", data)
+    Encoder3D(in_channels=4, filters=(4,)).save_pretrained(tmp_path / "one_level")  # as `pretrain --filters 4`
+    argv = ["finetune", "--data", str(data), "--encoder", str(tmp_path / "one_level"), "--out", str(tmp_path / "ft"),
+            "--size", "8", "--epochs", "1", "--batch-size", "1", "--verbose", "0"]
+    assert run_cli(cli, argv) == 0, capsys.readouterr().err
+    metadata = json.loads((tmp_path / "ft" / "model" / "metadata.json").read_text())
+    assert metadata["input_size"] == [8, 8, 8]

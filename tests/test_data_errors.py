@@ -10,7 +10,7 @@ import pytest
 
 from keras_ssl3d.cli.errors import run_cli
 from keras_ssl3d.cli.main import cli
-from keras_ssl3d.data import load_labeled_volumes, open_cache, preprocess_dataset
+from keras_ssl3d.data import load_labeled_volumes, load_unlabeled_volumes, open_cache, preprocess_dataset
 from keras_ssl3d.data.layouts import discover
 from keras_ssl3d.data.preprocess import label_mapping_for, preprocess_subject
 from keras_ssl3d.data.synthetic import make_brats_like
@@ -106,6 +106,48 @@ def unexpected_labels(root):
     return p
 
 
+def four_d_modality(root):
+    p = _file(root, "flair")  # a time axis: 5 volumes in a file that stands for one modality
+    _save(p, np.ones((*SHAPE, 5), np.float32))
+    return p
+
+
+def duplicate_nii(root):
+    p = _file(root, "flair")  # the same modality twice, as .nii.gz and as .nii
+    shutil.copy(p, root / SID / f"{SID}_flair.nii")
+    _save(root / SID / f"{SID}_flair.nii", np.ones(SHAPE, np.float32))
+    return root / SID
+
+
+def lone_modality(root):
+    for role in ("t1", "t1ce", "t2"):  # a subject folder with one modality left was dropped unreported
+        _file(root, role).unlink()
+    return root / SID
+
+
+def broken_symlink(root):
+    p = _file(root, "t2")
+    p.unlink()
+    p.symlink_to(root / "nowhere" / "t2.nii.gz")
+    return p
+
+
+def zero_bytes(root):
+    p = _file(root, "t1")
+    p.write_bytes(b"")
+    return p
+
+
+def zero_affine(root):
+    p = _file(root, "t1")
+    img = nib.load(str(p))
+    header = img.header.copy()
+    header.set_qform(None, code=0)
+    header.set_sform(np.zeros((4, 4)), code=1)  # an sform that maps every voxel to the origin
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), None, header=header), str(p))
+    return p
+
+
 CASES = [
     (corrupt_gzip, r"corrupt or truncated"),
     (not_nifti, r"not a NIfTI file"),
@@ -118,6 +160,12 @@ CASES = [
     (all_zero, r"all zeros"),
     (two_d, r"2D image \(shape \(12, 12\)\), expected a 3D volume"),
     (unexpected_labels, r"unexpected label values \[3\] \(expected 0, 1, 2, 4\)"),
+    (four_d_modality, r"has 5 volumes along its 4th axis \(shape \(12, 12, 10, 5\)\); a file holding one modality"),
+    (duplicate_nii, r"two files for flair: BraTS_Synth_002_flair.nii and BraTS_Synth_002_flair.nii.gz \(keep one\)"),
+    (lone_modality, r"missing modality t1, t1ce, t2"),
+    (broken_symlink, r"broken symbolic link \(its target .*nowhere/t2.nii.gz does not exist\)"),
+    (zero_bytes, r"empty file \(0 bytes\)"),
+    (zero_affine, r"affine \(sform/qform\) is all zeros"),
 ]
 
 
@@ -141,8 +189,10 @@ def test_bad_input_message(broken, breaker, message):
     assert len(text) < 300
 
 
-@pytest.mark.parametrize("breaker,message", CASES[:1] + CASES[3:4] + CASES[-1:],
-                         ids=["corrupt_gzip", "missing_modality", "unexpected_labels"])
+SKIPPED = ("corrupt_gzip", "missing_modality", "unexpected_labels", "four_d_modality", "duplicate_nii")
+
+
+@pytest.mark.parametrize("breaker,message", [c for c in CASES if c[0].__name__ in SKIPPED], ids=SKIPPED)
 def test_preprocess_stops_or_skips(broken, breaker, message, tmp_path):
     breaker(broken)
     out = tmp_path / "cache"
@@ -174,3 +224,14 @@ def test_cli_error_is_one_line_and_skip_bad_reports(broken, tmp_path, capsys):
     assert code == 0
     assert "1 skipped as bad, of 3" in text
     assert f"skipped {SID}: {bad}: contains 2 NaN/Inf voxels" in text
+
+
+def test_subjects_with_other_channel_counts_are_named_before_stacking(tmp_path):
+    # A folder data set of whole-image files: one case has 2 channels, the others 1.
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for case, channels in (("a", 1), ("b", 2), ("c", 1)):
+        _save(folder / f"{case}.nii.gz", rng.random((*SHAPE, channels)).astype(np.float32) + 0.1)
+    with pytest.raises(DataError, match=r"b.nii.gz: has 2 channel\(s\), the first subject \(a.nii.gz\) has 1"):
+        load_unlabeled_volumes(folder, size=8)

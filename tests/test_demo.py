@@ -2,10 +2,11 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 
-from keras_ssl3d.demo import MARKER, REGIONS, format_table, run_demo, tiny_config
+from keras_ssl3d.demo import MARKER, REGIONS, _class_legend, format_table, run_demo, tiny_config
 from keras_ssl3d.errors import ConfigError
 
 
@@ -39,6 +40,9 @@ def test_results_table_and_scores(demo):
     rotation_row = next(line for line in table if "rotation" in line)
     gain = runs[("rotation", 0.5)]["dice"]["mean"] - runs[("scratch", 0.5)]["dice"]["mean"]
     assert rotation_row.split()[-1] == f"{gain:+.3f}"
+    for run in runs.values():  # the mean column is the mean of the columns shown beside it
+        assert run["dice"]["mean"] == pytest.approx(sum(run["dice"][r] for r in REGIONS) / 3)
+    assert results["pretext"]["rotation"]["chance_loss"] == pytest.approx(math.log(10))
     assert any("pretraining rotation" in line for line in lines)
 
 
@@ -56,6 +60,10 @@ def test_files_report_and_figures(demo):
     for fig in results["figures"]:
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({fig})" in report
+    test_data = type("T", (), {"class_names": ["background", "necrotic", "edema", "enhancing"], "num_classes": 4})
+    legend = _class_legend(test_data, vmax=3)  # the example segmentation's colour key
+    assert [p.get_label() for p in legend] == ["background", "necrotic", "edema", "enhancing"]
+    assert legend[0].get_facecolor() != legend[3].get_facecolor()
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 

@@ -70,6 +70,21 @@ def test_segmenter3d_shapes_and_probabilities():
     assert to_numpy(sigmoid(random_volumes(1, 8, 1))).shape == (1, 8, 8, 8, 1)
 
 
+def test_segmenter3d_on_a_one_level_encoder_has_no_upsampling_level(tmp_path):
+    # `pretrain --filters 8` makes such an encoder; fine-tuning it used to fail in compute_output_shape.
+    encoder = Encoder3D(in_channels=2, filters=(4,))
+    segmenter = Segmenter3D(encoder, num_classes=3)
+    assert segmenter.decoder_filters == () and encoder.size_divisor == 1
+    x = random_volumes(2, 6, 2)  # any size: nothing is down-sampled
+    probs = to_numpy(segmenter(x))
+    assert probs.shape == (2, 6, 6, 6, 3)
+    # encoder (27*2*4 + 4*4 + 27*4*4 + 4*4 + 2*4 + 4*4) + head (4*3 + 3): no decoder weight at all
+    assert segmenter.count_params() == _residual_encoder_params(2, (4,)) + 4 * 3 + 3
+    segmenter.save(tmp_path / "one.keras")
+    restored = keras.saving.load_model(tmp_path / "one.keras")
+    np.testing.assert_allclose(to_numpy(restored(x)), probs, atol=1e-6)
+
+
 def test_encoder2d_densenet121_and_tiny():
     assert Encoder2D(in_channels=3).count_params() == 7_037_504  # DenseNet-121 without top
     encoder = tiny_encoder2d(in_channels=1, pooling="avg")

@@ -108,7 +108,8 @@ def test_finetune_from_scratch_and_errors(brats, capsys):
 
     for args, message in [
         (["--encoder", str(brats / "missing"), "--out", str(brats / "x1")], "does not exist"),
-        (["--encoder", "none", "--label-fraction", "0", "--out", str(brats / "x2")], "label fraction"),
+        (["--encoder", "none", "--label-fraction", "0", "--out", str(brats / "x2")],
+         "'--label-fraction': 0.0 is not in the range 0<x<=1"),
         (["--encoder", "none", "--filters", "4,x", "--out", str(brats / "x3")], "--filters"),
         (["--encoder", "none", "--filters", "4,8,16,32", "--size", "36", "--out", str(brats / "x4")], "multiple"),
     ]:

@@ -68,3 +68,18 @@ def test_study_bad_options(setup, capsys):
     code = run_cli(cli, ["study", "--data", str(setup / "brats"), "--encoders", "none", "--repeats", "0",
                          "--epochs", "1", "--size", "16", "--filters", "4,8", "--out", str(setup / "bad")])
     assert code == 2 and "--repeats" in capsys.readouterr().err
+
+
+def test_encoder_names_are_distinct_for_pretrain_run_folders():
+    from keras_ssl3d.errors import ConfigError
+    from keras_ssl3d.finetune.study import encoder_label, split_encoder_spec
+
+    # `pretrain` writes RUN/encoder: two runs used to both be named "encoder".
+    assert [encoder_label(p) for p in ("runs/cpc/encoder", "runs/rpl/encoder/", "ft/model", "brats-cpc",
+                                       "none")] == ["cpc", "rpl", "ft", "brats-cpc", "scratch"]
+    assert split_encoder_spec("mine=runs/cpc/encoder") == ("mine", "runs/cpc/encoder")
+    assert split_encoder_spec("runs/cpc/encoder") == ("cpc", "runs/cpc/encoder")
+    with pytest.raises(ConfigError, match="names no encoder"):
+        split_encoder_spec("mine=")
+    with pytest.raises(ConfigError, match="baseline"):
+        split_encoder_spec("scratch=runs/x/encoder")

@@ -55,6 +55,27 @@ def test_existing_run_is_not_overwritten(tmp_path):
 
 
 @pytest.mark.multibackend
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing_that_blocks_a_rerun(tmp_path):
+    x, y = _data()
+
+    class Boom(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            raise ValueError("bad input shape")
+
+    with pytest.raises(ValueError, match="bad input shape"):
+        TrainingRun(tmp_path / "run").fit(_model(), x, y=y, epochs=2, callbacks=[Boom()], verbose=0)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(RunError, match="nothing to resume"):
+        TrainingRun(tmp_path / "run", resume=True)
+    (tmp_path / "kept").mkdir()  # a folder the user made stays; only what the run wrote goes
+    with pytest.raises(ValueError):
+        TrainingRun(tmp_path / "kept").fit(_model(), x, y=y, epochs=1, callbacks=[Boom()], verbose=0)
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
+    history = TrainingRun(tmp_path / "run").fit(_model(), x, y=y, epochs=1, verbose=0)  # the rerun goes ahead
+    assert len(history.history["loss"]) == 1
+
+
+@pytest.mark.multibackend
 def test_resumed_run_matches_uninterrupted_run(tmp_path):
     x, y = _data()
     keras.utils.set_random_seed(1)

@@ -2,6 +2,8 @@
 
 import click
 
+from keras_ssl3d.cli import options
+
 TASK_CHOICES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "all")
 
 
@@ -11,9 +13,9 @@ TASK_CHOICES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "all")
 @click.option("--out", type=click.Path(), default="keras-ssl3d-demo", show_default=True,
               help="Output folder (data, runs, figures, report.md); a previous demo's outputs are replaced.")
 @click.option("--quick", is_flag=True, help="Smaller data and fewer steps: about 2 minutes on 2 CPU cores.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=options.SEED, default=0, show_default=True,
               help="Seed of the data, label subsets, initialisations and batch order.")
-@click.option("--verbose", type=click.IntRange(0, 2), default=0, show_default=True, help="Keras fit verbosity.")
+@click.option("--verbose", type=options.FIT_VERBOSITY, default=0, show_default=True, help="Keras fit verbosity.")
 def demo(task, out, quick, seed, verbose):
     """Show what self-supervised pretraining buys when labels are scarce, on built-in synthetic data.
 

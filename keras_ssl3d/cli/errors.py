@@ -10,7 +10,7 @@ from keras_ssl3d.errors import SSL3DError
 def run_cli(group, args=None):
     """Run a click group; user errors print ``Error: ...`` and return 2 (never a stack trace)."""
     try:
-        result = group.main(args=args, standalone_mode=False)
+        result = group.main(args=args, prog_name="keras-ssl3d", standalone_mode=False)
     except click.exceptions.Abort as e:
         # click turns Ctrl-C into Abort; TrainingRun's KeyboardInterrupt says where the checkpoint is.
         cause = e.__cause__ or e.__context__
@@ -19,6 +19,10 @@ def run_cli(group, args=None):
         else:
             click.echo("Aborted.", err=True)
         return 130
+    except click.UsageError as e:  # one line too, with the command to ask for help
+        where = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        click.echo(f"Error: {e.format_message()}{where}", err=True)
+        return 2
     except click.ClickException as e:
         e.show()
         return 2

@@ -2,6 +2,7 @@
 
 import click
 
+from keras_ssl3d.cli import options
 from keras_ssl3d.cli.streaming import cache_option
 
 
@@ -12,8 +13,8 @@ from keras_ssl3d.cli.streaming import cache_option
 @click.option("--out", default=None, type=click.Path(), help="Write the scores as JSON here.")
 @click.option("--subjects", default="all", show_default=True, type=click.Choice(["all", "val", "train"]),
               help="Evaluate every subject of --data, or only the run's validation / training subjects.")
-@click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap (3D).")
-@click.option("--batch-size", default=1, show_default=True, type=int)
+@click.option("--overlap", default=0.5, show_default=True, type=options.OVERLAP, help="Sliding-window overlap (3D).")
+@click.option("--batch-size", default=1, show_default=True, type=options.BATCH_SIZE)
 @cache_option
 def evaluate(model_path, data_path, out, subjects, overlap, batch_size, cache):
     """Evaluate a fine-tuned model on labelled data and print a table.

@@ -2,13 +2,15 @@
 
 import click
 
+from keras_ssl3d.cli import options
+
 
 @click.command()
 @click.argument("handle")
 @click.argument("out", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["saved_model", "tfhub-tgz"]), default="saved_model",
               show_default=True, help="A SavedModel folder, or the compressed TF Hub module (.tar.gz).")
-@click.option("--in-channels", type=click.IntRange(min=1), default=None, help="Adapt the input layer first.")
+@click.option("--in-channels", type=options.CHANNELS, default=None, help="Adapt the input layer first.")
 @click.option("--revision", default=None, help="Hub revision of HANDLE.")
 def export(handle, out, fmt, in_channels, revision):
     """Export the encoder of HANDLE (zoo name, hub repo, preset folder or .keras file) to OUT.

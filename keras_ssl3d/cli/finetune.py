@@ -2,6 +2,7 @@
 
 import click
 
+from keras_ssl3d.cli import options
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
@@ -14,22 +15,22 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @click.option("--encoder", default=None, help="Pretrained encoder: preset folder, .keras file, run folder of "
               "`keras-ssl3d pretrain`, zoo name or hub repo; `none` trains from scratch.")
 @click.option("--out", default=None, type=click.Path(), help="Run folder (model/, history.csv, run.json).")
-@click.option("--label-fraction", default=1.0, show_default=True, type=float,
+@click.option("--label-fraction", default=1.0, show_default=True, type=options.LABEL_FRACTION,
               help="Fraction of the training subjects whose labels are used (chosen by --seed).")
 @click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]),
               help="Encoder training: frozen throughout, frozen for --warmup-epochs then trained, or trained.")
-@click.option("--warmup-epochs", default=None, type=int, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
-@click.option("--epochs", default=100, show_default=True, type=int)
-@click.option("--batch-size", default=2, show_default=True, type=int)
-@click.option("--lr", default=None, type=float, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the label subset, order and init.")
-@click.option("--split-seed", default=0, show_default=True, type=int, help="Seed of the validation split.")
-@click.option("--size", default=None, type=int, help="Input size (cube side / image side) [128 3D, 224 2D].")
+@click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
+@click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
+@click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
+@click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
+@click.option("--seed", default=0, show_default=True, type=options.SEED, help="Seed of the label subset, order and init.")
+@click.option("--split-seed", default=0, show_default=True, type=options.SEED, help="Seed of the validation split.")
+@click.option("--size", default=None, type=options.SIZE, help="Input size (cube side / image side) [128 3D, 224 2D].")
 @click.option("--filters", default=None, help="With --encoder none: encoder widths, e.g. 32,64,128,256,512 "
               "(2D: layers per dense block).")
 @click.option("--norm", default="batch", show_default=True, type=click.Choice(["batch", "group", "instance", "none"]),
               help="With --encoder none: normalisation of the 3D encoder.")
-@click.option("--val-fraction", default=0.2, show_default=True, type=float,
+@click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION,
               help="Fraction of subjects held out for validation (fixed by --split-seed).")
 @click.option("--loss", default="dice_ce", show_default=True, type=click.Choice(["dice_ce", "dice", "ce"]),
               help="Segmentation loss.")
@@ -41,7 +42,7 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @workers_option
 @distribution_options
 @resume_option
-@click.option("--verbose", default=2, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
+@click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,

@@ -44,7 +44,9 @@ class LazyGroup(click.Group):
             if e.name != module_name:
                 raise
             return None
-        return getattr(module, attr)
+        from keras_ssl3d.cli.runtime import needs_keras
+
+        return needs_keras(getattr(module, attr))
 
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][2]) for name in COMMANDS]
@@ -54,13 +56,14 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="keras-ssl3d")
-def cli():
+@click.option("--verbose", is_flag=True, envvar="KERAS_SSL3D_VERBOSE",
+              help="Show TensorFlow's own log lines (hidden by default; TF_CPP_MIN_LOG_LEVEL=0 shows them too).")
+def cli(verbose):
     """Self-supervised 3D encoders for medical imaging (Taleb et al., NeurIPS 2020) in Keras 3.
 
     The backend is Keras's: set KERAS_BACKEND=tensorflow (default), jax or torch.
     """
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main():

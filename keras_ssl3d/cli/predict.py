@@ -2,14 +2,16 @@
 
 import click
 
+from keras_ssl3d.cli import options
+
 
 @click.command("predict")
 @click.option("--model", "model_path", required=True, type=click.Path(),
               help="Run folder of `keras-ssl3d finetune` (or its model/ preset folder).")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(), help="Output folder for <name>_seg.nii.gz files.")
-@click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap.")
-@click.option("--batch-size", default=1, show_default=True, type=int)
+@click.option("--overlap", default=0.5, show_default=True, type=options.OVERLAP, help="Sliding-window overlap.")
+@click.option("--batch-size", default=1, show_default=True, type=options.BATCH_SIZE)
 def predict(model_path, inputs, out, overlap, batch_size):
     """Segment each INPUT and write OUT/<name>_seg.nii.gz.
 

@@ -4,6 +4,8 @@ import time
 
 import click
 
+from keras_ssl3d.cli import options
+
 from keras_ssl3d.data.layouts import LAYOUTS
 from keras_ssl3d.data.preprocess import SCALE_MODES
 
@@ -13,7 +15,7 @@ from keras_ssl3d.data.preprocess import SCALE_MODES
 @click.argument("out", type=click.Path())
 @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
               help="Data set layout; auto-detected by default.")
-@click.option("--size", type=click.IntRange(8, 1024), default=128, show_default=True,
+@click.option("--size", type=options.SIZE, default=128, show_default=True,
               help="Edge of the cubic output volume (the paper uses 128).")
 @click.option("--crop-foreground", is_flag=True,
               help="Crop to the foreground bounding box first (for self-supervised pretraining).")
@@ -21,7 +23,7 @@ from keras_ssl3d.data.preprocess import SCALE_MODES
               help="Intensity scaling to [0, 1] per channel.")
 @click.option("--modalities", default=None,
               help="Comma-separated modality names to keep, in channel order (e.g. t1,flair).")
-@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+@click.option("--workers", type=options.WORKERS, default=1, show_default=True,
               help="Parallel worker processes.")
 @click.option("--skip-bad", is_flag=True, help="Report bad subjects and go on instead of stopping.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

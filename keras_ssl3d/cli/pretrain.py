@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from keras_ssl3d.cli import options
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
@@ -39,12 +40,12 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               help="Folder of NIfTI volumes (or a preprocessed cache); 2D: folder of images.")
 @click.option("--out", "run_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder: checkpoints, run.json, history.csv and the final encoder/.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--epochs", type=options.EPOCHS, default=10, show_default=True)
+@click.option("--batch-size", type=options.BATCH_SIZE, default=None,
               help="Samples per batch [default: 2 in 3D, 16 in 2D].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=options.LEARNING_RATE, default=None,
               help="Adam learning rate [default: the paper's 1e-3 in 3D, 5e-4 in 2D].")
-@click.option("--size", type=click.IntRange(min=8), default=None,
+@click.option("--size", type=options.SIZE, default=None,
               help="Inputs are resized to size^3 (3D) or size^2 (2D) [default: 128 / 224].")
 @click.option("--filters", default="32,64,128,256,512", show_default=True,
               help="3D encoder widths per level, comma-separated.")
@@ -52,12 +53,12 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               help="2D encoder (DenseNet) layers per dense block, comma-separated.")
 @click.option("--norm", type=click.Choice(["batch", "group", "instance", "none"]), default="batch",
               show_default=True, help="3D encoder normalization.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--val-fraction", type=options.VAL_FRACTION, default=0.0, show_default=True,
               help="Hold out this fraction of the subjects and report the pretext loss/accuracy on them each epoch.")
 @cache_option
 @workers_option
 @distribution_options
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=options.SEED, default=0, show_default=True)
 @resume_option
 @click.pass_context
 def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction, cache,
@@ -121,8 +122,7 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     config = dict(hyperparameters, data=pretraining_data["path"], distribution=plan.describe(batch_size))
     if val_fraction:  # (left out at 0, so runs made before the option existed still resume)
         config["val_fraction"] = val_fraction
-    out_dir = plan.output_dir(run_dir)
-    run = TrainingRun(out_dir, config=config, resume=resume, seed=seed)
+    # The datasets first: they check the samples fit the task before anything is written.
     dataset = model.dataset(samples, batch_size=plan.global_batch(batch_size), seed=seed, indices=train_idx,
                             workers=workers, shard=plan.shard)
     validation = None
@@ -132,6 +132,8 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
         validation = model.dataset(samples, batch_size=val_batch, seed=seed + 1, shuffle=False, indices=val_idx,
                                    shard=plan.shard)
         validation.set_epoch(0)
+    out_dir = plan.output_dir(run_dir)
+    run = TrainingRun(out_dir, config=config, resume=resume, seed=seed)
     held_out = f" (+ {len(val_idx)} held out for validation)" if len(val_idx) else ""
     spread = f" x {plan.replicas} replicas ({plan.kind})" if plan.replicas > 1 else ""
     click.echo(f"Pretraining {task} ({dims}D) on {len(train_idx)} samples{held_out} of {size}^{dims} x {in_channels}, "

@@ -2,6 +2,8 @@
 
 import click
 
+from keras_ssl3d.cli import options
+
 
 def cache_option(func):
     return click.option(
@@ -12,5 +14,5 @@ def cache_option(func):
 
 def workers_option(func):
     return click.option(
-        "--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+        "--workers", type=options.WORKERS, default=1, show_default=True,
         help="Threads preparing batches (and processes preprocessing a raw data set into the cache).")(func)

@@ -2,6 +2,7 @@
 
 import click
 
+from keras_ssl3d.cli import options
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.streaming import cache_option, workers_option
 
@@ -9,28 +10,29 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @click.command("study")
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data set (3D or 2D).")
 @click.option("--encoders", required=True, help="Comma-separated pretrained encoders (preset folders, run "
-              "folders, zoo names); the scratch baseline always runs as well.")
+              "folders, zoo names), each optionally named NAME=PATH (default name: the run folder for "
+              "RUN/encoder, else the last path part); the scratch baseline always runs as well.")
 @click.option("--fractions", default="0.05,0.1,0.25,0.5,1", show_default=True,
               help="Comma-separated fractions of the labelled training subjects.")
-@click.option("--repeats", default=3, show_default=True, type=int, help="Label subsets per fraction (seeds 0..R-1).")
+@click.option("--repeats", default=3, show_default=True, type=options.REPEATS, help="Label subsets per fraction (seeds 0..R-1).")
 @click.option("--out", required=True, type=click.Path(), help="Study folder (runs/, runs.csv, PNGs, summary.md).")
-@click.option("--epochs", default=100, show_default=True, type=int)
-@click.option("--batch-size", default=2, show_default=True, type=int)
-@click.option("--lr", default=None, type=float, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
+@click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
+@click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
+@click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
 @click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]))
-@click.option("--warmup-epochs", default=None, type=int, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
-@click.option("--size", default=None, type=int, help="Input size [128 3D, 224 2D].")
+@click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
+@click.option("--size", default=None, type=options.SIZE, help="Input size [128 3D, 224 2D].")
 @click.option("--filters", default=None, help="Scratch encoder widths (default: those of the first pretrained "
               "encoder, so both have the same architecture).")
 @click.option("--norm", default=None, type=click.Choice(["batch", "group", "instance", "none"]),
               help="Scratch encoder normalisation (default: the first pretrained encoder's).")
-@click.option("--val-fraction", default=0.2, show_default=True, type=float)
-@click.option("--split-seed", default=0, show_default=True, type=int)
+@click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION)
+@click.option("--split-seed", default=0, show_default=True, type=options.SEED)
 @click.option("--loss", default="dice_ce", show_default=True, type=click.Choice(["dice_ce", "dice", "ce"]))
 @cache_option
 @workers_option
 @distribution_options
-@click.option("--verbose", default=0, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
+@click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
           filters, norm, val_fraction, split_seed, loss, cache, workers, distribute_strategy, devices, verbose):
     """Fine-tune every encoder (and scratch) on every label fraction, REPEATS times.
@@ -44,7 +46,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
     from keras_ssl3d import distribute
     from keras_ssl3d.finetune.parsing import parse_float_list, parse_int_list, parse_name_list
     from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder, load_task_data
-    from keras_ssl3d.finetune.study import SCRATCH, run_study
+    from keras_ssl3d.finetune.study import SCRATCH, run_study, split_encoder_spec
 
     encoder_list = parse_name_list(encoders, "--encoders")
     fraction_list = parse_float_list(fractions, "--fractions")
@@ -56,7 +58,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
     plan = distribute.plan(distribute_strategy, devices)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
                           echo=click.echo)
-    pretrained = [e for e in encoder_list if e != SCRATCH]
+    pretrained = [split_encoder_spec(e)[1] for e in encoder_list if e != SCRATCH]
     if pretrained and data.task == "segmentation" and (filter_list is None or norm is None):
         reference = load_encoder(pretrained[0], 3)
         settings.filters = filter_list or tuple(reference.filters)

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import click
 
+from keras_ssl3d.cli import options
 from keras_ssl3d.cli.distribution import distribution_options
+from keras_ssl3d.cli.runtime import light
 
 
 @click.group()
@@ -16,6 +18,7 @@ def zoo():
 @zoo.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per preset instead of a table.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Hugging Face cache to inspect.")
+@light
 def list_(as_json, cache_dir):
     """Every zoo preset with its status: bundled / cached / published / recipe only."""
     from keras_ssl3d.zoo.registry import entry_status, load_registry
@@ -39,6 +42,7 @@ def list_(as_json, cache_dir):
 
 @zoo.command()
 @click.argument("name")
+@light
 def info(name):
     """Show the card of a zoo preset: recipe, input contract, data licence, status."""
     from keras_ssl3d.zoo.cards import entry_card
@@ -73,9 +77,9 @@ def download(name, revision, cache_dir):
               help="Your copy of the preset's data set (a layout `keras-ssl3d preprocess` understands).")
 @click.option("--push", "push_repo", default=None, help="Also upload the result to this hub repo (org/name).")
 @click.option("--private", is_flag=True, help="Create the hub repo as private (with --push).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: the recipe's, else 100).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size (default: recipe's, else 2).")
-@click.option("--input-size", type=click.IntRange(min=8), default=None,
+@click.option("--epochs", type=options.EPOCHS, default=None, help="Epochs (default: the recipe's, else 100).")
+@click.option("--batch-size", type=options.BATCH_SIZE, default=None, help="Batch size (default: recipe's, else 2).")
+@click.option("--input-size", type=options.SIZE, default=None,
               help="Cube/square side fed to the task (default: the recipe's, 128 for 3D and 224 for 2D).")
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Where the training run (checkpoints, run.json) goes; default: under KERAS_SSL3D_HOME.")
@@ -102,6 +106,7 @@ def build(name, data_dir, push_repo, private, epochs, batch_size, input_size, ru
 @click.option("--output", type=click.Path(dir_okay=False), default="MODEL_CARDS.md", show_default=True,
               help="Where to write the cards.")
 @click.option("--check", is_flag=True, help="Do not write; fail (exit status 2) if the file is missing or stale.")
+@light
 def cards(output, check):
     """Regenerate MODEL_CARDS.md from the registry manifests."""
     from keras_ssl3d.fileio import write_text_atomic

@@ -7,6 +7,7 @@ a whole (small) data set in memory, for notebooks and the API examples.
 """
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +36,20 @@ def __getattr__(name):
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'keras_ssl3d.data' has no attribute {name!r}")
+
+
+def stack_images(images, sources):
+    """``np.stack`` of per-subject ``(S, S, S, C)`` images, refusing subjects with another channel count.
+
+    Such a data set would otherwise fail much later in numpy or Keras ("all input arrays must have
+    the same shape"); this names the first odd subject's file instead.
+    """
+    first = images[0].shape[-1] if images else None
+    for image, source in zip(images, sources):
+        if image.shape[-1] != first:
+            raise DataError(f"has {image.shape[-1]} channel(s), the first subject ({Path(str(sources[0])).name}) has "
+                            f"{first}: every subject needs the same modalities", path=source)
+    return np.stack(images).astype(np.float32)
 
 
 def _raw_kwargs(dataset):
@@ -79,7 +94,7 @@ def load_unlabeled_volumes(path, size=128, crop_foreground=True, layout="auto", 
                                          channel_indices=kw["channel_indices"],
                                          expected_channels=kw.get("expected_channels"))
         out.append(image)
-    return np.stack(out).astype(np.float32)
+    return stack_images(out, [s.image_paths[0] for s in dataset.subjects])
 
 
 def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_foreground=False):
@@ -136,7 +151,7 @@ def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_fo
         "inverse_label_mapping": None if mapping is None else {v: k for k, v in mapping.items()},
         "subjects": infos,
     }
-    return np.stack(images).astype(np.float32), np.stack(labels).astype(np.uint8), info
+    return stack_images(images, [s.image_paths[0] for s in subjects]), np.stack(labels).astype(np.uint8), info
 
 
 __all__ = [

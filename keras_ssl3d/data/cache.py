@@ -39,6 +39,11 @@ class CachedDataset:
             raise DataError("manifest.json is not a keras-ssl3d cache manifest", path=path)
         self.manifest = manifest
         self.subjects = [s for s in manifest.get("subjects", []) if s.get("label") or not labeled_only]
+        for subject in self.subjects:  # batches stack subjects: name an odd one now, not in numpy later
+            if subject.get("num_channels", self.num_channels) != self.num_channels:
+                source = (subject.get("source_images") or [self.directory / subject["image"]])[0]
+                raise DataError(f"has {subject['num_channels']} channel(s), the cache's subjects have "
+                                f"{self.num_channels}: every subject needs the same modalities", path=source)
         self._mmap = "r" if mmap else None
         stored = tuple(int(n) for n in manifest.get("size", ()))
         self._resize_to = None
@@ -53,6 +58,10 @@ class CachedDataset:
     def __repr__(self):
         return (f"CachedDataset({str(self.directory)!r}, n={len(self)}, size={self.spatial_shape}, "
                 f"modalities={self.modalities})")
+
+    def value_range(self):
+        """``None``: a cache is min-max scaled to [0, 1] by ``preprocess`` (nothing to check)."""
+        return None
 
     @property
     def subject_ids(self):

@@ -46,6 +46,17 @@ class Subject:
         """The distinct image files in modality order (what ``load_volume`` reads)."""
         return list(dict.fromkeys(Path(p) for p in self.images.values()))
 
+    @property
+    def single_channel_paths(self):
+        """Files named for exactly one modality (BraTS ``*_t1``, ``*_0000``, CSV columns): one channel each.
+
+        A file shared by several modalities (MSD 4D) or the unnamed ``image`` of a folder may hold many.
+        """
+        names = {}
+        for name, p in self.images.items():
+            names.setdefault(Path(p), []).append(name)
+        return [p for p, n in names.items() if len(n) == 1 and n[0] != "image"]
+
 
 @dataclass
 class Dataset:
@@ -123,9 +134,11 @@ def _csv_files(path):
 
 
 def _nifti_files(path):
+    """NIfTI files of a folder; a broken symbolic link is kept, so reading it names the link."""
     if not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
+    return sorted(p for p in path.iterdir()
+                  if (p.is_file() or p.is_symlink()) and is_nifti(p) and not p.name.startswith("."))
 
 
 def _folder_images(path):
@@ -150,16 +163,29 @@ def _brats_role(stem):
     return None
 
 
-def _brats_subject_dirs(path):
-    dirs = []
+def _brats_folders(path):
+    """``{folder: {role: [files]}}`` for the sub-folders of ``path`` holding BraTS-named NIfTI files."""
+    found = {}
     for d in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        # A subject folder: several BraTS modalities, each in one file (a folder of many
-        # subjects' *_t1 files is not one).
-        roles = [_brats_role(nifti_stem(f)) for f in _nifti_files(d)]
-        roles = [r for r in roles if r is not None]
-        if len(set(roles) & set(BRATS_MODALITIES)) >= 2 and len(roles) == len(set(roles)):
-            dirs.append(d)
-    return dirs
+        roles = {}
+        for f in _nifti_files(d):
+            role = _brats_role(nifti_stem(f))
+            if role is not None:
+                roles.setdefault(role, []).append(f)
+        if roles:
+            found[d] = roles
+    return found
+
+
+def _brats_subject_dirs(path):
+    """Folders that look like one BraTS subject: two or more modalities, each under one name.
+
+    A file present twice (``x_t1.nii`` and ``x_t1.nii.gz``) still makes a subject folder, so
+    ``_discover_brats`` reports it; a folder of many subjects' ``*_t1`` files (different names) is not one.
+    """
+    return [d for d, roles in _brats_folders(path).items()
+            if len(set(roles) & set(BRATS_MODALITIES)) >= 2
+            and all(len({nifti_stem(f).lower() for f in files}) == 1 for files in roles.values())]
 
 
 def _discover_brats(path, modalities):
@@ -168,20 +194,21 @@ def _discover_brats(path, modalities):
         if m not in BRATS_ALIASES or m == "seg":
             raise DataError(f"unknown BraTS modality {m!r}; choose from {', '.join(BRATS_MODALITIES)}", path=path)
     subjects = []
-    dirs = _brats_subject_dirs(path)
-    if not dirs:
+    if not _brats_subject_dirs(path):
         raise DataError("no BraTS subject folders (with *_t1/_t1ce/_t2/_flair files) found", path=path)
-    for d in dirs:
+    # Every folder with a BraTS-named file is a subject, complete or not: none is dropped unreported.
+    for d in _brats_folders(path):
         files = {}
+        problem = None
         for f in _nifti_files(d):
             role = _brats_role(nifti_stem(f))
             if role is not None:
-                if role in files:
-                    raise DataError(f"two files for {role}: {files[role].name} and {f.name}", path=d)
-                files[role] = f
+                if role in files and problem is None:
+                    problem = str(DataError(f"two files for {role}: {files[role].name} and {f.name} "
+                                            "(keep one)", path=d))
+                files.setdefault(role, f)
         missing = [m for m in modalities if m not in files]
-        problem = None
-        if missing:
+        if missing and problem is None:
             problem = str(DataError(f"missing modality {', '.join(missing)} (have {', '.join(sorted(files))})",
                                     path=d))
         subjects.append(Subject(id=d.name, images={m: files[m] for m in modalities if m in files},

@@ -2,6 +2,7 @@
 the geometry of the scan they were predicted from."""
 
 import gzip
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +66,13 @@ def _read(path):
     nib = _nib()
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise DataError(f"broken symbolic link (its target {os.readlink(path)} does not exist)", path=path)
         raise DataError("file not found", path=path)
     if path.is_dir():
         raise DataError("is a folder, expected a .nii or .nii.gz file", path=path)
+    if path.stat().st_size == 0:
+        raise DataError("empty file (0 bytes): the download or copy did not happen", path=path)
     try:
         img = nib.load(str(path))
     except nib.filebasedimages.ImageFileError as e:
@@ -77,11 +82,28 @@ def _read(path):
         raise DataError(f"unreadable or corrupt file ({_short(e)})", path=path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"not a NIfTI file (nibabel read it as {type(img).__name__})", path=path)
+    check_affine(img.affine, path)
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
         raise DataError(f"corrupt or truncated voxel data ({_short(e)})", path=path) from None
     return img, data
+
+
+def check_affine(affine, path):
+    """The header's affine must map voxels to millimetres invertibly, or no orientation can be read from it."""
+    affine = np.asarray(affine, dtype=np.float64)
+    linear = affine[:3, :3]
+    if not np.isfinite(affine).all():
+        raise DataError("the header's affine (sform/qform) contains NaN/Inf: voxel positions are undefined; "
+                        "fix the header's sform/qform", path=path)
+    if not linear.any():
+        raise DataError("the header's affine (sform/qform) is all zeros: voxel spacing and orientation are "
+                        "undefined; fix the header's sform/qform", path=path)
+    scale = float(np.abs(linear).max())
+    if abs(np.linalg.det(linear / scale)) < 1e-6:
+        raise DataError("the header's affine (sform/qform) is singular (its 3x3 part has determinant 0, so "
+                        "two voxel axes map to the same direction); fix the header's sform/qform", path=path)
 
 
 def _short(e):
@@ -147,21 +169,27 @@ def _load_one(path):
     return img, data
 
 
-def load_volume(path_or_paths):
+def load_volume(path_or_paths, single_channel=None):
     """Load one NIfTI file (3D or 4D) or a list of co-registered files stacked as channels.
 
     Returns a :class:`Volume` whose array is float32 ``(D, H, W, C)`` in RAS order. All files of
     a list must share the spatial shape and affine (registered modalities, early fusion).
+    ``single_channel``: the files that each stand for one modality and so must be 3D (or 4D with one
+    volume); by default every file of a list of several files, none for a single file.
     """
     paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
     if not paths:
         raise DataError("no image files given")
     # The same file listed for several modalities (MSD 4D images) is read once.
     unique = list(dict.fromkeys(Path(p) for p in paths))
+    single = set(unique if len(unique) > 1 else []) if single_channel is None else {Path(p) for p in single_channel}
     arrays = []  # raw file arrays; converted to float32 once, while reorienting
     first_img = None
     for p in unique:
         img, array = _load_one(p)
+        if p in single and array.shape[-1] != 1:
+            raise DataError(f"has {array.shape[-1]} volumes along its 4th axis (shape {tuple(img.shape)}); a file "
+                            "holding one modality must be 3D (or 4D with a single volume)", path=p)
         if first_img is None:
             first_img, first_path = img, p
         else:

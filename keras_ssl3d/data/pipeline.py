@@ -31,6 +31,15 @@ class ArraySource:
     def num_channels(self):
         return int(self._images.shape[-1])
 
+    @property
+    def spatial_shape(self):
+        return tuple(int(n) for n in self._images.shape[1:-1])
+
+    def value_range(self, first=8):
+        """``(min, max)`` of the first samples (a cheap check that they are scaled to [0, 1])."""
+        head = np.asarray(self._images[:first], dtype=np.float32)
+        return (float(head.min()), float(head.max())) if head.size else None
+
     def image(self, i):
         return self._images[i]
 
@@ -48,6 +57,11 @@ class SubsetSource:
     def __len__(self):
         return len(self._indices)
 
+    def __getattr__(self, name):  # num_channels, spatial_shape, value_range, ... of the whole source
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._source, name)
+
     def image(self, i):
         return self._source.image(self._indices[i])
 
@@ -55,7 +69,8 @@ class SubsetSource:
         return self._source.label(self._indices[i])
 
 
-def _as_source(source):
+def as_source(source):
+    """``source`` as an object with ``image(i)``, ``label(i)``, ``len``, ``num_channels`` and ``spatial_shape``."""
     if isinstance(source, CachedDataset):
         return source
     if isinstance(source, (str, Path)):
@@ -105,7 +120,7 @@ class VolumeBatches(keras.utils.PyDataset):
                  indices=None, drop_remainder=False, use_multiprocessing=False, max_queue_size=4, dtype="float32",
                  shard=None):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
-        self.source = _as_source(source)
+        self.source = as_source(source)
         n = len(self.source)
         self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.intp)
         if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):

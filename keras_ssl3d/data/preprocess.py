@@ -204,7 +204,7 @@ def preprocess_subject(subject, size=128, crop_foreground=False, scale="minmax",
     shape = _as_shape3(size)
     if subject.problem:
         raise DataError(subject.problem)
-    volume = load_volume(subject.image_paths)
+    volume = load_volume(subject.image_paths, single_channel=subject.single_channel_paths)
     image = volume.array
     where = subject.image_paths[0]
     if channel_indices is not None:
@@ -321,7 +321,34 @@ def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False,
     A bad subject raises :class:`DataError` (nothing written for it) unless ``skip_bad``, which
     records it and goes on. ``progress(subject_id, status)`` is called as subjects finish.
     Returns a summary dict: ``done``, ``already_done``, ``failed`` (``[(id, message)]``), ``total``.
+    A run that fails before any subject is written leaves no cache behind (nothing to refuse a rerun).
     """
+    out = Path(out)
+    created = not out.exists()
+    try:
+        return _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale,
+                                   modalities, margin)
+    except BaseException:
+        _discard_if_empty(out, created)
+        raise
+
+
+def _holds_subjects(out):
+    return (out / "subjects").is_dir() and any((out / "subjects").glob("*.json"))
+
+
+def _discard_if_empty(out, created):
+    """Remove the settings (and the folders) a cache got before its first subject was written."""
+    if not out.is_dir() or _holds_subjects(out):
+        return
+    (out / "settings.json").unlink(missing_ok=True)
+    for folder in (out / "images", out / "labels", out / "subjects", out if created else None):
+        if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale, modalities,
+                        margin):
     if scale not in SCALE_MODES:
         raise DataError(f"unknown scale mode {scale!r}; choose one of {', '.join(SCALE_MODES)}")
     out = Path(out)
@@ -340,7 +367,7 @@ def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False,
     if out.exists() and not out.is_dir():
         raise DataError("output exists and is not a folder", path=out)
     settings_path = out / "settings.json"
-    if settings_path.is_file():
+    if settings_path.is_file() and _holds_subjects(out):  # settings of an empty cache may change
         try:
             old = json.loads(settings_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):

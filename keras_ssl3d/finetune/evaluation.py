@@ -19,13 +19,19 @@ def load_finetuned(path):
     path = Path(path)
     if (path / "model" / "metadata.json").is_file():
         path = path / "model"
+    elif (path / "encoder" / "metadata.json").is_file() and not (path / "metadata.json").is_file():
+        raise PresetError("this is a pretraining run (it holds encoder/), not a fine-tuned model: fine-tune it "
+                          f"with `keras-ssl3d finetune --encoder {path}`", path=path)
     if not path.is_dir():
         raise PresetError("model folder does not exist", path=path)
     metadata = read_metadata(path)
-    model = load_preset(path)
-    if metadata.get("task") not in ("segmentation", "classification"):
+    if metadata.get("task") not in ("segmentation", "classification"):  # checked before the weights load
+        if metadata.get("task"):
+            raise PresetError(f"is a pretrained encoder (task {metadata['task']}), not a fine-tuned model: "
+                              f"fine-tune it with `keras-ssl3d finetune --encoder {path}`", path=path)
         raise PresetError("not a fine-tuned model (its metadata has no segmentation/classification task); "
                           "make one with `keras-ssl3d finetune`", path=path)
+    model = load_preset(path)
     return model, metadata
 
 

@@ -14,6 +14,7 @@ score vs epoch) and ``summary.md``.
 import csv
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -29,11 +30,33 @@ COLUMNS = ["encoder", "label", "fraction", "repeat", "seed", "train_size", "val_
            "wall_s", "run_dir"]
 
 
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Folder names `pretrain` / `finetune` give the preset inside a run: the run folder names it better.
+GENERIC_NAMES = ("encoder", "model")
+
+
+def split_encoder_spec(spec):
+    """``"name=handle"`` -> ``("name", "handle")``; a bare handle gets `encoder_label`'s name."""
+    text = str(spec).strip()
+    name, sep, handle = text.partition("=")
+    if sep and LABEL_RE.match(name.strip()):
+        name, handle = name.strip(), handle.strip()
+        if not handle:
+            raise ConfigError(f"--encoders: {text!r} names no encoder after '='")
+        if name == "scratch":
+            raise ConfigError(f"--encoders: the name 'scratch' is the baseline's, got {text!r}")
+        return name, handle
+    return encoder_label(text), text
+
+
 def encoder_label(handle):
+    """A short name for an encoder: ``none`` -> scratch; ``RUN/encoder`` -> RUN; else the last part."""
     if handle == SCRATCH:
         return "scratch"
-    text = str(handle).rstrip("/\\")
-    return Path(text).name or text
+    path = Path(str(handle).rstrip("/\\"))
+    if path.name.lower() in GENERIC_NAMES and path.parent.name:
+        path = path.parent
+    return path.name or str(handle)
 
 
 def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None):
@@ -43,10 +66,16 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
 
     out = Path(out)
     settings = settings.resolved(data.task)
-    encoders = [SCRATCH] + [e for e in encoders if e != SCRATCH]
-    labels = [encoder_label(e) for e in encoders]
+    specs = [("scratch", SCRATCH)] + [split_encoder_spec(e) for e in encoders if e != SCRATCH]
+    labels = [label for label, _ in specs]
+    encoders = [handle for _, handle in specs]
     if len(set(labels)) != len(labels):
-        raise ConfigError(f"encoders must have distinct names, got {labels}")
+        raise ConfigError(f"encoders must have distinct names, got {labels}; name them with "
+                          "--encoders NAME=PATH,OTHER=PATH")
+    unsafe = [label for label in labels if not LABEL_RE.match(label)]
+    if unsafe:
+        raise ConfigError(f"encoder names become folder names; {unsafe} are not usable: name them with "
+                          "--encoders NAME=PATH (letters, digits, '.', '_', '-')")
     if int(repeats) < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
     rows = []
@@ -206,7 +235,8 @@ def plot_convergence(path, curves, score_name):
             style = _style(label, i)
             with np.errstate(all="ignore"):
                 mean = np.nanmean(stacked, axis=0)
-            ax.plot(epochs, mean, label=label, color=style["color"], linestyle=style["linestyle"], marker=".")
+            ax.plot(epochs, mean, label=label, color=style["color"], linestyle=style["linestyle"],
+                    marker=style["marker"], markersize=4)
             ax.fill_between(epochs, np.nanmin(stacked, axis=0), np.nanmax(stacked, axis=0), color=style["color"],
                             alpha=0.15)
         ax.set_title(f"{fraction * 100:g}% of labels")

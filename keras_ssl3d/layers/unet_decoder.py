@@ -20,7 +20,8 @@ class UNetDecoder3D(keras.layers.Layer):
 
     Args:
         filters: widths of the up-sampling levels, coarsest first; by default the encoder's
-            widths mirrored (``(256, 128, 64, 32)`` for the paper's encoder).
+            widths mirrored (``(256, 128, 64, 32)`` for the paper's encoder). Empty for a one-level
+            encoder: the decoder then returns the full-resolution features unchanged.
         norm: normalization of the residual blocks.
         upsample: ``"transpose"`` (default) or ``"trilinear"``.
     """
@@ -75,7 +76,8 @@ class UNetDecoder3D(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[0][:-1], self.filters[-1])
+        # No up-sampling level (a one-level encoder): the decoder passes the level-1 features through.
+        return (*input_shape[0][:-1], self.filters[-1] if self.filters else input_shape[0][-1])
 
     def get_config(self):
         config = super().get_config()

@@ -137,6 +137,9 @@ def load_preset(directory, expected_sha256=None, cls=None):
 
 def load_keras_file(path, cls=None):
     """Load a ``.keras`` archive with ``safe_mode=True``."""
+    import keras_ssl3d
+
+    keras_ssl3d.import_all()  # registers every serializable class (the CLI imports the package lazily)
     path = Path(path)
     if not path.is_file():
         raise PresetError("file does not exist", path=path)
@@ -150,7 +153,9 @@ def load_keras_file(path, cls=None):
 
 
 def _deserialize(config, directory):
-    import keras_ssl3d  # noqa: F401  (registers every serializable class)
+    import keras_ssl3d
+
+    keras_ssl3d.import_all()  # registers every serializable class (the CLI imports the package lazily)
 
     try:
         return keras.saving.deserialize_keras_object(config, safe_mode=True)

@@ -33,6 +33,9 @@ def resolve_handle(handle, *, revision=None, cache_dir=None, local_files_only=No
         return ResolvedPreset(path=path, kind="keras_file", source=text)
     if path.is_dir():
         return ResolvedPreset(path=path, kind="folder", source=text)
+    if path.is_file():
+        raise PresetError("is a file, not a preset folder (config.json, metadata.json, model.weights.h5) "
+                          "or a .keras file", path=path)
     if _looks_like_path(text):
         raise PresetError("preset folder does not exist", path=path)
     return _resolve_remote(text, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,

@@ -140,6 +140,61 @@ class PretextTask(keras.Model):
 
         return transform
 
+    # Rotation's 90-degree turns need equal sides (set by the tasks whose transforms do).
+    cubic_inputs = False
+
+    def check_inputs(self, shape, source=None, value_range=None):
+        """Check samples shaped ``(N, *spatial, C)`` against this task before any training step.
+
+        A mismatch raises a one-line ConfigError saying what to change (instead of a deep Keras
+        shape error several calls later); values outside [0, 1] (``value_range=(min, max)``) warn.
+        ``source`` (a file or folder) is named in the message.
+        """
+        shape = tuple(int(n) for n in shape)
+        rank, encoder = self.rank, self.encoder
+        where = f"{source}: " if source else ""
+        layout = "(N, D, H, W, C)" if rank == 3 else "(N, H, W, C)"
+        name = type(self).__name__
+        if len(shape) != rank + 2:
+            raise ConfigError(f"{where}{name} on a {rank}D encoder needs samples shaped {layout}, got shape {shape}")
+        if shape[0] < 1:
+            raise ConfigError(f"{where}no samples (shape {shape})")
+        spatial, channels = shape[1:-1], shape[-1]
+        size_text = "x".join(map(str, spatial))
+        if channels != encoder.in_channels:
+            raise ConfigError(
+                f"{where}the samples have {channels} channel(s), the encoder takes {encoder.in_channels}: build it "
+                f"with {type(encoder).__name__}(in_channels={channels}, ...) or select {encoder.in_channels} "
+                "channel(s) of the samples")
+        expected = getattr(self, "input_size", None)
+        if expected is not None and tuple(expected) != spatial:
+            raise ConfigError(
+                f"{where}the samples are {size_text}, {name} was built for {'x'.join(map(str, expected))}: build it "
+                f"with {name}(encoder, input_size={spatial[0] if len(set(spatial)) == 1 else spatial}) or resize "
+                f"the samples (e.g. load_unlabeled_volumes(..., size={expected[0]}))")
+        minimum = getattr(encoder, "min_input_size", 1)
+        if min(spatial) < minimum:
+            raise ConfigError(f"{where}the samples are {size_text}, smaller than the encoder's smallest input "
+                              f"({minimum}); resize them or use an encoder with fewer levels")
+        if self.cubic_inputs and len(set(spatial)) != 1:
+            raise ConfigError(f"{where}{name} turns samples by 90 degrees, which needs equal sides, got {size_text}; "
+                              "resize them to a cube")
+        if value_range is not None:
+            low, high = (float(v) for v in value_range)
+            if low < -1e-3 or high > 1 + 1e-3:
+                import warnings
+
+                warnings.warn(f"{where}sample values lie in [{low:g}, {high:g}], not [0, 1] as the encoders were "
+                              "trained on; scale them (load_unlabeled_volumes does min-max per channel)",
+                              stacklevel=3)
+
+    @property
+    def chance_loss(self):
+        """``ln K``: the cross-entropy of a uniform guess among the task's K classes (None if not a classifier)."""
+        if not isinstance(self.default_loss(), keras.losses.SparseCategoricalCrossentropy):
+            return None
+        return float(np.log(int(self.outputs[0].shape[-1])))
+
     def dataset(self, samples, batch_size=2, seed=0, shuffle=True, **kwargs):
         """This task's ``(inputs, targets)`` batches from unlabeled ``samples``, for ``fit``.
 
@@ -149,8 +204,11 @@ class PretextTask(keras.Model):
         The last incomplete batch is dropped (contrastive and triplet batches need their negatives).
         Other keyword arguments (``indices``, ``workers``, ...) go to ``VolumeBatches``.
         """
-        from keras_ssl3d.data.pipeline import VolumeBatches
+        from keras_ssl3d.data.pipeline import VolumeBatches, as_source
 
+        samples = as_source(samples)
+        self.check_inputs((len(samples), *samples.spatial_shape, samples.num_channels),
+                          source=getattr(samples, "directory", None), value_range=samples.value_range())
         return VolumeBatches(samples, batch_size=batch_size, seed=seed, shuffle=shuffle, transform=self.transform,
                              drop_remainder=True, **kwargs)
 

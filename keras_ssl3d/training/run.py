@@ -84,6 +84,7 @@ class TrainingRun:
 
     # -- run directory --------------------------------------------------------------------------
     def _prepare(self):
+        self._created_dir = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -149,6 +150,9 @@ class TrainingRun:
         previous_handler = _install_sigint(saver)
         try:
             model.fit(x, epochs=epochs, initial_epoch=start, callbacks=[saver, *(callbacks or [])], **fit_kwargs)
+        except BaseException:
+            self.discard_if_unstarted()
+            raise
         finally:
             _restore_sigint(previous_handler)
         if saver.interrupted:
@@ -158,6 +162,19 @@ class TrainingRun:
                 f"continue with --resume {self.run_dir}"
             )
         return _History(saver.state["history"])
+
+    def discard_if_unstarted(self):
+        """Remove what a new run wrote when it fails before its first checkpoint, so a rerun is not refused.
+
+        A run that saved a checkpoint (or is a resumed one) keeps everything: it can go on with --resume.
+        """
+        if self.resume or self.checkpoint is not None:
+            return
+        for name in (RUN_FILE, HISTORY_FILE):
+            (self.run_dir / name).unlink(missing_ok=True)
+        for folder in (ckpt.checkpoints_dir(self.run_dir), self.run_dir if self._created_dir else None):
+            if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
     def write_history(self, history):
         if not history:

@@ -8,10 +8,23 @@
 - ``keras_ssl3d.zoo.export``: TF-Hub style SavedModel export (TensorFlow only; imported on use).
 """
 
-from keras_ssl3d.zoo.cards import hub_model_card, model_cards_markdown
-from keras_ssl3d.zoo.hub import PushResult, push_model, push_preset_folder
-from keras_ssl3d.zoo.registry import ZooEntry, entry_status, get_entry, load_registry, local_build_dir
-from keras_ssl3d.zoo.resolve import download_preset, parse_handle, resolve_remote_handle
+import importlib
+
+# Imported on first use: the registry alone must not import Keras (`keras-ssl3d zoo list` is instant).
+_NAMES = {
+    "hub_model_card": "cards", "model_cards_markdown": "cards",
+    "PushResult": "hub", "push_model": "hub", "push_preset_folder": "hub",
+    "ZooEntry": "registry", "entry_status": "registry", "get_entry": "registry", "load_registry": "registry",
+    "local_build_dir": "registry",
+    "download_preset": "resolve", "parse_handle": "resolve", "resolve_remote_handle": "resolve",
+}
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"keras_ssl3d.zoo.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'keras_ssl3d.zoo' has no attribute {name!r}")
+
 
 __all__ = [
     "PushResult",

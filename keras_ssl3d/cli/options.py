@@ -1,0 +1,24 @@
+"""The one range of every numeric CLI option, shared by all commands so the same name means the same rule.
+
+click checks these before a command starts, so a bad value is a one-line usage error (exit 2) and never a
+crash half-way through, nor a silent fallback to a default (``--size 0`` used to mean 128).
+tests/test_cli_options.py walks every command and fails on a numeric option without a range, or on two
+commands giving one option name different ranges.
+"""
+
+import click
+
+EPOCHS = click.IntRange(min=1)
+WARMUP_EPOCHS = click.IntRange(min=0)
+BATCH_SIZE = click.IntRange(min=1)
+LEARNING_RATE = click.FloatRange(min=0, max=1, min_open=True)
+# A cube/square side: below 8 no encoder level fits; above 1024 a single volume outgrows any memory.
+SIZE = click.IntRange(min=8, max=1024)
+SEED = click.IntRange(min=0, max=2**31 - 1)
+LABEL_FRACTION = click.FloatRange(min=0, max=1, min_open=True)
+VAL_FRACTION = click.FloatRange(min=0, max=1, max_open=True)
+OVERLAP = click.FloatRange(min=0, max=1, max_open=True)
+REPEATS = click.IntRange(min=1)
+WORKERS = click.IntRange(min=1, max=256)
+CHANNELS = click.IntRange(min=1)
+FIT_VERBOSITY = click.IntRange(min=0, max=2)

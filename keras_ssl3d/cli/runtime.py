@@ -1,0 +1,102 @@
+"""Start Keras (and its backend) for a CLI command, quietly.
+
+TensorFlow prints start-up lines from C++ (``port.cc``, ``cudart_stub.cc``, ``cuInit`` ...) before its
+logging is set up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them; they go straight to file descriptor 2.
+A command that needs Keras therefore imports it once here, with TF's level set to 3 and fd 2 captured,
+and passes on every captured line that is not such a native log line (Python warnings stay visible).
+``keras-ssl3d --verbose`` or a ``TF_CPP_MIN_LOG_LEVEL`` the user set to 0 keeps everything.
+"""
+
+import contextlib
+import functools
+import os
+import re
+import sys
+import tempfile
+
+# absl/glog-style native lines: "I0000 00:00:17.. 123 port.cc:153] ...", absl's pre-init banner and
+# the continuation line of cpu_feature_guard.
+NATIVE_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^WARNING: All log messages before absl::InitializeLog"
+                        r"|^To enable the following instructions")
+
+
+def quiet_wanted(verbose=False):
+    """Quiet unless --verbose, or the user asked TensorFlow for its logs with TF_CPP_MIN_LOG_LEVEL=0."""
+    return not verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3").strip() not in ("0", "")
+
+
+@contextlib.contextmanager
+def native_logs_filtered():
+    """Capture fd 2 for the duration and re-emit every line but TensorFlow's native log lines."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not NATIVE_LOG.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def start_keras(verbose=False):
+    """Import Keras, its backend and every keras_ssl3d layer (idempotent; quiet unless asked)."""
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras_ssl3d
+
+    if "keras" in sys.modules:
+        keras_ssl3d.import_all()
+        return
+    if not quiet_wanted(verbose):
+        keras_ssl3d.import_all()
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with native_logs_filtered():
+        keras_ssl3d.import_all()
+    if "tensorflow" in sys.modules:  # TF's Python-side notices (retracing, ...) go through absl
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def light(command_callback):
+    """Mark a command that runs without Keras (``zoo list``): the CLI will not start Keras for it."""
+    command_callback.light = True
+    return command_callback
+
+
+def needs_keras(command):
+    """Make ``command`` (and a group's subcommands) start Keras before running, unless marked light."""
+    import click
+
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            needs_keras(sub)
+        return command
+    callback = command.callback
+    if callback is None or getattr(callback, "light", False) or getattr(callback, "starts_keras", False):
+        return command
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        ctx = click.get_current_context(silent=True)
+        verbose = bool(ctx and ctx.find_root().params.get("verbose"))
+        start_keras(verbose)
+        return callback(*args, **kwargs)
+
+    run.starts_keras = True
+    command.callback = run
+    return command
