@@ -1,4 +1,4 @@
-"""``keras-ssl3d pretrain``: train an encoder with one of the five pretext tasks, resumably."""
+"""``keras-ssl3d pretrain``: train an encoder with one of the pretext tasks, resumably."""
 
 from pathlib import Path
 
@@ -7,9 +7,7 @@ import click
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
-
-TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
-PATCH_TASKS = ("cpc", "rpl", "jigsaw")
+from keras_ssl3d.tasks import TASK_NAMES, TASKS
 
 
 def _load_samples(data, dims, size):
@@ -25,15 +23,14 @@ def _load_samples(data, dims, size):
 def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch"):
     """The encoder and task model the CLI trains (also used by the benchmarks)."""
     from keras_ssl3d.models import Encoder2D, Encoder3D
-    from keras_ssl3d.tasks import TASKS
+    from keras_ssl3d.tasks import make_task
 
     if dims == 3:
         encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm)
     else:
         encoder = Encoder2D(in_channels=in_channels, blocks=blocks or (6, 12, 24, 16))
-    kwargs = {"input_size": size} if task in PATCH_TASKS else {}
     try:
-        return TASKS[task](encoder, **kwargs)
+        return make_task(task, encoder, input_size=size)
     except ValueError as e:  # e.g. a patch grid that does not fit the input size
         raise ConfigError(f"{task} cannot be built for --size {size}: {e}") from None
 
@@ -88,11 +85,10 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     samples = _load_samples(data, dims, size)
     if len(samples) == 0:
         raise DataError("no volumes found" if dims == 3 else "no images found", path=data)
-    if task == "exemplar" and len(samples) < 2:
-        raise DataError("exemplar needs at least 2 samples (negatives are other samples)", path=data)
-    batch_size = min(batch_size, len(samples))
-    if task == "exemplar":
-        batch_size = max(batch_size, 2)
+    min_batch = TASKS[task].min_batch_size
+    if len(samples) < min_batch:
+        raise DataError(f"{task} needs at least {min_batch} samples (negatives are other samples)", path=data)
+    batch_size = max(min(batch_size, len(samples)), min_batch)
     in_channels = int(samples.shape[-1])
 
     model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm)
@@ -114,7 +110,7 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
                f"batch {batch_size}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
     history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False)  # the dataset shuffles by (seed, epoch)
     out = Path(run_dir) / "encoder"
-    model.encoder.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
+    model.pretrained_model().save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
                                                  "pretraining_data": pretraining_data})
     last = history.history if hasattr(history, "history") else {}
     summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in last.items() if v) if isinstance(last, dict) else ""

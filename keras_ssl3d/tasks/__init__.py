@@ -13,7 +13,24 @@ from keras_ssl3d.tasks.permutations import generate_permutations, hamming_stats,
 from keras_ssl3d.tasks.rotation import Rotation
 from keras_ssl3d.tasks.rpl import RPL
 
+# The one registry of tasks: CLI choices, the demo, the zoo and the benchmarks read it.
 TASKS = {"cpc": CPC, "rpl": RPL, "jigsaw": Jigsaw, "rotation": Rotation, "exemplar": Exemplar}
+TASK_NAMES = tuple(TASKS)
 
-__all__ = ["CPC", "RPL", "TASKS", "Exemplar", "Jigsaw", "Rotation", "TaskDataset", "generate_permutations",
+
+def make_task(name, encoder, input_size=None, **hparams):
+    """``TASKS[name](encoder, **hparams)``, passing ``input_size`` only to tasks that take it."""
+    from keras_ssl3d.errors import ConfigError
+
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    cls = TASKS[name]
+    if getattr(encoder, "rank", None) not in cls.ranks:
+        raise ConfigError(f"{name} supports {' and '.join(f'{r}D' for r in cls.ranks)} encoders, "
+                          f"got a {getattr(encoder, 'rank', '?')}D one")
+    if cls.takes_input_size:
+        hparams["input_size"] = input_size
+    return cls(encoder, **hparams)
+
+__all__ = ["CPC", "RPL", "TASKS", "TASK_NAMES", "make_task", "Exemplar", "Jigsaw", "Rotation", "TaskDataset", "generate_permutations",
            "hamming_stats", "load_permutations"]

@@ -86,7 +86,19 @@ class PretextTask(keras.Model):
     weights and can be saved with ``task.encoder.save_pretrained(dir)`` and used at any input
     size. ``compile()`` fills in the paper's defaults (Adam, lr 1e-3 in 3D / 5e-4 in 2D, the
     task's loss and pretext accuracy).
+
+    Class attributes that the CLI, the demo and the zoo read (so a new task is one file plus
+    its ``TASKS`` entry):
+        takes_input_size: the constructor needs ``input_size`` (patch tasks cut a fixed grid).
+        min_batch_size: smallest batch the transform accepts (in-batch negatives need 2).
+        ranks: encoder ranks the task supports.
+        small_hparams: settings for tiny encoders on 16^3-32^3 inputs (the demo, quick tests).
     """
+
+    takes_input_size = False
+    min_batch_size = 1
+    ranks = (2, 3)
+    small_hparams = {}
 
     def _set_encoder(self, encoder):
         self.encoder = encoder
@@ -123,6 +135,11 @@ class PretextTask(keras.Model):
         keras.Model.compile(self, **config)
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def pretrained_model(self):
+        """What pretraining saves as the preset: the encoder (tasks that also train a decoder
+        return their U-Net, whose ``.encoder`` is this encoder)."""
+        return self.encoder
 
     def transform(self, batch, rng):
         """Turn an unlabeled batch into ``(inputs, targets)`` for this task (numpy)."""

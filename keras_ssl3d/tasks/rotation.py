@@ -23,6 +23,8 @@ class Rotation(PretextTask):
         hidden_units: width of the head's hidden layer.
     """
 
+    small_hparams = {"hidden_units": 32}
+
     def __init__(self, encoder, hidden_units=1024, name="rotation", **kwargs):
         encoder = check_encoder(encoder, "Rotation")
         num_classes = len(transforms.rotations(encoder.rank))
