@@ -17,7 +17,7 @@ from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
 from keras_ssl3d.layers import ResidualBlock, UNetDecoder3D
 from keras_ssl3d.losses import DiceCELoss, InfoNCE, SoftDiceLoss, TripletLoss
 from keras_ssl3d.models import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
-from keras_ssl3d.tasks import CPC, RPL, Exemplar, Jigsaw, Rotation
+from keras_ssl3d.tasks import CPC, MAE, RPL, Exemplar, Genesis, Jigsaw, Rotation, SimCLR
 from keras_ssl3d.version import __version__
 
 __all__ = [
@@ -30,14 +30,17 @@ __all__ = [
     "Encoder2D",
     "Encoder3D",
     "Exemplar",
+    "Genesis",
     "InfoNCE",
     "Jigsaw",
+    "MAE",
     "MeanDice",
     "PresetError",
     "QuadraticKappa",
     "ResidualBlock",
     "Rotation",
     "RunError",
+    "SimCLR",
     "SSL3DError",
     "Segmenter3D",
     "SoftDiceLoss",

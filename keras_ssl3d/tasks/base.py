@@ -55,6 +55,18 @@ def patch_geometry(encoder, input_size, grid, jitter, task):
     return size, patch
 
 
+def unet_for(encoder, activation, task):
+    """A ``Segmenter3D`` on ``encoder`` that outputs one channel per input channel (restoration tasks).
+
+    Its decoder is pretrained with the encoder; pretraining saves this U-Net as the preset.
+    """
+    from keras_ssl3d.models.segmenter3d import Segmenter3D
+
+    if encoder.rank != 3:
+        raise ConfigError(f"{task} needs a 3D encoder (its U-Net decoder is 3D), got a {encoder.rank}D one")
+    return Segmenter3D(encoder, num_classes=encoder.in_channels, activation=activation, name="unet")
+
+
 def global_pool(features):
     """Global average pooling of an encoder's feature map (a no-op on pooled vectors)."""
     rank = len(features.shape) - 2
