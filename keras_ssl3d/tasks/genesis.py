@@ -49,28 +49,30 @@ def nonlinear_intensity(volume, rng, invert_p=0.5):
     return np.interp(volume, xs, ys).astype(volume.dtype)
 
 
-def local_shuffle(volume, rng, max_block=None):
-    """Shuffle the voxels (all channels together) within each block of a random non-overlapping tiling.
+def local_shuffle(volume, rng, sides=None, starts=None):
+    """Shuffle the voxels (all channels together) within each block of a non-overlapping tiling.
 
-    Block sides are drawn per axis from ``1..max_block`` (default ``max(2, size // 10)``); the tiling
-    starts at a random offset and voxels outside whole blocks stay in place.
+    Block ``sides`` are drawn per axis from ``1..max(2, size // 10)`` and the tiling ``starts`` at a
+    random offset unless given; voxels outside whole blocks stay in place.
     """
     spatial = volume.shape[:-1]
-    sides = [int(rng.integers(1, (max_block or max(2, s // 10)) + 1)) for s in spatial]
-    counts = [s // b for s, b in zip(spatial, sides)]
-    if min(counts) < 1:
+    if sides is None:
+        sides = [int(rng.integers(1, max(2, s // 10) + 1)) for s in spatial]
+    if min(s // b for s, b in zip(spatial, sides)) < 1:
         return volume
-    starts = [int(rng.integers(0, s - c * b + 1)) for s, c, b in zip(spatial, counts, sides)]
+    if starts is None:
+        starts = [int(rng.integers(0, s % b + 1)) for s, b in zip(spatial, sides)]
+    counts = [(s - a) // b for s, a, b in zip(spatial, starts, sides)]
     region = tuple(slice(a, a + c * b) for a, c, b in zip(starts, counts, sides))
     rank = len(spatial)
     # (c0, b0, c1, b1, ..., C) -> (blocks, voxels per block, C)
-    tiles = volume[region].reshape([n for cb in zip(counts, sides) for n in cb] + [volume.shape[-1]])
+    tiles = volume[region].reshape([*(n for cb in zip(counts, sides) for n in cb), volume.shape[-1]])
     order = [2 * i for i in range(rank)] + [2 * i + 1 for i in range(rank)] + [2 * rank]
     blocks = tiles.transpose(order).reshape(int(np.prod(counts)), int(np.prod(sides)), volume.shape[-1])
     perm = np.argsort(rng.random(blocks.shape[:2]), axis=1)
     blocks = np.take_along_axis(blocks, perm[..., None], axis=1)
     back = np.argsort(order)
-    tiles = blocks.reshape(counts + sides + [volume.shape[-1]]).transpose(back)
+    tiles = blocks.reshape([*counts, *sides, volume.shape[-1]]).transpose(back)
     out = volume.copy()
     out[region] = tiles.reshape(out[region].shape)
     return out
