@@ -61,7 +61,11 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 @resume_option
 @click.pass_context
 def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, seed, resume):
-    """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder)."""
+    """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder).
+
+    Genesis and MAE pretrain a decoder too: OUT/encoder/ then holds the whole U-Net, and fine-tuning
+    from it starts both encoder and decoder.
+    """
     if resume not in (None, FLAG) and (task is None or data is None):
         return rerun_recorded(ctx, resume, "pretrain")
     run_dir, resume = resolve_resume(resume, run_dir)
@@ -110,8 +114,10 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
                f"batch {batch_size}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
     history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False)  # the dataset shuffles by (seed, epoch)
     out = Path(run_dir) / "encoder"
-    model.pretrained_model().save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
+    saved = model.pretrained_model()
+    what = "encoder" if saved is model.encoder else "encoder and decoder (a U-Net preset)"
+    saved.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
                                                  "pretraining_data": pretraining_data})
     last = history.history if hasattr(history, "history") else {}
     summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in last.items() if v) if isinstance(last, dict) else ""
-    click.echo(f"Saved the pretrained encoder to {out}" + (f" ({summary})" if summary else ""))
+    click.echo(f"Saved the pretrained {what} to {out}" + (f" ({summary})" if summary else ""))
