@@ -25,6 +25,8 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
     from keras_ssl3d.models import Encoder2D, Encoder3D
     from keras_ssl3d.tasks import make_task
 
+    if dims not in TASKS[task].ranks:
+        raise ConfigError(f"--task {task} supports --dims {' or '.join(map(str, TASKS[task].ranks))}, not {dims}")
     if dims == 3:
         encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm)
     else:
