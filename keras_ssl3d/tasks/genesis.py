@@ -134,7 +134,6 @@ class Genesis(PretextTask):
     """
 
     ranks = (3,)
-    small_hparams = {}
 
     def __init__(self, encoder, local_shuffle_p=0.5, nonlinear_p=0.9, paint_p=0.9, outpaint_p=0.8,
                  name="genesis", **kwargs):
