@@ -39,7 +39,7 @@ from common import (HERE, ROOT, cpu_flags, machine_info, parse_json_lines,  # no
                     run_json_subprocess, write_text_atomic)
 
 SECTIONS = ("machine", "peak", "permutations", "transforms", "tasks64", "tasks128", "tasks2d", "precision",
-            "profile", "backends")
+            "profile", "backends", "streaming")
 TASKS_3D = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 TASKS_2D = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 # The task of the backend and precision comparisons: its step is the plain encoder on whole
@@ -53,8 +53,9 @@ ENCODER_LEVELS = 5  # Encoder3D default (32..512): patches must be >= 2**(levels
 # tasks128 1130 s, backends 700 s, tasks2d 530 s, tasks64 355 s, ...). A section always gets at
 # least its floor (the peak is needed by every % of peak, and takes half a minute).
 SECTION_SHARE = {"machine": 0.0, "peak": 0.01, "permutations": 0.005, "transforms": 0.02, "tasks64": 0.12,
-                 "tasks128": 0.37, "tasks2d": 0.17, "precision": 0.02, "profile": 0.04, "backends": 0.23}
-SECTION_FLOOR_S = {"peak": 60, "permutations": 40, "transforms": 90, "precision": 90}
+                 "tasks128": 0.37, "tasks2d": 0.17, "precision": 0.02, "profile": 0.04, "backends": 0.23,
+                 "streaming": 0.15}
+SECTION_FLOOR_S = {"peak": 60, "permutations": 40, "transforms": 90, "precision": 90, "streaming": 300}
 # TensorFlow enables its oneDNN kernels by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
 # AVX2-only CPUs its default (Eigen) Conv3D was 2.4x slower on the development machine. The run
 # turns oneDNN on (a no-op where it is on already) and the backends section shows it off.
@@ -67,6 +68,7 @@ TARGETS = {
     "rss_gb": 8.0,              # 128^3 batch-2 pretraining peak RSS <= 8 GB (10^9 bytes)
     "perm_min_hamming": 22,     # 1000 x 27 permutations: min Hamming >= 22 ...
     "perm_seconds": 10.0,       # ... built in <= 10 s
+    "streaming_growth_pct": 10.0,  # peak RssAnon of an epoch grows < 10 % from 100 to 1000 subjects
 }
 OOM_KILL = "killed by SIGKILL (out of memory?)"
 RSS_LIMIT_MB = round(TARGETS["rss_gb"] * 1e9 / 2**20)  # the batch-2 memory check is skipped above this at batch 1
@@ -162,6 +164,10 @@ def section_configs(section, s):
             extra = ["--subjects", 2, "--repeats", 1, "--size", 32] if s.quick else []
             configs.append(Config("transforms", "pipeline.py", python_cmd("pipeline.py", *extra), 240 * t))
         return configs
+    if section == "streaming":
+        extra = ["--subjects", "4,8", "--size", 16] if s.quick else []
+        return [Config("streaming", "pretrain+finetune, 100 vs 1000 subjects", python_cmd("streaming.py", *extra),
+                       3600 * t)]
     if section == "tasks64":
         timeouts = {"cpc": 200, "rpl": 100, "jigsaw": 200, "rotation": 200, "exemplar": 300}
         return [Config("tasks64", f"{task} {s.size64}^3 b2",
@@ -451,13 +457,19 @@ def targets(records, peak, settings=None):
     rows.append(("jigsaw: seconds to build 1000 x 27 (uncached)", fmt(perm and perm.get("build_s")),
                  f"<= {TARGETS['perm_seconds']:.0f} s", verdict(perm and perm.get("build_s"),
                                                                 TARGETS["perm_seconds"], "<="), ""))
+    for r in by_section(records, "streaming", "streaming_summary"):
+        lo, hi = r["subjects"]
+        rows.append((f"{r['run']}: growth of peak RssAnon from {lo} to {hi} subjects (%)", fmt(r["growth_pct"]),
+                     f"< {TARGETS['streaming_growth_pct']:.0f} %",
+                     verdict(r["growth_pct"], TARGETS["streaming_growth_pct"], "<"),
+                     f"{fmt(r['peak_rss_anon_mb'][0])} -> {fmt(r['peak_rss_anon_mb'][1])} MB"))
     return rows
 
 
 def verdict(value, target, op):
     if value is None:
         return "n/a"
-    good = value <= target if op == "<=" else value >= target
+    good = {"<=": value <= target, ">=": value >= target, "<": value < target}[op]
     return "PASS" if good else "MISS"
 
 
@@ -547,6 +559,40 @@ def profile_findings(records, peak):
                                  "padding: the FLOPs counted are those of the layer as defined).")
         lines.append(text)
     return lines
+
+
+def render_streaming(records):
+    """The streaming section: peak anonymous memory of one epoch vs the number of subjects."""
+    out = ["", "## Streaming: memory does not grow with the data set", "",
+           "`benchmarks/streaming.py`: one epoch of `keras-ssl3d pretrain --task rotation` and of `keras-ssl3d "
+           "finetune` (from scratch) on synthetic caches of 64³ x 4-channel subjects, 8-16 encoder, batch 2, "
+           "each in a child process whose `RssAnon` (heap, tensors, batches; not the memory map's file pages) "
+           "and `VmRSS` are sampled every 50 ms.", ""]
+    rows = [[r["run"], r["subjects"], fmt(r.get("cache_gb")), fmt(r.get("run_wall_s")),
+             fmt(r.get("peak_rss_anon_mb")), fmt(r.get("peak_rss_mb")), r.get("status")]
+            for r in by_section(records, "streaming", "streaming_run")]
+    out.append(table(["command", "subjects", "cache GB", "wall s", "peak RssAnon MB", "peak VmRSS MB", "status"],
+                     rows))
+    for r in by_section(records, "streaming", "streaming_summary")[:1]:
+        load = ", ".join(fmt(x) for x in r.get("load_average") or [])
+        out += ["", f"Measured on {r.get('cpu') or 'an unrecorded CPU'} (load average {load or '?'} at the end: "
+                "the wall times include other jobs sharing the cores; the memory figures do not depend on them)."]
+    for r in by_section(records, "streaming"):
+        if r.get("kind") in ("error", "timeout"):
+            out += ["", f"- {r.get('config')}: {failed_text(r)}"]
+    return out
+
+
+KEEP_MARKER = "<!-- Sections below are measured by hand and kept as they are by benchmarks/run.py. -->"
+
+
+def keep_hand_sections(text, out_path):
+    """``text`` plus whatever follows ``KEEP_MARKER`` in the current report (hand-measured sections)."""
+    path = Path(out_path)
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if KEEP_MARKER not in old:
+        return text
+    return text.rstrip("\n") + "\n\n" + KEEP_MARKER + old.split(KEEP_MARKER, 1)[1]
 
 
 def render(records, settings, started, wall_s, command):
@@ -741,6 +787,8 @@ def render(records, settings, started, wall_s, command):
         if r.get("status") not in (None, "ok"):
             out += ["", f"- {r.get('config')}: {failed_text(r)}"]
 
+    out += render_streaming(records)
+
     out += ["", "## Targets", ""]
     target_rows = targets(records, peak, settings)
     out.append(table(["figure", "measured", "target", "verdict", "note"], [list(row) for row in target_rows]))
@@ -789,7 +837,7 @@ def main(argv=None):
         stored = next((r for r in records if r.get("kind") == "settings"), None)
         if stored:
             settings = Settings(**{k: v for k, v in stored.items() if k in Settings.__dataclass_fields__})
-        write_text_atomic(out_path, render(records, settings, started, 0.0, command))
+        write_text_atomic(out_path, keep_hand_sections(render(records, settings, started, 0.0, command), out_path))
         print(f"wrote {out_path}")
         return 0
 
@@ -812,12 +860,13 @@ def main(argv=None):
                 records.extend(runner.run_config(cfg, machine_peak(records)))
                 save_records(results_path, records)
         save_records(results_path, records)
-        write_text_atomic(out_path, render(records, settings, started, time.perf_counter() - runner.t0, command))
+        write_text_atomic(out_path, keep_hand_sections(
+            render(records, settings, started, time.perf_counter() - runner.t0, command), out_path))
     wall = time.perf_counter() - runner.t0
     records.append({"section": "runs", "kind": "run", "command": command, "started": started,
                     "sections": sections, "wall_s": round(wall, 1)})
     save_records(results_path, records)
-    write_text_atomic(out_path, render(records, settings, started, wall, command))
+    write_text_atomic(out_path, keep_hand_sections(render(records, settings, started, wall, command), out_path))
     print(f"done in {wall / 60:.1f} min: {out_path}, {results_path}", flush=True)
     return 0
 

@@ -11,6 +11,11 @@ import os as _os
 # takes effect when TensorFlow is not imported yet, and a value the user set wins.
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+# KERAS_SSL3D_CPU_DEVICES=N (tests, CI) must reach XLA before JAX is imported.
+from keras_ssl3d.distribute import apply_cpu_devices_env as _apply_cpu_devices_env  # noqa: E402
+
+_apply_cpu_devices_env()
+
 from keras_ssl3d import data, losses, tasks
 from keras_ssl3d.errors import ConfigError, DataError, PresetError, RunError, SSL3DError
 from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa

@@ -135,13 +135,13 @@ def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0):
     """Pretrain a fresh encoder with ``task`` on the unlabelled volumes of ``data_dir``; returns its preset folder."""
     import keras
 
-    from keras_ssl3d.data import load_unlabeled_volumes
+    from keras_ssl3d.data import ensure_cache, open_cache
     from keras_ssl3d.models import Encoder3D
     from keras_ssl3d.training import TrainingRun
 
-    samples = load_unlabeled_volumes(data_dir, size=config.size, crop_foreground=True)
+    samples = open_cache(ensure_cache(data_dir, config.size, crop_foreground=True, root=Path(run_dir).parent))
     keras.utils.set_random_seed(seed)
-    encoder = Encoder3D(in_channels=int(samples.shape[-1]), filters=tuple(config.filters), norm=config.norm)
+    encoder = Encoder3D(in_channels=samples.num_channels, filters=tuple(config.filters), norm=config.norm)
     hparams = dict(TASKS[task].small_hparams)  # heads small enough for 16^3-32^3 inputs and tiny encoders
     model = make_task(task, encoder, input_size=config.size, **hparams)
     if TASKS[task].takes_input_size:
@@ -179,9 +179,11 @@ def finetune_plan(n_train, config, seed):
 
 def labelled_data(data, indices, repeats):
     """The labelled subjects of a run, each ``repeats`` times (ids suffixed ``#r``), as a `TaskData`."""
+    from keras_ssl3d.data.pipeline import SubsetSource
+
     order = np.repeat(np.asarray(indices), repeats)
     ids = [f"{data.subject_ids[i]}#{r}" for i in indices for r in range(repeats)]
-    return dataclasses.replace(data, images=data.images[order], labels=data.labels[order], subject_ids=ids)
+    return dataclasses.replace(data, samples=SubsetSource(data.samples, order), subject_ids=ids)
 
 
 def finetune_and_evaluate(train_data, test_data, encoder, run_dir, config, seed, verbose=0):
@@ -245,8 +247,9 @@ def run_demo(task="rotation", out="keras-ssl3d-demo", quick=False, seed=0, confi
     step(f"writing {config.n_train} training + {config.n_test} test synthetic BraTS-like subjects "
          f"({'x'.join(map(str, config.shape))}, 4 modalities) to {out / 'data'}")
     train_dir, test_dir = make_data(out, config, seed)
-    train_data = load_task_data(train_dir, size=config.size, task="segmentation")
-    test_data = load_task_data(test_dir, size=config.size, task="segmentation")
+    caches = out / "runs"  # the pretraining runs cache the same training folder beside it
+    train_data = load_task_data(train_dir, size=config.size, task="segmentation", cache_root=caches)
+    test_data = load_task_data(test_dir, size=config.size, task="segmentation", cache_root=caches)
 
     encoders, pretext = {}, {}
     for name in tasks:
@@ -489,7 +492,7 @@ def write_figures(out, results, test_data, examples):
 
 def _example_subject(test_data):
     index = 0
-    return index, test_data.images[index], test_data.labels[index]
+    return index, np.asarray(test_data.samples.image(index)), np.asarray(test_data.samples.label(index))
 
 
 def _example_prediction(model, metadata, test_data):

@@ -57,8 +57,8 @@ def test_transform_gets_a_reproducible_rng_and_labels():
 
 
 def test_bad_sources():
-    with pytest.raises(DataError, match="expected volumes of shape"):
-        VolumeBatches(np.zeros((2, 4, 4, 4)))
+    with pytest.raises(DataError, match=r"expected volumes \(N, D, H, W, C\) or images"):
+        VolumeBatches(np.zeros((2, 4, 4)))
     with pytest.raises(DataError, match="no labels"):
         VolumeBatches(_numbered(2), with_labels=True)
     with pytest.raises(DataError, match="out of range"):
@@ -107,7 +107,7 @@ def test_cache_feeds_fit(tmp_path):
     data = VolumeBatches(cache, batch_size=2, seed=0, with_labels=True)
     x, y = data[0]
     np.testing.assert_array_equal(VolumeBatches(tmp_path / "cache", batch_size=2, with_labels=True)[0][1], y)
-    assert x.shape == (2, 16, 16, 16, 4) and x.dtype == np.float32 and y.dtype == np.uint8
+    assert x.shape == (2, 16, 16, 16, 4) and x.dtype == np.float32 and y.dtype == np.int32  # class ids
     # A two-layer per-voxel classifier: a U-Net compiles for minutes under JAX on CPU, and what is
     # tested here is the data path (the Segmenter3D run is benchmarks/synthetic_learnability.py).
     model = keras.Sequential([
@@ -121,3 +121,65 @@ def test_cache_feeds_fit(tmp_path):
     assert len(losses) == 2 and all(np.isfinite(losses))
     pred = model.predict(VolumeBatches(cache, batch_size=4, shuffle=False), verbose=0)
     assert pred.shape == (4, 16, 16, 16, 4)
+
+
+def _small_cache(tmp_path, n=5, size=8):
+    src = make_brats_like(tmp_path / "brats", n_subjects=n, shape=(10, 10, 8), seed=0)
+    preprocess_dataset(src, tmp_path / "cache", size=size)
+    return src, open_cache(tmp_path / "cache")
+
+
+def test_streamed_batches_equal_the_in_memory_ones(tmp_path):
+    from keras_ssl3d.models import Encoder3D
+    from keras_ssl3d.tasks import Rotation
+
+    _, cache = _small_cache(tmp_path)
+    in_memory = cache.images()
+    task = Rotation(Encoder3D(in_channels=4, filters=(4,)))
+    streamed = task.dataset(cache, batch_size=2, seed=3)
+    stacked = task.dataset(in_memory, batch_size=2, seed=3)
+    assert len(streamed) == len(stacked) == 2  # 5 subjects, the incomplete batch dropped
+    for epoch in (0, 1):
+        streamed.set_epoch(epoch)
+        stacked.set_epoch(epoch)
+        for i in range(len(streamed)):
+            (xs, ys), (xm, ym) = streamed[i], stacked[i]
+            np.testing.assert_array_equal(xs, xm)
+            np.testing.assert_array_equal(ys, ym)
+    # Labels too, through the same pipeline.
+    a = VolumeBatches(cache, batch_size=2, seed=1, with_labels=True)
+    b = VolumeBatches((in_memory, cache.labels()), batch_size=2, seed=1, with_labels=True)
+    for i in range(len(a)):
+        for u, v in zip(a[i], b[i]):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_cache_is_served_at_another_size_per_subject(tmp_path):
+    from keras_ssl3d.data import resize_labels, resize_volume
+
+    _, cache = _small_cache(tmp_path, n=2, size=8)
+    small = open_cache(tmp_path / "cache", size=4)
+    assert small.spatial_shape == (4, 4, 4) and cache.spatial_shape == (8, 8, 8)
+    np.testing.assert_array_equal(small.image(1), resize_volume(cache.image(1), (4, 4, 4)))
+    np.testing.assert_array_equal(small.label(1), resize_labels(cache.label(1), (4, 4, 4)))
+    assert VolumeBatches(small, batch_size=2, with_labels=True)[0][0].shape == (2, 4, 4, 4, 4)
+    assert open_cache(tmp_path / "cache", size=8).image(0) is not None  # same size: the memory map itself
+    assert isinstance(open_cache(tmp_path / "cache", size=8).image(0), np.memmap)
+
+
+def test_a_raw_data_set_is_cached_once_and_reused(tmp_path):
+    from keras_ssl3d.data import default_cache_dir, ensure_cache
+
+    src = make_brats_like(tmp_path / "raw", n_subjects=3, shape=(10, 10, 8), seed=0)
+    said = []
+    folder = ensure_cache(src, 8, crop_foreground=True, root=tmp_path / "runs", echo=said.append)
+    assert folder == default_cache_dir(src, tmp_path / "runs", 8, True)
+    assert folder.parent == tmp_path / "runs" / "keras-ssl3d-cache" and folder.name.startswith("raw-8-crop-")
+    stamps = {p: p.stat().st_mtime_ns for p in folder.rglob("*.npy")}
+    assert len(stamps) == 6  # 3 images + 3 labels
+    again = ensure_cache(src, 8, crop_foreground=True, root=tmp_path / "runs", echo=said.append)
+    assert again == folder and {p: p.stat().st_mtime_ns for p in folder.rglob("*.npy")} == stamps
+    assert said[0].startswith("Preprocessed 3 subjects") and said[1].startswith("Using the cache")
+    # Other settings get their own folder; a cache given directly is used as it is.
+    assert ensure_cache(src, 8, crop_foreground=False, root=tmp_path / "runs") != folder
+    assert ensure_cache(folder, 16, crop_foreground=True) == folder

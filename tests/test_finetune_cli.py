@@ -91,12 +91,20 @@ def test_finetune_from_scratch_and_errors(brats, capsys):
     assert meta["encoder_source"] == "none" and len(meta["train_subjects"]) == 4
     result = json.loads((run / "result.json").read_text())
     assert len(result["curve"]) == 1 and 0.0 <= result["final_score"] <= 1.0
+    # The raw folder was preprocessed once into a cache beside the run folder, and is streamed from it.
+    caches = [c for c in (brats / "keras-ssl3d-cache").iterdir() if c.name.startswith("brats-32-")
+              and "crop" not in c.name]
+    assert len(caches) == 1 and len(list((caches[0] / "images").glob("*.npy"))) == 5
+    stamps = {p: p.stat().st_mtime_ns for p in caches[0].rglob("*.npy")}
     capsys.readouterr()
 
-    # the run folder is not overwritten by accident
+    # the run folder is not overwritten by accident; the cache is reused, not written again
     code = run_cli(cli, ["finetune", "--data", str(brats / "brats"), "--encoder", "none", "--filters", "4,8",
                          "--out", str(run), "--epochs", "1", *TINY])
-    assert code == 2 and "already holds a run" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 2 and "already holds a run" in captured.err
+    assert f"Using the cache {caches[0]}" in captured.out
+    assert {p: p.stat().st_mtime_ns for p in caches[0].rglob("*.npy")} == stamps
 
     for args, message in [
         (["--encoder", str(brats / "missing"), "--out", str(brats / "x1")], "does not exist"),

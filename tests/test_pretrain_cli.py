@@ -49,6 +49,26 @@ def test_pretrain_writes_a_loadable_encoder(nifti_folder, tmp_path, capsys):
     assert len(rows) == 1 + 3
 
 
+def test_pretrain_streams_from_a_cache_and_validates_on_held_out_subjects(nifti_folder, tmp_path, capsys):
+    cache = tmp_path / "my-cache"
+    args = ["pretrain", "--task", "rotation", "--data", str(nifti_folder), "--epochs", "2", "--batch-size", "2",
+            "--size", "16", "--filters", "4,8", "--val-fraction", "0.34", "--cache", str(cache), "--workers", "2"]
+    assert run_cli(cli, args=[*args, "--out", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out
+    assert f"Preprocessed 3 subjects of {nifti_folder} into the cache {cache}" in printed
+    assert "on 2 samples (+ 1 held out for validation)" in printed
+    assert json.loads((cache / "manifest.json").read_text())["crop_foreground"] is True  # the paper's pretraining crop
+    header, *rows = (tmp_path / "a" / "history.csv").read_text().strip().splitlines()
+    assert "val_accuracy" in header and "val_loss" in header and len(rows) == 2
+    meta = json.loads((tmp_path / "a" / "encoder" / "metadata.json").read_text())
+    assert meta["pretraining_data"]["num_samples"] == 2 and meta["pretraining_data"]["num_validation_samples"] == 1
+    # A second run reuses the cache: nothing is preprocessed again.
+    stamps = {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")}
+    assert run_cli(cli, args=[*args, "--out", str(tmp_path / "b"), "--epochs", "1"]) == 0
+    assert f"Using the cache {cache} (3 subjects" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.npy")} == stamps
+
+
 def test_pretrain_errors_are_one_line(nifti_folder, tmp_path, capsys):
     out = tmp_path / "run"
     base = ["pretrain", "--task", "jigsaw", "--data", str(nifti_folder), "--out", str(out), "--epochs", "1",

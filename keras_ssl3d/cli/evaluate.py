@@ -12,7 +12,10 @@ import click
               help="Evaluate every subject of --data, or only the run's validation / training subjects.")
 @click.option("--overlap", default=0.5, show_default=True, type=float, help="Sliding-window overlap (3D).")
 @click.option("--batch-size", default=1, show_default=True, type=int)
-def evaluate(model_path, data_path, out, subjects, overlap, batch_size):
+@click.option("--cache", type=click.Path(file_okay=False), default=None,
+              help="3D: where a raw --data set is preprocessed to (once; reused when the settings match) "
+                   "[default: keras-ssl3d-cache/ beside the run folder].")
+def evaluate(model_path, data_path, out, subjects, overlap, batch_size, cache):
     """Evaluate a fine-tuned model on labelled data and print a table.
 
     3D: hard Dice per class, BraTS regions (whole tumour, tumour core, enhancing) when the labels
@@ -24,8 +27,13 @@ def evaluate(model_path, data_path, out, subjects, overlap, batch_size):
     from keras_ssl3d.finetune.evaluation import evaluate_model, format_table, load_finetuned, model_size
     from keras_ssl3d.finetune.runner import load_task_data
 
+    from pathlib import Path
+
     model, metadata = load_finetuned(model_path)
-    data = load_task_data(data_path, size=model_size(metadata), task=metadata["task"])
+    run_dir = Path(model_path).resolve()
+    run_dir = run_dir.parent if run_dir.name == "model" else run_dir
+    data = load_task_data(data_path, size=model_size(metadata), task=metadata["task"], cache_dir=cache,
+                          cache_root=run_dir.parent, echo=click.echo)
     result = evaluate_model(model, metadata, data, subjects=subjects, overlap=overlap, batch_size=batch_size)
     result["model"] = str(model_path)
     result["data"] = str(data_path)

@@ -2,6 +2,7 @@
 
 import click
 
+from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.finetune.parsing import parse_int_list
 
@@ -36,17 +37,25 @@ from keras_ssl3d.finetune.parsing import parse_int_list
               type=click.Choice(["auto", "duplicate", "mean", "random", "by_name"]),
               help="Input-channel adaptation when the encoder was pretrained on other channels "
                    "(auto: by_name when channel names match, else duplicate).")
+@click.option("--cache", type=click.Path(file_okay=False), default=None,
+              help="3D: where a raw --data set is preprocessed to (once; reused when the settings match) "
+                   "[default: keras-ssl3d-cache/ beside the run folder].")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Threads preparing batches (and processes preprocessing a raw data set into the cache).")
+@distribution_options
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
-             split_seed, size, filters, norm, val_fraction, loss, adapt, resume, verbose):
+             split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
+             resume, verbose):
     """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
 
     Writes OUT/model (a preset with the task metadata), OUT/history.csv, OUT/run.json and
     OUT/result.json; evaluate with `keras-ssl3d evaluate --model OUT --data DIR`.
     """
     import sys
+    from pathlib import Path
 
     from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume
 
@@ -56,15 +65,21 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     for option, value in (("--data", data_path), ("--encoder", encoder)):
         if value is None:
             raise click.UsageError(f"Missing option '{option}'.")
+    from keras_ssl3d import distribute
     from keras_ssl3d.finetune.runner import FinetuneSettings, load_task_data, run_finetune
+    from keras_ssl3d.training.run import check_run_dir
 
     settings = FinetuneSettings(
         encoder=encoder, label_fraction=label_fraction, strategy=strategy, warmup_epochs=warmup_epochs,
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
         filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt)
     settings.check()
-    data = load_task_data(data_path, size=size)
-    result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv, log=click.echo)
+    check_run_dir(out)
+    plan = distribute.plan(distribute_strategy, devices)
+    data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
+                          echo=click.echo)
+    result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv, workers=workers,
+                          plan=plan, log=click.echo)
     score = result["final_score"]
     shown = "n/a" if score is None else f"{score:.4f}"
     click.echo(f"{data.task}: {result['train_size']} training / {result['val_size']} validation subjects; "

@@ -21,17 +21,24 @@ def collect_info():
             info[module] = __import__(module).__version__
         except Exception:
             info[module] = "not installed"
-    info["devices"] = ", ".join(_devices(info["backend"]))
+    info.update(_devices())
     return info
 
 
-def _devices(backend):
-    try:
-        from keras import distribution
+def _devices():
+    """The devices a strategy would use here, and what ``--distribute auto`` picks."""
+    from keras_ssl3d import distribute
+    from keras_ssl3d.errors import SSL3DError
 
-        return distribution.list_devices()
-    except Exception:
-        return [f"cpu ({backend})"]
+    accelerators, cpus = distribute.local_devices()
+    rows = {"accelerators": ", ".join(accelerators) or "none", "cpu devices": ", ".join(cpus)}
+    try:
+        plan = distribute.plan("auto")
+        rows["distribute auto"] = (f"{plan.kind} over {plan.replicas} devices ({', '.join(plan.devices)})"
+                                   if plan.replicas > 1 else "none (one device)")
+    except SSL3DError as e:
+        rows["distribute auto"] = str(e)
+    return rows
 
 
 @click.command()

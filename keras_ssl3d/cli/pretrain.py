@@ -4,20 +4,11 @@ from pathlib import Path
 
 import click
 
+from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
 from keras_ssl3d.tasks import TASK_NAMES, TASKS
-
-
-def _load_samples(data, dims, size):
-    if dims == 3:
-        from keras_ssl3d.data import load_unlabeled_volumes
-
-        return load_unlabeled_volumes(data, size=size, crop_foreground=True)
-    from keras_ssl3d.data import load_images_2d
-
-    return load_images_2d(data, size=size)[0]
 
 
 def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch"):
@@ -59,10 +50,19 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               help="2D encoder (DenseNet) layers per dense block, comma-separated.")
 @click.option("--norm", type=click.Choice(["batch", "group", "instance", "none"]), default="batch",
               show_default=True, help="3D encoder normalization.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Hold out this fraction of the subjects and report the pretext loss/accuracy on them each epoch.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="3D: where a raw --data set is preprocessed to (once; reused when the settings match) "
+                   "[default: keras-ssl3d-cache/ beside the run folder].")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Threads preparing batches (and processes preprocessing a raw data set into the cache).")
+@distribution_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @resume_option
 @click.pass_context
-def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, seed, resume):
+def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction, cache,
+             workers, distribute_strategy, devices, seed, resume):
     """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder).
 
     Genesis and MAE pretrain a decoder too: OUT/encoder/ then holds the whole U-Net, and fine-tuning
@@ -77,8 +77,12 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
             raise click.UsageError(f"Missing option '{option}'.")
     import keras
 
+    from keras_ssl3d import distribute
+    from keras_ssl3d.data import open_unlabeled
+    from keras_ssl3d.finetune.runner import split_indices
     from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE
     from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.training.run import check_run_dir
 
     dims = int(dims)
     size = int(size or DEFAULT_INPUT_SIZE[dims])
@@ -87,39 +91,62 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     blocks = parse_int_list(blocks, "--blocks") if dims == 2 else None
     learning_rate = float(lr or DEFAULT_LEARNING_RATE[dims])
 
+    check_run_dir(run_dir)
+    plan = distribute.plan(distribute_strategy, devices)
     keras.utils.set_random_seed(seed)
-    samples = _load_samples(data, dims, size)
+    samples = open_unlabeled(data, size, rank=dims, cache_dir=cache, cache_root=run_dir.parent, workers=workers,
+                             echo=click.echo)
     if len(samples) == 0:
         raise DataError("no volumes found" if dims == 3 else "no images found", path=data)
-    min_batch = TASKS[task].min_batch_size
-    if len(samples) < min_batch:
-        raise DataError(f"{task} needs at least {min_batch} samples (negatives are other samples)", path=data)
-    batch_size = max(min(batch_size, len(samples)), min_batch)
-    in_channels = int(samples.shape[-1])
+    train_idx, val_idx = split_indices(len(samples), val_fraction, split_seed=seed)
+    least = TASKS[task].min_batch_size  # e.g. exemplar's and simclr's negatives are the other samples
+    for part, idx in (("training", train_idx), ("validation", val_idx)):
+        if len(idx) < least and (part == "training" or val_fraction > 0):
+            raise DataError(f"{task} needs at least {least} {part} samples, got {len(idx)}", path=data)
+    batch_size = max(min(batch_size, len(train_idx) // plan.replicas), least)  # per device
+    if plan.global_batch(batch_size) > len(train_idx):
+        raise DataError(f"{len(train_idx)} training samples are fewer than one global batch of "
+                        f"{plan.global_batch(batch_size)} ({plan.replicas} replicas x {batch_size})", path=data)
+    in_channels = int(samples.num_channels)
 
-    model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm)
-    model.compile(learning_rate=learning_rate)
+    with plan.scope():
+        model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm)
+        model.compile(learning_rate=learning_rate)
     hyperparameters = {
         "task": task, "dims": dims, "size": size, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "optimizer": "adam", "seed": seed,
         "encoder": {"filters": list(filters), "norm": norm} if dims == 3 else {"blocks": list(blocks)},
         "task_config": {k: v for k, v in model.get_config().items() if k not in ("encoder", "name", "trainable")},
     }
-    pretraining_data = {"path": str(Path(data).resolve()), "num_samples": int(len(samples)),
+    pretraining_data = {"path": str(Path(data).resolve()), "num_samples": int(len(train_idx)),
+                        "num_validation_samples": int(len(val_idx)),
                         "in_channels": in_channels, "size": size,
                         "preprocessing": "foreground crop, resize, min-max to [0, 1]" if dims == 3
                         else "resize, scale to [0, 1]"}
-    config = dict(hyperparameters, data=pretraining_data["path"])
-    run = TrainingRun(run_dir, config=config, resume=resume, seed=seed)
-    dataset = model.dataset(samples, batch_size=batch_size, seed=seed)
-    click.echo(f"Pretraining {task} ({dims}D) on {len(samples)} samples of {size}^{dims} x {in_channels}, "
-               f"batch {batch_size}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
-    history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False)  # the dataset shuffles by (seed, epoch)
-    out = Path(run_dir) / "encoder"
+    config = dict(hyperparameters, data=pretraining_data["path"], distribution=plan.describe(batch_size))
+    if val_fraction:  # (left out at 0, so runs made before the option existed still resume)
+        config["val_fraction"] = val_fraction
+    out_dir = plan.output_dir(run_dir)
+    run = TrainingRun(out_dir, config=config, resume=resume, seed=seed)
+    dataset = model.dataset(samples, batch_size=plan.global_batch(batch_size), seed=seed, indices=train_idx,
+                            workers=workers)
+    validation = None
+    if len(val_idx):
+        # The same held-out batches (subjects and augmentations) every epoch: comparable accuracies.
+        val_batch = max(min(plan.global_batch(batch_size), len(val_idx)), least * plan.replicas)
+        validation = model.dataset(samples, batch_size=val_batch, seed=seed + 1, shuffle=False, indices=val_idx)
+        validation.set_epoch(0)
+    held_out = f" (+ {len(val_idx)} held out for validation)" if len(val_idx) else ""
+    spread = f" x {plan.replicas} replicas ({plan.kind})" if plan.replicas > 1 else ""
+    click.echo(f"Pretraining {task} ({dims}D) on {len(train_idx)} samples{held_out} of {size}^{dims} x {in_channels}, "
+               f"batch {batch_size}{spread}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
+    with plan.scope():  # the dataset shuffles by (seed, epoch) itself
+        history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False, validation_data=validation)
+    out = out_dir / "encoder"
     saved = model.pretrained_model()
     what = "encoder" if saved is model.encoder else "encoder and decoder (a U-Net preset)"
     saved.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
-                                                 "pretraining_data": pretraining_data})
+                                         "pretraining_data": pretraining_data})
     last = history.history if hasattr(history, "history") else {}
     summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in last.items() if v) if isinstance(last, dict) else ""
     click.echo(f"Saved the pretrained {what} to {out}" + (f" ({summary})" if summary else ""))

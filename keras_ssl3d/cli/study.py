@@ -2,6 +2,8 @@
 
 import click
 
+from keras_ssl3d.cli.distribution import distribution_options
+
 
 @click.command("study")
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data set (3D or 2D).")
@@ -24,15 +26,24 @@ import click
 @click.option("--val-fraction", default=0.2, show_default=True, type=float)
 @click.option("--split-seed", default=0, show_default=True, type=int)
 @click.option("--loss", default="dice_ce", show_default=True, type=click.Choice(["dice_ce", "dice", "ce"]))
+@click.option("--cache", type=click.Path(file_okay=False), default=None,
+              help="3D: where a raw --data set is preprocessed to (once; reused when the settings match) "
+                   "[default: keras-ssl3d-cache/ beside the run folder].")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Threads preparing batches (and processes preprocessing a raw data set into the cache).")
+@distribution_options
 @click.option("--verbose", default=0, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
-          filters, norm, val_fraction, split_seed, loss, verbose):
+          filters, norm, val_fraction, split_seed, loss, cache, workers, distribute_strategy, devices, verbose):
     """Fine-tune every encoder (and scratch) on every label fraction, REPEATS times.
 
     Label subsets are fixed by seed and identical across encoders; finished runs are reused when
     the command is run again. Writes OUT/runs.csv, OUT/data_efficiency.png, OUT/convergence.png
     and OUT/summary.md.
     """
+    from pathlib import Path
+
+    from keras_ssl3d import distribute
     from keras_ssl3d.finetune.parsing import parse_float_list, parse_int_list, parse_name_list
     from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder, load_task_data
     from keras_ssl3d.finetune.study import SCRATCH, run_study
@@ -44,12 +55,15 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
                                 warmup_epochs=warmup_epochs, val_fraction=val_fraction, split_seed=split_seed,
                                 filters=filter_list, norm=norm or "batch", loss=loss)
     settings.check()
-    data = load_task_data(data_path, size=size)
+    plan = distribute.plan(distribute_strategy, devices)
+    data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
+                          echo=click.echo)
     pretrained = [e for e in encoder_list if e != SCRATCH]
     if pretrained and data.task == "segmentation" and (filter_list is None or norm is None):
         reference = load_encoder(pretrained[0], 3)
         settings.filters = filter_list or tuple(reference.filters)
         settings.norm = norm or reference.norm
-    rows = run_study(data, encoder_list, fraction_list, repeats, settings, out, verbose=verbose, log=click.echo)
-    click.echo((__import__("pathlib").Path(out) / "summary.md").read_text(encoding="utf-8"))
+    rows = run_study(data, encoder_list, fraction_list, repeats, settings, out, verbose=verbose, log=click.echo,
+                     workers=workers, plan=plan)
+    click.echo((Path(out) / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"{len(rows)} runs; see {out}/runs.csv, data_efficiency.png, convergence.png")

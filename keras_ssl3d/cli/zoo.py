@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from keras_ssl3d.cli.distribution import distribution_options
+
 
 @click.group()
 def zoo():
@@ -78,12 +80,16 @@ def download(name, revision, cache_dir):
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Where the training run (checkpoints, run.json) goes; default: under KERAS_SSL3D_HOME.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its run folder.")
-def build(name, data_dir, push_repo, private, epochs, batch_size, input_size, run_dir, resume):
+@distribution_options
+def build(name, data_dir, push_repo, private, epochs, batch_size, input_size, run_dir, resume, distribute_strategy,
+          devices):
     """Run a preset's recipe on your data and register the result so from_pretrained(NAME) loads it."""
+    from keras_ssl3d import distribute
     from keras_ssl3d.zoo.build import build_preset
 
+    plan = distribute.plan(distribute_strategy, devices)
     result = build_preset(name, data_dir, epochs=epochs, batch_size=batch_size, input_size=input_size,
-                          run_dir=run_dir, resume=resume, echo=click.echo)
+                          run_dir=run_dir, resume=resume, echo=click.echo, plan=plan)
     click.echo(f"registered {name} at {result}")
     if push_repo:
         from keras_ssl3d.zoo.hub import push_preset_folder

@@ -1,15 +1,16 @@
 """Medical data: NIfTI reading, data set layouts, the paper's preprocessing, the cache, the input
 pipeline and built-in synthetic data.
 
-The convenience loaders below are what the CLIs use: they accept a preprocessed cache folder
-(with ``manifest.json``) or any raw data set layout.
+The commands stream: ``ensure_cache`` preprocesses a raw data set once, ``CachedDataset`` reads its
+subjects lazily and ``VolumeBatches`` makes the batches. The ``load_*_volumes`` helpers below stack
+a whole (small) data set in memory, for notebooks and the API examples.
 """
 
 import dataclasses
 
 import numpy as np
 
-from keras_ssl3d.data.cache import CachedDataset, is_cache, open_cache
+from keras_ssl3d.data.cache import CachedDataset, default_cache_dir, ensure_cache, is_cache, open_cache
 from keras_ssl3d.data.images2d import load_images_2d
 from keras_ssl3d.data.layouts import Dataset, Subject, discover
 from keras_ssl3d.data.nifti import Volume, load_volume, save_label_map
@@ -29,18 +30,11 @@ from keras_ssl3d.errors import DataError
 
 def __getattr__(name):
     # The pipeline imports Keras: load it only when asked for.
-    if name == "VolumeBatches":
-        from keras_ssl3d.data.pipeline import VolumeBatches
+    if name in ("VolumeBatches", "ArraySource"):
+        from keras_ssl3d.data import pipeline
 
-        return VolumeBatches
+        return getattr(pipeline, name)
     raise AttributeError(f"module 'keras_ssl3d.data' has no attribute {name!r}")
-
-
-def _resize_cached(array, size, labels=False):
-    shape = (size,) * 3 if np.isscalar(size) else tuple(size)
-    if tuple(array.shape[:3]) == shape:
-        return np.asarray(array)
-    return resize_labels(array, shape) if labels else resize_volume(array, shape)
 
 
 def _raw_kwargs(dataset):
@@ -51,6 +45,22 @@ def _raw_kwargs(dataset):
     return kw
 
 
+def open_unlabeled(path, size, rank=3, cache_dir=None, cache_root=None, workers=1, echo=None):
+    """The unlabeled samples of ``path`` for pretraining, read lazily.
+
+    3D: a raw data set is preprocessed once into a cache (foreground crop, as the paper does for
+    self-supervised pretraining; see ``ensure_cache``) and streamed from it, resized to ``size`` if the
+    cache was made at another size. 2D: the images are loaded (an ``ArraySource``).
+    """
+    if rank == 3:
+        folder = ensure_cache(path, size, crop_foreground=True, cache_dir=cache_dir, root=cache_root,
+                              workers=workers, echo=echo)
+        return open_cache(folder, size=size)
+    from keras_ssl3d.data.pipeline import ArraySource
+
+    return ArraySource(load_images_2d(path, size=size)[0])
+
+
 def load_unlabeled_volumes(path, size=128, crop_foreground=True, layout="auto", modalities=None):
     """All volumes of a cache or raw data set as float32 ``(N, S, S, S, C)`` in [0, 1].
 
@@ -59,9 +69,7 @@ def load_unlabeled_volumes(path, size=128, crop_foreground=True, layout="auto", 
     size differs).
     """
     if is_cache(path):
-        cache = open_cache(path)
-        return np.stack([_resize_cached(np.asarray(cache.image(i), dtype=np.float32), size)
-                         for i in range(len(cache))]).astype(np.float32)
+        return open_cache(path, size=size).images()
     dataset = discover(path, layout=layout, modalities=modalities)
     kw = _raw_kwargs(dataset)
     out = []
@@ -84,24 +92,19 @@ def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_fo
     file (e.g. MSD test images) are left out.
     """
     if is_cache(path):
-        cache = open_cache(path)
-        keep = [i for i in range(len(cache)) if cache.subjects[i].get("label")]
-        if not keep:
+        cache = open_cache(path, size=size, labeled_only=True)
+        if not len(cache):
             raise DataError("cache holds no labelled subjects", path=path)
-        images = np.stack([_resize_cached(np.asarray(cache.image(i), dtype=np.float32), size) for i in keep])
-        labels = np.stack([_resize_cached(np.asarray(cache.label(i)), size, labels=True) for i in keep])
-        m = cache.manifest
         info = {
             "modalities": cache.modalities,
             "label_names": cache.label_names,
             "num_classes": cache.num_classes,
-            "subject_ids": [cache.subjects[i]["id"] for i in keep],
-            "label_mapping": None if m.get("label_mapping") is None else
-            {int(k): int(v) for k, v in m["label_mapping"].items()},
+            "subject_ids": cache.subject_ids,
+            "label_mapping": cache.label_mapping,
             "inverse_label_mapping": cache.inverse_label_mapping,
-            "subjects": [cache.subjects[i] for i in keep],
+            "subjects": list(cache.subjects),
         }
-        return images.astype(np.float32), labels.astype(np.uint8), info
+        return cache.images(), cache.labels(), info
     dataset = discover(path, layout=layout, modalities=modalities)
     subjects = dataset.labeled
     if not subjects:
@@ -137,7 +140,8 @@ def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_fo
 
 
 __all__ = [
-    "CachedDataset", "DataError", "Dataset", "Subject", "Volume", "crop_to_foreground", "discover",
+    "ArraySource", "CachedDataset", "DataError", "Dataset", "Subject", "Volume", "crop_to_foreground",
+    "default_cache_dir", "discover", "ensure_cache", "open_unlabeled",
     "labels_to_original", "load_images_2d", "load_labeled_volumes", "load_unlabeled_volumes", "load_volume",
     "open_cache", "preprocess_dataset", "preprocess_subject", "remap_labels", "resize_labels", "resize_volume",
     "save_label_map", "scale_intensity", "VolumeBatches",

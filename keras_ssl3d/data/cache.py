@@ -1,11 +1,13 @@
-"""Reading a preprocessed cache: arrays are memory-mapped, so a data set larger than RAM trains."""
+"""The preprocessed cache: every command streams its subjects from here (memory-mapped, so a data set
+larger than RAM trains), and a raw data set is preprocessed into one first (``ensure_cache``)."""
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.data.preprocess import CACHE_FORMAT
+from keras_ssl3d.data.preprocess import CACHE_FORMAT, resize_labels, resize_volume
 from keras_ssl3d.errors import DataError
 
 
@@ -17,10 +19,13 @@ class CachedDataset:
     """The subjects of a cache folder written by ``preprocess_dataset``.
 
     ``image(i)`` is float32 ``(S, S, S, C)``, ``label(i)`` uint8 ``(S, S, S)`` (or ``None``);
-    both are read-only memory maps unless ``mmap=False``.
+    both are read-only memory maps unless ``mmap=False``. With ``size`` (an int or 3 ints) each
+    subject is resized to it when read (trilinear / nearest for labels) if the cache was made at
+    another size, so one cache serves every ``--size``. ``labeled_only`` keeps only the subjects
+    that have a label file (e.g. leaves out MSD test images).
     """
 
-    def __init__(self, directory, mmap=True):
+    def __init__(self, directory, mmap=True, size=None, labeled_only=False):
         self.directory = Path(directory)
         path = self.directory / "manifest.json"
         if not path.is_file():
@@ -33,8 +38,14 @@ class CachedDataset:
         if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
             raise DataError("manifest.json is not a keras-ssl3d cache manifest", path=path)
         self.manifest = manifest
-        self.subjects = list(manifest.get("subjects", []))
+        self.subjects = [s for s in manifest.get("subjects", []) if s.get("label") or not labeled_only]
         self._mmap = "r" if mmap else None
+        stored = tuple(int(n) for n in manifest.get("size", ()))
+        self._resize_to = None
+        if size is not None:
+            wanted = (int(size),) * 3 if np.isscalar(size) else tuple(int(n) for n in size)
+            if wanted != stored:
+                self._resize_to = wanted
 
     def __len__(self):
         return len(self.subjects)
@@ -65,13 +76,19 @@ class CachedDataset:
         return None if names is None else {int(k): v for k, v in names.items()}
 
     @property
+    def label_mapping(self):
+        mapping = self.manifest.get("label_mapping")
+        return None if mapping is None else {int(k): int(v) for k, v in mapping.items()}
+
+    @property
     def inverse_label_mapping(self):
         inv = self.manifest.get("inverse_label_mapping")
         return None if inv is None else {int(k): int(v) for k, v in inv.items()}
 
     @property
     def spatial_shape(self):
-        return tuple(self.manifest.get("size", ()))
+        """The shape subjects are served at (the cache's own size unless ``size`` was given)."""
+        return self._resize_to or tuple(self.manifest.get("size", ()))
 
     @property
     def has_labels(self):
@@ -88,11 +105,15 @@ class CachedDataset:
             raise DataError(f"unreadable cached {what} ({e})", path=path) from None
 
     def image(self, i):
-        return self._load(self.subjects[i]["image"], "image")
+        image = self._load(self.subjects[i]["image"], "image")
+        return image if self._resize_to is None else resize_volume(image, self._resize_to)
 
     def label(self, i):
         rel = self.subjects[i].get("label")
-        return None if not rel else self._load(rel, "label")
+        if not rel:
+            return None
+        label = self._load(rel, "label")
+        return label if self._resize_to is None else resize_labels(label, self._resize_to)
 
     def images(self, indices=None):
         """Stack images into one float32 array (in memory)."""
@@ -110,5 +131,52 @@ class CachedDataset:
         return np.stack(out)
 
 
-def open_cache(directory, mmap=True):
-    return CachedDataset(directory, mmap=mmap)
+def open_cache(directory, mmap=True, size=None, labeled_only=False):
+    return CachedDataset(directory, mmap=mmap, size=size, labeled_only=labeled_only)
+
+
+def default_cache_dir(src, root, size, crop_foreground):
+    """Where a raw data set's cache goes: ``root/keras-ssl3d-cache/<name>-<size>[-crop]-<hash>``.
+
+    The name says what it holds; the hash of the source's absolute path keeps two data sets of the
+    same name apart. ``root`` is the folder the run folder sits in, so runs beside each other
+    (pretrain, finetune, study) share one cache per setting.
+    """
+    src = Path(src).resolve()
+    digest = hashlib.sha256(str(src).encode("utf-8")).hexdigest()[:8]
+    name = f"{src.name}-{int(size)}{'-crop' if crop_foreground else ''}-{digest}"
+    return Path(root) / "keras-ssl3d-cache" / name
+
+
+def ensure_cache(src, size, crop_foreground, cache_dir=None, root=None, workers=1, echo=None):
+    """The cache of ``src`` at ``size``: ``src`` itself when it is a cache, else made once and reused.
+
+    A raw data set (any layout ``discover`` reads) is preprocessed into ``cache_dir`` (default:
+    ``default_cache_dir(src, root)``, ``root`` defaulting to keras-ssl3d's home folder
+    ``$KERAS_SSL3D_HOME`` or ``~/.cache/keras_ssl3d``); a later call with the same settings finds every
+    subject done and only checks the records, a killed preprocessing resumes, and a folder made
+    with other settings is refused by ``preprocess_dataset``. Returns the cache folder.
+    """
+    if is_cache(src):
+        return Path(src)
+    from keras_ssl3d.data.preprocess import preprocess_dataset
+
+    if cache_dir is None and root is None:
+        from keras_ssl3d.zoo.registry import home_dir
+
+        root = home_dir()
+    out = Path(cache_dir) if cache_dir else default_cache_dir(src, root, size, crop_foreground)
+    done = []
+
+    def progress(_sid, status):
+        done.append(status)
+
+    summary = preprocess_dataset(src, out, size=size, crop_foreground=crop_foreground, workers=workers,
+                                 progress=progress)
+    if echo is not None:
+        if summary["done"]:
+            echo(f"Preprocessed {summary['done']} subjects of {src} into the cache {out} "
+                 f"({summary['already_done']} were already there)")
+        else:
+            echo(f"Using the cache {out} ({summary['already_done']} subjects, made earlier from {src})")
+    return out

@@ -1,4 +1,5 @@
-"""Batches for ``fit`` from a cache (memory-mapped) or an in-memory array.
+"""The one batch pipeline: pretraining, fine-tuning and evaluation batches for ``fit``/``predict``,
+streamed from a cache (memory-mapped) or taken from an in-memory array.
 
 The order of epoch ``e`` is a pure function of ``(seed, e)``, and so is the random generator
 handed to ``transform`` for each batch: a resumed run sees exactly the batches it would have
@@ -14,7 +15,9 @@ from keras_ssl3d.data.cache import CachedDataset
 from keras_ssl3d.errors import DataError
 
 
-class _ArraySource:
+class ArraySource:
+    """In-memory samples ``(N, *spatial, C)`` (and labels) with the ``CachedDataset`` interface."""
+
     def __init__(self, images, labels=None):
         self._images = images
         self._labels = labels
@@ -24,11 +27,32 @@ class _ArraySource:
     def __len__(self):
         return len(self._images)
 
+    @property
+    def num_channels(self):
+        return int(self._images.shape[-1])
+
     def image(self, i):
         return self._images[i]
 
     def label(self, i):
         return None if self._labels is None else self._labels[i]
+
+
+class SubsetSource:
+    """Subjects ``indices`` of another source, in that order (repeats allowed), read lazily."""
+
+    def __init__(self, source, indices):
+        self._source = source
+        self._indices = [int(i) for i in indices]
+
+    def __len__(self):
+        return len(self._indices)
+
+    def image(self, i):
+        return self._source.image(self._indices[i])
+
+    def label(self, i):
+        return self._source.label(self._indices[i])
 
 
 def _as_source(source):
@@ -37,11 +61,11 @@ def _as_source(source):
     if isinstance(source, (str, Path)):
         return CachedDataset(source)
     if isinstance(source, tuple) and len(source) == 2:
-        return _ArraySource(np.asarray(source[0]), np.asarray(source[1]))
+        return ArraySource(np.asarray(source[0]), np.asarray(source[1]))
     if isinstance(source, np.ndarray):
-        if source.ndim != 5:
-            raise DataError(f"expected volumes of shape (N, D, H, W, C), got {source.shape}")
-        return _ArraySource(source)
+        if source.ndim not in (4, 5):
+            raise DataError(f"expected volumes (N, D, H, W, C) or images (N, H, W, C), got shape {source.shape}")
+        return ArraySource(source)
     if hasattr(source, "image") and hasattr(source, "__len__"):
         return source
     raise DataError(f"cannot make batches from {type(source).__name__}; pass a CachedDataset or an array")
@@ -51,8 +75,8 @@ class VolumeBatches(keras.utils.PyDataset):
     """``keras.utils.PyDataset`` of volume batches.
 
     Args:
-        source: a :class:`CachedDataset` (or its folder), an array ``(N, D, H, W, C)``, or
-            ``(images, labels)``.
+        source: a :class:`CachedDataset` (or its folder), an :class:`ArraySource`, an array
+            ``(N, D, H, W, C)`` (or 2D images ``(N, H, W, C)``), or ``(images, labels)``.
         batch_size: volumes per batch.
         shuffle: shuffle the order every epoch (from ``(seed, epoch)``).
         seed: base seed of the order and of the per-batch ``rng``.
@@ -142,7 +166,7 @@ class VolumeBatches(keras.utils.PyDataset):
         images = np.stack([np.asarray(self.source.image(int(i)), dtype=self.dtype) for i in ids])
         labels = None
         if self.with_labels:
-            labels = np.stack([np.asarray(self.source.label(int(i))) for i in ids])
+            labels = np.stack([np.asarray(self.source.label(int(i))) for i in ids]).astype(np.int32)  # class ids
         if self.transform is not None:
             rng = np.random.default_rng([self.seed, epoch, index, 1])
             if self.with_labels:

@@ -51,7 +51,7 @@ def select_subjects(data, metadata, subjects="all"):
     missing = [s for s in wanted if s not in index]
     if missing:
         raise DataError(f"{len(missing)} {subjects} subject(s) of the model are not in the data "
-                        f"(e.g. {missing[0]!r})", path=data.source)
+                        f"(e.g. {missing[0]!r})", path=data.path)
     return np.asarray([index[s] for s in wanted], dtype=np.intp)
 
 
@@ -63,16 +63,18 @@ def evaluate_model(model, metadata, data, subjects="all", overlap=0.5, batch_siz
         raise ConfigError(f"the model does {metadata['task']} but the data is for {data.task}")
     if len(data.channel_names) != model.in_channels:
         raise DataError(f"data has {len(data.channel_names)} channels ({', '.join(data.channel_names)}), the model "
-                        f"expects {model.in_channels}", path=data.source)
+                        f"expects {model.in_channels}", path=data.path)
     indices = select_subjects(data, metadata, subjects)
     if len(indices) == 0:
-        raise DataError("no subjects to evaluate", path=data.source)
+        raise DataError("no subjects to evaluate", path=data.path)
     num_classes = int(metadata.get("num_classes") or model.num_classes)
     ids = [data.subject_ids[i] if data.subject_ids else f"#{i}" for i in indices]
     if data.task == "classification":
-        probs = np.asarray(model.predict(data.images[indices], batch_size=max(1, batch_size), verbose=0))
-        pred = probs.argmax(-1)
-        true = data.labels[indices]
+        from keras_ssl3d.data.pipeline import VolumeBatches
+
+        batches = VolumeBatches(data.samples, batch_size=max(1, batch_size), shuffle=False, indices=indices)
+        pred = np.asarray(model.predict(batches, verbose=0)).argmax(-1)
+        true = np.asarray([data.samples.label(int(i)) for i in indices])
         return {
             "task": "classification",
             "num_subjects": int(len(indices)),
@@ -83,13 +85,14 @@ def evaluate_model(model, metadata, data, subjects="all", overlap=0.5, batch_siz
     mapping = label_mapping(metadata)
     if data.label_mapping is not None and mapping is not None and data.label_mapping != mapping:
         raise DataError(f"data label mapping {data.label_mapping} differs from the model's {mapping}",
-                        path=data.source)
+                        path=data.path)
     class_names = metadata.get("class_names") or [f"class_{k}" for k in range(num_classes)]
     regions = M.brats_regions(mapping) if M.is_brats_labels(mapping, class_names) else None
     size = model_size(metadata)
-    preds = [predict_labels(model, data.images[i], window=(size,) * 3, overlap=overlap, batch_size=batch_size)
-             for i in indices]
-    trues = [data.labels[i] for i in indices]
+    # Generators: one subject in memory at a time, however large the data set.
+    preds = (predict_labels(model, np.asarray(data.samples.image(int(i)), dtype=np.float32), window=(size,) * 3,
+                            overlap=overlap, batch_size=batch_size) for i in indices)
+    trues = (np.asarray(data.samples.label(int(i))) for i in indices)
     result = M.evaluate_segmentation(preds, trues, num_classes, class_names=class_names, regions=regions)
     for row, sid in zip(result["per_subject"], ids):
         row["id"] = sid

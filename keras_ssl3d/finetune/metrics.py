@@ -96,15 +96,25 @@ def region_dice(pred_labels, true_labels, regions):
 def evaluate_segmentation(pred_volumes, true_volumes, num_classes, class_names=None, regions=None):
     """Dice over a set of volumes (per class, per region, mean without background).
 
-    Returns ``{"per_subject": [...], "per_class": {name: mean}, "regions": {name: mean},
+    The volumes may be iterators (one subject in memory at a time). Returns ``{"per_subject": [...], "per_class": {name: mean}, "regions": {name: mean},
     "mean_dice": float}`` where means are over subjects (each subject's Dice follows the
     empty-mask convention above).
     """
-    if len(pred_volumes) != len(true_volumes):
+    if hasattr(pred_volumes, "__len__") and hasattr(true_volumes, "__len__") and \
+            len(pred_volumes) != len(true_volumes):
         raise ConfigError(f"{len(pred_volumes)} predictions for {len(true_volumes)} ground truths")
     names = list(class_names) if class_names else [f"class_{k}" for k in range(num_classes)]
     per_subject = []
-    for pred, true in zip(pred_volumes, true_volumes):
+    pairs = zip(pred_volumes, true_volumes, strict=True)
+    while True:
+        try:
+            pred, true = next(pairs)
+        except StopIteration:
+            break
+        except ValueError as e:
+            if "zip()" not in str(e):
+                raise
+            raise ConfigError("as many predictions as ground truths are needed") from None
         row = {"per_class": {names[k]: v for k, v in dice_per_class(pred, true, num_classes).items()}}
         row["mean_dice"] = float(np.mean(list(row["per_class"].values()))) if num_classes > 1 else float("nan")
         if regions:

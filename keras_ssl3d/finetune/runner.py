@@ -28,24 +28,25 @@ RESULT_FILE = "result.json"
 
 @dataclasses.dataclass
 class TaskData:
-    """A labelled data set in memory: 3D volumes + label maps, or 2D images + grades."""
+    """A labelled data set: 3D volumes + label maps, or 2D images + grades.
+
+    ``samples`` serves subject ``i`` as ``image(i)`` / ``label(i)``: a ``CachedDataset`` in 3D
+    (memory-mapped, resized on the fly to ``size``: only the batches in flight are in memory) or an
+    ``ArraySource`` in 2D (images small enough for memory).
+    """
 
     task: str  # "segmentation" or "classification"
-    images: np.ndarray
-    labels: np.ndarray
+    samples: object
+    size: int
     num_classes: int
     class_names: list
     channel_names: list
     label_mapping: dict | None = None
     subject_ids: list | None = None
-    source: str = ""
-
-    @property
-    def size(self):
-        return int(self.images.shape[1])
+    path: str = ""
 
     def __len__(self):
-        return len(self.images)
+        return len(self.samples)
 
 
 def detect_task(path):
@@ -66,25 +67,29 @@ def detect_task(path):
     raise DataError("no NIfTI volumes or PNG/JPEG images found", path=path)
 
 
-def load_task_data(path, size=None, task=None):
-    """Load a labelled data set for fine-tuning (``size`` defaults to 128 for 3D, 224 for 2D)."""
+def load_task_data(path, size=None, task=None, cache_dir=None, cache_root=None, workers=1, echo=None):
+    """A labelled data set for fine-tuning or evaluation (``size``: 128 for 3D, 224 for 2D).
+
+    3D data are streamed from a cache: a raw data set is preprocessed once into ``cache_dir``
+    (default: under ``cache_root``, see ``ensure_cache``) with ``workers`` processes and reused.
+    """
     task = task or detect_task(path)
     size = int(size or DEFAULT_SIZE[task])
     if task == "segmentation":
-        from keras_ssl3d.data import load_labeled_volumes
+        from keras_ssl3d.data import ensure_cache, open_cache
 
-        images, labels, info = load_labeled_volumes(path, size=size)
-        num_classes = int(info["num_classes"])
-        names = info.get("label_names") or {}
-        names = {int(k): str(v) for k, v in dict(names).items()}
-        class_names = [names.get(k, f"class_{k}") for k in range(num_classes)]
-        mapping = info.get("label_mapping")
-        return TaskData(task, images, labels.astype(np.int32), num_classes, class_names,
-                        [str(m) for m in info["modalities"]],
-                        None if mapping is None else {int(k): int(v) for k, v in mapping.items()},
-                        list(info.get("subject_ids") or []), str(path))
+        folder = ensure_cache(path, size, crop_foreground=False, cache_dir=cache_dir, root=cache_root,
+                              workers=workers, echo=echo)
+        cache = open_cache(folder, size=size, labeled_only=True)
+        if not len(cache):
+            raise DataError("data set has no label files", path=path)
+        num_classes = int(cache.num_classes)
+        names = {int(k): str(v) for k, v in (cache.label_names or {}).items()}
+        return TaskData(task, cache, size, num_classes, [names.get(k, f"class_{k}") for k in range(num_classes)],
+                        [str(m) for m in cache.modalities], cache.label_mapping, cache.subject_ids, str(path))
     from keras_ssl3d.data import load_images_2d
     from keras_ssl3d.data.images2d import list_images_2d
+    from keras_ssl3d.data.pipeline import ArraySource
 
     images, grades = load_images_2d(path, size=size)
     if grades is None:
@@ -93,8 +98,8 @@ def load_task_data(path, size=None, task=None):
         raise DataError(f"grades must be >= 0, got {int(grades.min())}", path=path)
     num_classes = max(int(grades.max()) + 1, 2)
     ids = [Path(p).name for p, _ in list_images_2d(path)]
-    return TaskData(task, images, grades.astype(np.int32), num_classes, [f"grade_{k}" for k in range(num_classes)],
-                    ["red", "green", "blue"], None, ids, str(path))
+    return TaskData(task, ArraySource(images, grades.astype(np.int32)), size, num_classes,
+                    [f"grade_{k}" for k in range(num_classes)], ["red", "green", "blue"], None, ids, str(path))
 
 
 def split_indices(n, val_fraction=0.2, split_seed=0):
@@ -250,28 +255,42 @@ class FinetuneSettings:
             raise ConfigError(f"--filters must be positive integers, got {self.filters}")
 
 
-def run_finetune(data, settings, out, resume=False, verbose=0, command=None, log=None):
+def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None):
     """Train one fine-tuning run on ``data`` (a `TaskData`) into ``out``; returns the result dict.
 
+    ``workers`` threads prepare the training batches (see ``VolumeBatches``). ``plan``: a
+    ``keras_ssl3d.distribute.DistributionPlan`` (default: one device); ``settings.batch_size`` is per
+    device, and only the chief writes ``out``.
     ``log`` (e.g. ``click.echo``) is told when a pretrained decoder starts the U-Net.
     """
     import keras
 
-    from keras_ssl3d.fileio import write_json_atomic
-    from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
-    from keras_ssl3d.finetune.warmup import apply_strategy
-    from keras_ssl3d.losses import get_segmentation_loss
-    from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.distribute import DistributionPlan
 
     settings.check()
     s = settings.resolved(data.task)
-    out = Path(out)
+    plan = plan or DistributionPlan("none", [])
+    out = plan.output_dir(out)
     train_pool, val_idx = split_indices(len(data), s.val_fraction, s.split_seed)
     train_idx = label_subset(train_pool, s.label_fraction, s.seed)
     if data.task == "classification" and s.batch_size > len(train_idx):
         s.batch_size = len(train_idx)
 
     keras.utils.set_random_seed(s.seed)
+    with plan.scope():  # build, compile and fit under the distribution
+        return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log)
+
+
+def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log):
+    import keras
+
+    from keras_ssl3d.data.pipeline import VolumeBatches
+    from keras_ssl3d.fileio import write_json_atomic
+    from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
+    from keras_ssl3d.finetune.warmup import apply_strategy
+    from keras_ssl3d.losses import get_segmentation_loss
+    from keras_ssl3d.training import TrainingRun
+
     model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
     if decoder == "pretrained" and log is not None:
         log(f"Decoder: starting from the pretrained decoder of {s.encoder} (with a fresh output layer)")
@@ -288,7 +307,7 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, log
 
     config = {
         "task": data.task,
-        "data": data.source,
+        "data": data.path,
         "encoder": s.encoder,
         "label_fraction": s.label_fraction,
         "strategy": s.strategy,
@@ -307,18 +326,22 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, log
         "decoder": decoder,
         "train_subjects": [_subject_id(data, i) for i in train_idx],
         "val_subjects": [_subject_id(data, i) for i in val_idx],
+        "distribution": plan.describe(s.batch_size),
     }
     run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command)
-    if data.task == "segmentation":
-        from keras_ssl3d.data import VolumeBatches
-
-        train = VolumeBatches((data.images, data.labels), batch_size=s.batch_size, shuffle=True, seed=s.seed,
-                              with_labels=True, indices=train_idx)
-    else:
-        train = _ImageBatches(data.images, data.labels, train_idx, s.batch_size, s.seed)
-    validation = (data.images[val_idx], data.labels[val_idx]) if len(val_idx) else None
+    # Every replica needs samples in every batch: with several, the last incomplete training batch is
+    # dropped (a different one each epoch, as the order is shuffled) and the last validation batch is
+    # completed with the first validation subjects again.
+    replicated = plan.replicas > 1
+    train = VolumeBatches(data.samples, batch_size=plan.global_batch(s.batch_size), shuffle=True, seed=s.seed,
+                          with_labels=True, indices=train_idx, workers=workers, drop_remainder=replicated)
+    validation = None
+    if len(val_idx):
+        per_device = 1 if data.task == "segmentation" else s.batch_size
+        batch = plan.global_batch(per_device)
+        padded = np.resize(val_idx, -(-len(val_idx) // batch) * batch) if replicated else val_idx
+        validation = VolumeBatches(data.samples, batch_size=batch, shuffle=False, with_labels=True, indices=padded)
     history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
-                      validation_batch_size=1 if data.task == "segmentation" else s.batch_size,
                       shuffle=False, verbose=verbose)
     rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
 
@@ -383,27 +406,3 @@ def _rows(history):
 def _subject_id(data, i):
     return data.subject_ids[i] if data.subject_ids and i < len(data.subject_ids) else f"#{int(i)}"
 
-
-class _ImageBatches:
-    """Seeded, epoch-addressable batches of 2D images (order a pure function of (seed, epoch))."""
-
-    def __new__(cls, images, labels, indices, batch_size, seed):
-        import keras
-
-        class ImageBatches(keras.utils.PyDataset):
-            def __init__(self):
-                super().__init__()
-                self.epoch = 0
-
-            def __len__(self):
-                return -(-len(indices) // batch_size)
-
-            def set_epoch(self, epoch):
-                self.epoch = int(epoch)
-
-            def __getitem__(self, i):
-                order = np.asarray(indices)[np.random.default_rng([int(seed), self.epoch]).permutation(len(indices))]
-                chosen = order[i * batch_size:(i + 1) * batch_size]
-                return images[chosen], labels[chosen]
-
-        return ImageBatches()

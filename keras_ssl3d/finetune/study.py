@@ -36,7 +36,7 @@ def encoder_label(handle):
     return Path(text).name or text
 
 
-def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print):
+def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None):
     """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows."""
     from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
     from keras_ssl3d.finetune.runner import RESULT_FILE, run_finetune
@@ -67,7 +67,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                     log(f"[{done}/{total}] {label}, {fraction:g} of the labels, repeat {repeat}")
                     s = _replace(settings, encoder=handle, label_fraction=float(fraction), seed=repeat)
                     result = run_finetune(data, s, run_dir, resume=(run_dir / "run.json").is_file(),
-                                          verbose=verbose)
+                                          verbose=verbose, workers=workers, plan=plan)
                     model, metadata = load_finetuned(run_dir)
                     scores = evaluate_model(model, metadata, data, subjects="val") if result["val_size"] else None
                     wall = time.perf_counter() - start

@@ -7,7 +7,6 @@ encoder. ``TASKS`` maps the CLI names to the classes.
 """
 
 from keras_ssl3d.tasks.cpc import CPC
-from keras_ssl3d.tasks.dataset import TaskDataset
 from keras_ssl3d.tasks.exemplar import Exemplar
 from keras_ssl3d.tasks.genesis import Genesis
 from keras_ssl3d.tasks.jigsaw import Jigsaw
@@ -39,5 +38,5 @@ def make_task(name, encoder, input_size=None, **hparams):
 
 
 __all__ = ["CPC", "MAE", "RPL", "TASKS", "TASK_NAMES", "make_task", "Exemplar", "Genesis", "Jigsaw", "Rotation",
-           "SimCLR", "TaskDataset", "generate_permutations",
+           "SimCLR", "generate_permutations",
            "hamming_stats", "load_permutations"]

@@ -5,7 +5,6 @@ import numpy as np
 from keras import ops
 
 from keras_ssl3d.errors import ConfigError
-from keras_ssl3d.tasks.dataset import TaskDataset
 
 # Adam learning rates of the paper's appendix.
 DEFAULT_LEARNING_RATE = {3: 1e-3, 2: 5e-4}
@@ -111,6 +110,9 @@ class PretextTask(keras.Model):
     min_batch_size = 1
     ranks = (2, 3)
     small_hparams = {}
+    # Whether the loss takes negatives from the other samples of the batch (per replica under
+    # tf.distribute: see keras_ssl3d.distribute).
+    uses_batch_negatives = False
 
     def _set_encoder(self, encoder):
         self.encoder = encoder
@@ -167,8 +169,18 @@ class PretextTask(keras.Model):
         return transform
 
     def dataset(self, samples, batch_size=2, seed=0, shuffle=True, **kwargs):
-        """A ``keras.utils.PyDataset`` of this task's batches from unlabeled ``samples``."""
-        return TaskDataset(samples, self.transform, batch_size=batch_size, seed=seed, shuffle=shuffle, **kwargs)
+        """This task's ``(inputs, targets)`` batches from unlabeled ``samples``, for ``fit``.
+
+        ``samples`` is an array ``(N, *spatial, C)``, a ``CachedDataset`` or a cache folder (streamed:
+        only the batches in flight are in memory). It is the shared ``VolumeBatches`` pipeline with
+        this task's ``transform``: order and randomness are pure functions of ``(seed, epoch, batch)``.
+        The last incomplete batch is dropped (contrastive and triplet batches need their negatives).
+        Other keyword arguments (``indices``, ``workers``, ...) go to ``VolumeBatches``.
+        """
+        from keras_ssl3d.data.pipeline import VolumeBatches
+
+        return VolumeBatches(samples, batch_size=batch_size, seed=seed, shuffle=shuffle, transform=self.transform,
+                             drop_remainder=True, **kwargs)
 
     def _base_config(self):
         return {

@@ -65,6 +65,8 @@ class CPC(PretextTask):
         self.temperature = float(temperature)
         self.target_indices = predictor.target_indices()
 
+    uses_batch_negatives = True  # every patch of the batch is a key
+
     def default_loss(self):
         return InfoNCE(temperature=self.temperature)
 

@@ -50,6 +50,7 @@ class SimCLR(PretextTask):
     """
 
     min_batch_size = 2
+    uses_batch_negatives = True  # the other views of the batch are the negatives
     small_hparams = {"projection_dim": 32, "hidden_units": 32}
 
     def __init__(self, encoder, projection_dim=128, hidden_units=None, temperature=0.1, flip_p=0.5,

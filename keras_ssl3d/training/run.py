@@ -47,6 +47,19 @@ def environment_versions():
     return versions
 
 
+def check_run_dir(run_dir):
+    """Fail early, before any data is read or cached beside it, if ``run_dir`` cannot be created.
+
+    Creates nothing: the nearest existing folder above it must be a writable folder.
+    """
+    path = Path(run_dir).absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise RunError("cannot create the run directory (Not a directory)", path=run_dir)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise RunError("the run directory is not writable", path=run_dir)
+
+
 class TrainingRun:
     """A resumable training run stored in ``run_dir``.
 
@@ -244,7 +257,9 @@ def _in_main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
-_VOLATILE = {"resume", "out", "verbose", "workers", "epochs"}
+# Settings a resumed run may change. "distribution": a run may resume on another number of devices
+# (from the checkpoint, with that many replicas from then on).
+_VOLATILE = {"resume", "out", "verbose", "workers", "epochs", "distribution"}
 
 
 def _comparable(config):

@@ -10,8 +10,6 @@ and the trained encoder is saved as a preset folder in ``local_build_dir(name)``
 
 from pathlib import Path
 
-import numpy as np
-
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.zoo.registry import get_entry, home_dir, local_build_dir
 
@@ -43,48 +41,49 @@ def make_task(entry, encoder, input_size):
     return make_task(name, encoder, input_size=input_size, **recipe.get("task_hparams", {}))
 
 
-def load_samples(entry, data_dir, input_size):
-    """The unlabeled training samples of ``data_dir``, preprocessed as the recipe says."""
-    from keras_ssl3d import data
+def load_samples(entry, data_dir, input_size, cache_root=None, echo=None):
+    """The unlabeled training samples of ``data_dir``, preprocessed as the recipe says (streamed in 3D)."""
+    from keras_ssl3d.data import open_unlabeled
 
-    if entry.rank == 3:
-        samples = data.load_unlabeled_volumes(data_dir, size=input_size, crop_foreground=True)
-    else:
-        samples, _ = data.load_images_2d(data_dir, size=input_size)
-    samples = np.asarray(samples, dtype=np.float32)
+    samples = open_unlabeled(data_dir, input_size, rank=entry.rank, cache_root=cache_root, echo=echo)
     expected = int(entry.input_contract["in_channels"])
-    if samples.shape[-1] != expected:
+    if samples.num_channels != expected:
         raise DataError(
             f"zoo preset {entry.name!r} expects {expected} channels ({', '.join(entry.channel_names)}) but the data "
-            f"have {samples.shape[-1]}", path=data_dir)
+            f"have {samples.num_channels}", path=data_dir)
     return samples
 
 
 def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, resume=False, seed=0,
-                 encoder_overrides=None, steps_per_epoch=None, verbose="auto"):
+                 encoder_overrides=None, steps_per_epoch=None, verbose="auto", plan=None):
     """Pretrain the recipe's task on ``samples``; return ``(preset model, training record, final metrics)``.
 
     The preset model is the encoder, or the whole U-Net for tasks that pretrain a decoder too.
+    ``plan``: a ``keras_ssl3d.distribute.DistributionPlan``; ``batch_size`` is then per device.
     """
     import keras
 
+    from keras_ssl3d.distribute import DistributionPlan
     from keras_ssl3d.training import TrainingRun
 
+    plan = plan or DistributionPlan("none", [])
     keras.utils.set_random_seed(seed)
-    encoder = make_encoder(entry, **(encoder_overrides or {}))
-    task = make_task(entry, encoder, input_size)
-    task.compile(learning_rate=float(entry.recipe["learning_rate"]))
-    if len(samples) < batch_size:
-        raise DataError(f"{len(samples)} samples are fewer than one batch of {batch_size}")
-    dataset = task.dataset(samples, batch_size=batch_size, seed=seed)
+    with plan.scope():
+        encoder = make_encoder(entry, **(encoder_overrides or {}))
+        task = make_task(entry, encoder, input_size)
+        task.compile(learning_rate=float(entry.recipe["learning_rate"]))
+    if len(samples) < plan.global_batch(batch_size):
+        raise DataError(f"{len(samples)} samples are fewer than one batch of {plan.global_batch(batch_size)}")
+    dataset = task.dataset(samples, batch_size=plan.global_batch(batch_size), seed=seed)
     config = {"zoo_name": entry.name, "recipe": entry.recipe, "epochs": epochs, "batch_size": batch_size,
               "input_size": input_size, "samples": int(len(samples)), "seed": seed,
-              "encoder_overrides": encoder_overrides or {}}
-    run = TrainingRun(run_dir, config=config, resume=resume, seed=seed)
+              "encoder_overrides": encoder_overrides or {}, "distribution": plan.describe(batch_size)}
+    run = TrainingRun(plan.output_dir(run_dir), config=config, resume=resume, seed=seed)
     fit_kwargs = {"verbose": verbose}
     if steps_per_epoch:
         fit_kwargs["steps_per_epoch"] = int(steps_per_epoch)
-    history = run.fit(task, x=dataset, epochs=epochs, **fit_kwargs)
+    with plan.scope():
+        history = run.fit(task, x=dataset, epochs=epochs, **fit_kwargs)
     final = {k: float(v[-1]) for k, v in getattr(history, "history", {}).items() if v and v[-1] is not None}
     record = {"epochs": epochs, "batch_size": batch_size, "input_size": input_size, "samples": int(len(samples)),
               "seed": seed, "learning_rate": float(entry.recipe["learning_rate"]),
@@ -112,7 +111,7 @@ def contract_extra(entry):
 
 
 def build_preset(name, data_dir, *, epochs=None, batch_size=None, input_size=None, run_dir=None, resume=False,
-                 seed=0, echo=print):
+                 seed=0, echo=print, plan=None):
     """Run ``name``'s recipe on ``data_dir``; save the encoder to ``local_build_dir(name)``; return it."""
     from keras_ssl3d.presets.io import save_preset
 
@@ -124,10 +123,11 @@ def build_preset(name, data_dir, *, epochs=None, batch_size=None, input_size=Non
     run_dir = Path(run_dir) if run_dir else home_dir() / "runs" / name
     echo(f"building {name}: task {recipe['task']}, {epochs} epochs, batch {batch_size}, input {input_size}, "
          f"run folder {run_dir}")
-    samples = load_samples(entry, data_dir, input_size)
+    samples = load_samples(entry, data_dir, input_size, cache_root=run_dir.parent, echo=echo)
     encoder, record, final = train_preset(entry, samples, epochs=epochs, batch_size=batch_size,
-                                          input_size=input_size, run_dir=run_dir, resume=resume, seed=seed)
-    out = local_build_dir(name)
+                                          input_size=input_size, run_dir=run_dir, resume=resume, seed=seed,
+                                          plan=plan)
+    out = plan.output_dir(local_build_dir(name)) if plan is not None else local_build_dir(name)  # chief writes
     save_preset(encoder, out, metadata=preset_metadata(entry, record, final, f"user data ({Path(data_dir).name})"),
                 input_contract_extra=contract_extra(entry))
     return out
