@@ -377,6 +377,11 @@ class FlopCounter:
             self._dense(dense, (part,), {})
         return layer.compute_output_spec(context)
 
+    def _NTXentScores(self, layer, args, kwargs):
+        n, v, e = args[0].shape  # every one of the n * v views against every view
+        self._add("NTXentScores", 2 * n * v * n * v * e)
+        return layer.compute_output_spec(*args, **kwargs)
+
     def _ContrastiveScores(self, layer, args, kwargs):
         queries, keys = args[0], args[1]
         n, q, e = queries.shape

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (TRAIN_FLOPS_PER_FORWARD, count_flops, emit, peak_rss_mb, select_backend,  # noqa: E402
                     time_interleaved, warm_up)
 
-TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
+TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "genesis", "mae", "simclr")
 BARE_CLASSES = 10
 
 
@@ -134,8 +134,9 @@ def shapes_of(x):
 
 
 def encoder_input_shape(counter, encoder):
+    names = (encoder.name, f"{encoder.name}_features")  # U-Net tasks call the encoder's feature extractor
     for call in counter.calls:
-        if call["model"] == encoder.name:
+        if call["model"] in names:
             return call["input_shapes"][0]
     raise RuntimeError(f"the task never calls its encoder {encoder.name!r}")
 

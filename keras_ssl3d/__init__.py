@@ -32,7 +32,8 @@ _KERAS_NAMES = {
     "Classifier2D": "keras_ssl3d.models", "Encoder2D": "keras_ssl3d.models", "Encoder3D": "keras_ssl3d.models",
     "Segmenter3D": "keras_ssl3d.models",
     "CPC": "keras_ssl3d.tasks", "RPL": "keras_ssl3d.tasks", "Exemplar": "keras_ssl3d.tasks",
-    "Jigsaw": "keras_ssl3d.tasks", "Rotation": "keras_ssl3d.tasks",
+    "Jigsaw": "keras_ssl3d.tasks", "Rotation": "keras_ssl3d.tasks", "Genesis": "keras_ssl3d.tasks",
+    "MAE": "keras_ssl3d.tasks", "SimCLR": "keras_ssl3d.tasks",
 }
 
 

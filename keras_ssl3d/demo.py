@@ -29,24 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from keras_ssl3d.errors import ConfigError, RunError
-
-DEMO_TASKS = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
-PATCH_TASKS = ("cpc", "rpl", "jigsaw")
+from keras_ssl3d.tasks import TASK_NAMES as DEMO_TASKS
+from keras_ssl3d.tasks import TASKS, make_task
 REGIONS = ("whole_tumor", "tumor_core", "enhancing_tumor")
 REGION_LABELS = {"whole_tumor": "WT", "tumor_core": "TC", "enhancing_tumor": "ET"}
 SCRATCH = "scratch"
 MARKER = ".keras-ssl3d-demo"
 OWNED = ("data", "runs", "figures", "report.md", "results.json")
-
-# Heads small enough for 24^3-32^3 inputs and tiny encoders (the paper's sizes need 128^3).
-TASK_HPARAMS = {
-    "cpc": {"grid": 3, "jitter": 1, "code_size": 32, "embedding_dim": 16},
-    "rpl": {"embedding_dim": 16, "hidden_units": 32, "jitter": 1},
-    "jigsaw": {"embedding_dim": 16, "hidden_units": 32, "jitter": 1, "num_permutations": 10},
-    "rotation": {"hidden_units": 32},
-    "exemplar": {"code_size": 32, "hidden_units": 32},
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
@@ -148,16 +137,15 @@ def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0):
 
     from keras_ssl3d.data import ensure_cache, open_cache
     from keras_ssl3d.models import Encoder3D
-    from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.training import TrainingRun
 
     samples = open_cache(ensure_cache(data_dir, config.size, crop_foreground=True, root=Path(run_dir).parent))
     keras.utils.set_random_seed(seed)
     encoder = Encoder3D(in_channels=samples.num_channels, filters=tuple(config.filters), norm=config.norm)
-    hparams = dict(TASK_HPARAMS[task])
-    if task in PATCH_TASKS:
+    hparams = dict(TASKS[task].small_hparams)  # heads small enough for 16^3-32^3 inputs and tiny encoders
+    model = make_task(task, encoder, input_size=config.size, **hparams)
+    if TASKS[task].takes_input_size:
         hparams["input_size"] = config.size
-    model = TASKS[task](encoder, **hparams)
     model.compile(learning_rate=config.pretrain_lr)
     batch_size = min(config.pretrain_batch_size, len(samples))
     run_config = {"task": task, "size": config.size, "filters": list(config.filters), "norm": config.norm,
@@ -167,7 +155,8 @@ def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0):
     history = run.fit(model, x=model.dataset(samples, batch_size=batch_size, seed=seed),
                       epochs=config.pretrain_epochs, verbose=verbose, shuffle=False)
     folder = Path(run_dir) / "encoder"
-    encoder.save_pretrained(folder, metadata={"task": task, "hyperparameters": run_config, "demo": True})
+    model.pretrained_model().save_pretrained(folder, metadata={"task": task, "hyperparameters": run_config,
+                                                                "demo": True})
     return folder, list(history.rows), model.chance_loss
 
 
@@ -305,7 +294,7 @@ def run_demo(task="rotation", out="keras-ssl3d-demo", quick=False, seed=0, confi
         "quick": bool(quick),
         "preset": preset,
         "config": dataclasses.asdict(config),
-        "task_hparams": {name: TASK_HPARAMS[name] for name in tasks},
+        "task_hparams": {name: TASKS[name].small_hparams for name in tasks},
         "data": {"train": str(train_dir.relative_to(out)), "test": str(test_dir.relative_to(out)),
                  "train_subjects": len(train_data), "test_subjects": len(test_data)},
         "pretext": pretext,

@@ -58,3 +58,10 @@ def test_out_of_range_values_are_one_line_usage_errors(argv, named, tmp_path, mo
     err = capsys.readouterr().err
     assert "Traceback" not in err and named in err and "range" in err, err
     assert list(tmp_path.iterdir()) == []  # nothing written, so nothing blocks a rerun
+
+
+def test_the_cli_task_names_are_the_registry():
+    from keras_ssl3d.task_names import TASK_NAMES
+    from keras_ssl3d.tasks import TASKS
+
+    assert TASK_NAMES == tuple(TASKS)

@@ -72,5 +72,5 @@ def test_refuses_a_foreign_folder_and_bad_task(tmp_path):
     with pytest.raises(ConfigError, match="not empty and holds no previous demo"):
         run_demo(out=tmp_path, config=tiny_config())
     assert (tmp_path / "mine.txt").read_text() == "user data"
-    with pytest.raises(ConfigError, match="unknown demo task 'simclr'"):
-        run_demo(task="simclr", out=tmp_path / "new", config=tiny_config())
+    with pytest.raises(ConfigError, match="unknown demo task 'byol'"):
+        run_demo(task="byol", out=tmp_path / "new", config=tiny_config())

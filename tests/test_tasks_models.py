@@ -49,7 +49,7 @@ EXPECTED_OUTPUT = {
 
 
 @pytest.mark.parametrize("dims", [3, 2])
-@pytest.mark.parametrize("name", list(TASKS))
+@pytest.mark.parametrize("name", ["cpc", "rpl", "jigsaw", "rotation", "exemplar"])  # the others: test_tasks_new.py
 def test_forward_loss_and_train_step(name, dims):
     task, encoder = _task(name, dims)
     assert task.encoder is encoder and task.rank == dims

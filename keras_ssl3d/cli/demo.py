@@ -3,13 +3,14 @@
 import click
 
 from keras_ssl3d.cli import options
+from keras_ssl3d.task_names import TASK_NAMES
 
-TASK_CHOICES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "all")
+TASK_CHOICES = (*TASK_NAMES, "all")
 
 
 @click.command("demo")
 @click.option("--task", type=click.Choice(TASK_CHOICES), default="rotation", show_default=True,
-              help="Pretext task to pretrain with (all: the five, one after the other; about 3-4x as long).")
+              help="Pretext task to pretrain with (all: every task, one after the other; several times as long).")
 @click.option("--out", type=click.Path(), default="keras-ssl3d-demo", show_default=True,
               help="Output folder (data, runs, figures, report.md); a previous demo's outputs are replaced.")
 @click.option("--quick", is_flag=True, help="Smaller data and fewer steps: about 2 minutes on 2 CPU cores.")

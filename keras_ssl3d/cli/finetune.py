@@ -13,7 +13,8 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @click.option("--data", "data_path", default=None, type=click.Path(), help="Labelled data: a BraTS/MSD/folder/csv "
               "data set or a preprocessed cache (3D segmentation), or an image folder with grades (2D).")
 @click.option("--encoder", default=None, help="Pretrained encoder: preset folder, .keras file, run folder of "
-              "`keras-ssl3d pretrain`, zoo name or hub repo; `none` trains from scratch.")
+              "`keras-ssl3d pretrain`, zoo name or hub repo; `none` trains from scratch. A U-Net preset (Genesis, "
+              "MAE pretraining) also starts the decoder.")
 @click.option("--out", default=None, type=click.Path(), help="Run folder (model/, history.csv, run.json).")
 @click.option("--label-fraction", default=1.0, show_default=True, type=options.LABEL_FRACTION,
               help="Fraction of the training subjects whose labels are used (chosen by --seed).")
@@ -77,7 +78,7 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
                           echo=click.echo)
     result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv, workers=workers,
-                          plan=plan)
+                          plan=plan, log=click.echo)
     score = result["final_score"]
     shown = "n/a" if score is None else f"{score:.4f}"
     click.echo(f"{data.task}: {result['train_size']} training / {result['val_size']} validation subjects; "

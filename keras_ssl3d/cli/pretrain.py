@@ -1,4 +1,4 @@
-"""``keras-ssl3d pretrain``: train an encoder with one of the five pretext tasks, resumably."""
+"""``keras-ssl3d pretrain``: train an encoder with one of the pretext tasks, resumably."""
 
 from pathlib import Path
 
@@ -10,23 +10,22 @@ from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_
 from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
-
-TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
-PATCH_TASKS = ("cpc", "rpl", "jigsaw")
+from keras_ssl3d.task_names import TASK_NAMES
 
 
 def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch"):
     """The encoder and task model the CLI trains (also used by the benchmarks)."""
     from keras_ssl3d.models import Encoder2D, Encoder3D
-    from keras_ssl3d.tasks import TASKS
+    from keras_ssl3d.tasks import TASKS, make_task
 
+    if dims not in TASKS[task].ranks:
+        raise ConfigError(f"--task {task} supports --dims {' or '.join(map(str, TASKS[task].ranks))}, not {dims}")
     if dims == 3:
         encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm)
     else:
         encoder = Encoder2D(in_channels=in_channels, blocks=blocks or (6, 12, 24, 16))
-    kwargs = {"input_size": size} if task in PATCH_TASKS else {}
     try:
-        return TASKS[task](encoder, **kwargs)
+        return make_task(task, encoder, input_size=size)
     except ValueError as e:  # e.g. a patch grid that does not fit the input size
         raise ConfigError(f"{task} cannot be built for --size {size}: {e}") from None
 
@@ -63,7 +62,11 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 @click.pass_context
 def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction, cache,
              workers, distribute_strategy, devices, seed, resume):
-    """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder)."""
+    """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder).
+
+    Genesis and MAE pretrain a decoder too: OUT/encoder/ then holds the whole U-Net, and fine-tuning
+    from it starts both encoder and decoder.
+    """
     if resume not in (None, FLAG) and (task is None or data is None):
         return rerun_recorded(ctx, resume, "pretrain")
     run_dir, resume = resolve_resume(resume, run_dir)
@@ -76,6 +79,7 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     from keras_ssl3d import distribute
     from keras_ssl3d.data import open_unlabeled
     from keras_ssl3d.finetune.runner import split_indices
+    from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE
     from keras_ssl3d.training import TrainingRun
     from keras_ssl3d.training.run import check_run_dir
@@ -95,7 +99,7 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     if len(samples) == 0:
         raise DataError("no volumes found" if dims == 3 else "no images found", path=data)
     train_idx, val_idx = split_indices(len(samples), val_fraction, split_seed=seed)
-    least = 2 if task == "exemplar" else 1  # exemplar's negatives are the other samples of a batch
+    least = TASKS[task].min_batch_size  # e.g. exemplar's and simclr's negatives are the other samples
     for part, idx in (("training", train_idx), ("validation", val_idx)):
         if len(idx) < least and (part == "training" or val_fraction > 0):
             raise DataError(f"{task} needs at least {least} {part} samples, got {len(idx)}", path=data)
@@ -141,8 +145,10 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     with plan.scope():  # the dataset shuffles by (seed, epoch) itself
         history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False, validation_data=validation)
     out = out_dir / "encoder"
-    model.encoder.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
-                                                 "pretraining_data": pretraining_data})
+    saved = model.pretrained_model()
+    what = "encoder" if saved is model.encoder else "encoder and decoder (a U-Net preset)"
+    saved.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
+                                         "pretraining_data": pretraining_data})
     if not plan.is_chief:  # another process wrote the run folder
         import shutil
 
@@ -150,4 +156,4 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
         return
     last = history.history if hasattr(history, "history") else {}
     summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in last.items() if v) if isinstance(last, dict) else ""
-    click.echo(f"Saved the pretrained encoder to {out}" + (f" ({summary})" if summary else ""))
+    click.echo(f"Saved the pretrained {what} to {out}" + (f" ({summary})" if summary else ""))

@@ -131,9 +131,22 @@ def label_subset(train_pool, fraction, seed=0):
 def load_encoder(handle, rank):
     """An encoder from a preset handle, a ``.keras`` file, or a run folder holding one.
 
-    Accepts encoders and models that contain one (a fine-tuned ``Segmenter3D``, a pretext task
-    model with ``.encoder``).
+    Accepts encoders and models that contain one (a ``Segmenter3D``, a pretext task model with
+    ``.encoder``).
     """
+    return _encoder_of(load_pretrained_model(handle), rank, handle)
+
+
+def _encoder_of(model, rank, handle):
+    encoder = getattr(model, "encoder", model)
+    if getattr(encoder, "rank", None) != rank:
+        raise PresetError(f"holds a {type(encoder).__name__} (rank {getattr(encoder, 'rank', '?')}), "
+                          f"need a {rank}D encoder", path=handle)
+    return encoder
+
+
+def load_pretrained_model(handle):
+    """The model a preset handle, ``.keras`` file or run folder (its ``encoder/`` or ``model/``) holds."""
     from keras_ssl3d.presets import load_keras_file, load_preset, resolve_handle
 
     path = Path(str(handle)).expanduser()
@@ -147,11 +160,7 @@ def load_encoder(handle, rank):
         model = load_keras_file(resolved.path)
     else:
         model = load_preset(resolved.path, expected_sha256=resolved.expected_sha256)
-    encoder = getattr(model, "encoder", model)
-    if getattr(encoder, "rank", None) != rank:
-        raise PresetError(f"holds a {type(encoder).__name__} (rank {getattr(encoder, 'rank', '?')}), "
-                          f"need a {rank}D encoder", path=resolved.path)
-    return encoder
+    return model
 
 
 def adapt_encoder(encoder, channel_names, adapt="auto"):
@@ -169,28 +178,37 @@ def adapt_encoder(encoder, channel_names, adapt="auto"):
 
 
 def build_model(data, encoder_handle, filters=None, norm="batch", adapt="auto", dropout=0.0):
-    """Task model for ``data`` on a pretrained (or, with ``"none"``, a fresh) encoder."""
+    """Task model for ``data`` on a pretrained (or, with ``"none"``, a fresh) encoder.
+
+    Returns ``(model, channel adaptation, decoder)``; ``decoder`` is ``"pretrained"`` when the
+    preset holds a whole U-Net (Genesis / MAE pretraining): its decoder starts the segmenter's,
+    under a fresh output layer. Otherwise it is ``"fresh"`` (or ``None`` for 2D classifiers).
+    """
     from keras_ssl3d import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
 
     channels = len(data.channel_names)
     adapted = "none"
     if data.task == "segmentation":
+        pretrained = None
         if str(encoder_handle).lower() == "none":
             encoder = Encoder3D(in_channels=channels, filters=tuple(filters or PAPER_FILTERS_3D), norm=norm,
                                 channel_names=data.channel_names)
         else:
-            encoder, adapted = adapt_encoder(load_encoder(encoder_handle, 3), data.channel_names, adapt)
+            pretrained = load_pretrained_model(encoder_handle)
+            encoder, adapted = adapt_encoder(_encoder_of(pretrained, 3, encoder_handle), data.channel_names, adapt)
         divisor = encoder.size_divisor
         if data.size % divisor:
             raise ConfigError(f"--size {data.size} must be a multiple of {divisor} for a {len(encoder.filters)}-level "
                               "U-Net (or use fewer --filters levels)")
-        return Segmenter3D(encoder, num_classes=data.num_classes), adapted
+        if isinstance(pretrained, Segmenter3D):  # decoder weights do not depend on the input channels
+            return pretrained.with_head(data.num_classes, encoder=encoder), adapted, "pretrained"
+        return Segmenter3D(encoder, num_classes=data.num_classes), adapted, "fresh"
     if str(encoder_handle).lower() == "none":
         kwargs = {"blocks": tuple(filters)} if filters else {}
         encoder = Encoder2D(in_channels=channels, channel_names=data.channel_names, **kwargs)
     else:
         encoder, adapted = adapt_encoder(load_encoder(encoder_handle, 2), data.channel_names, adapt)
-    return Classifier2D(encoder, num_classes=data.num_classes, dropout=dropout), adapted
+    return Classifier2D(encoder, num_classes=data.num_classes, dropout=dropout), adapted, None
 
 
 @dataclasses.dataclass
@@ -237,12 +255,13 @@ class FinetuneSettings:
             raise ConfigError(f"--filters must be positive integers, got {self.filters}")
 
 
-def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None):
+def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None):
     """Train one fine-tuning run on ``data`` (a `TaskData`) into ``out``; returns the result dict.
 
     ``workers`` threads prepare the training batches (see ``VolumeBatches``). ``plan``: a
     ``keras_ssl3d.distribute.DistributionPlan`` (default: one device); ``settings.batch_size`` is per
     device, and only the chief writes ``out``.
+    ``log`` (e.g. ``click.echo``) is told when a pretrained decoder starts the U-Net.
     """
     import keras
 
@@ -259,10 +278,10 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
 
     keras.utils.set_random_seed(s.seed)
     with plan.scope():  # build, compile and fit under the distribution
-        return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx)
+        return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log)
 
 
-def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx):
+def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log):
     import keras
 
     from keras_ssl3d.data.pipeline import VolumeBatches
@@ -272,7 +291,9 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
     from keras_ssl3d.losses import get_segmentation_loss
     from keras_ssl3d.training import TrainingRun
 
-    model, adapted = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
+    model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
+    if decoder == "pretrained" and log is not None:
+        log(f"Decoder: starting from the pretrained decoder of {s.encoder} (with a fresh output layer)")
     callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=_resume_epoch(out, resume))
     if data.task == "segmentation":
         loss = get_segmentation_loss(s.loss)
@@ -302,6 +323,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "norm": s.norm,
         "loss": s.loss if data.task == "segmentation" else "cross_entropy",
         "channel_adaptation": adapted,
+        "decoder": decoder,
         "train_subjects": [_subject_id(data, i) for i in train_idx],
         "val_subjects": [_subject_id(data, i) for i in val_idx],
         "distribution": plan.describe(s.batch_size),
@@ -335,6 +357,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "input_size": [data.size] * (3 if data.task == "segmentation" else 2),
         "channel_names": data.channel_names,
         "channel_adaptation": adapted,
+        "decoder": decoder,
         "epochs": s.epochs,
         "lr": s.lr,
         "seed": s.seed,

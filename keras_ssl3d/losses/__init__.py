@@ -1,4 +1,4 @@
-"""Losses: contrastive (InfoNCE, triplet) and segmentation (Dice, cross-entropy)."""
+"""Losses: contrastive (InfoNCE, triplet), segmentation (Dice, cross-entropy) and masked reconstruction."""
 
 from keras_ssl3d.losses.segmentation import (  # noqa: E402,F401
     DiceCELoss,
@@ -12,3 +12,4 @@ from keras_ssl3d.losses.contrastive import (  # noqa: E402,F401
     TripletAccuracy,
     TripletLoss,
 )
+from keras_ssl3d.losses.reconstruction import MaskedMSE  # noqa: E402,F401

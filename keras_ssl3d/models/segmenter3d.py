@@ -4,7 +4,7 @@ import keras
 
 from keras_ssl3d.errors import ConfigError
 from keras_ssl3d.layers.unet_decoder import UNetDecoder3D
-from keras_ssl3d.presets.mixin import PretrainedMixin
+from keras_ssl3d.presets.mixin import PretrainedMixin, load_pretrained
 
 ACTIVATIONS = ("softmax", "sigmoid", None)
 
@@ -57,6 +57,38 @@ class Segmenter3D(PretrainedMixin, keras.Model):
     @property
     def in_channels(self):
         return self.encoder.in_channels
+
+    @property
+    def channel_names(self):
+        return self.encoder.channel_names
+
+    @classmethod
+    def from_pretrained(cls, handle, *, num_classes=None, activation="softmax", **kwargs):
+        """Load a U-Net preset, or build one on an encoder preset.
+
+        Without ``num_classes`` the preset must hold a ``Segmenter3D`` and is returned as saved.
+        With it, a U-Net preset (e.g. from Genesis or MAE pretraining) gives its encoder and its
+        decoder's weights, under a fresh ``num_classes`` output layer (``with_head``); an encoder
+        preset gives the encoder under a fresh decoder. Other keywords (``in_channels``,
+        ``channels``, ``adapt``, hub options) are those of ``PretrainedMixin.from_pretrained``.
+        """
+        if num_classes is None:
+            return load_pretrained(handle, cls=cls, **kwargs)
+        model = load_pretrained(handle, **kwargs)
+        if isinstance(model, cls):
+            return model.with_head(num_classes, activation)
+        if getattr(model, "rank", None) == 3 and hasattr(model, "feature_extractor"):
+            return cls(model, num_classes=num_classes, activation=activation)
+        raise ConfigError(f"{handle}: holds a {type(model).__name__}, neither a Segmenter3D nor a 3D encoder")
+
+    def with_head(self, num_classes, activation="softmax", encoder=None):
+        """A new U-Net on this one's encoder (shared; or ``encoder``, e.g. adapted to other input
+        channels) with a copy of its decoder weights and a fresh ``num_classes`` output layer: how a
+        pretrained decoder starts fine-tuning."""
+        model = Segmenter3D(encoder or self.encoder, num_classes=num_classes, activation=activation,
+                            decoder_filters=self.decoder_filters, norm=self.decoder_norm, upsample=self.upsample)
+        model.decoder.set_weights(self.decoder.get_weights())
+        return model
 
     def get_config(self):
         return {

@@ -17,18 +17,9 @@ class PretrainedMixin:
         input channels with the ``adapt`` strategy (``duplicate``, ``mean``, ``random``,
         ``by_name``); everything after the first layer is copied unchanged.
         """
-        from keras_ssl3d.presets.io import load_keras_file, load_preset
-        from keras_ssl3d.presets.resolve import resolve_handle
-
-        resolved = resolve_handle(handle, revision=revision, cache_dir=cache_dir,
-                                  local_files_only=local_files_only, token=token)
-        if resolved.kind == "keras_file":
-            model = load_keras_file(resolved.path, cls=cls)
-        else:
-            model = load_preset(resolved.path, expected_sha256=resolved.expected_sha256, cls=cls)
-        if in_channels is not None or channels is not None:
-            model = _adapt(model, in_channels, channels, adapt)
-        return model
+        return load_pretrained(handle, cls=cls, in_channels=in_channels, channels=channels, adapt=adapt,
+                               revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                               token=token)
 
     def save_pretrained(self, directory, metadata=None, input_contract=None):
         """Write this model as a preset folder (config.json, model.weights.h5, metadata.json)."""
@@ -45,6 +36,31 @@ class PretrainedMixin:
             raise PresetError("hub publishing is not available in this installation") from None
         return push_model(self, repo_id, token=token, private=private, revision=revision, metadata=metadata,
                           commit_message=commit_message)
+
+
+def load_pretrained(handle, cls=None, *, in_channels=None, channels=None, adapt="duplicate", revision=None,
+                    cache_dir=None, local_files_only=None, token=None):
+    """The model a handle holds, its input layer adapted on request.
+
+    With ``cls``, the model must be one, or hold one as ``.encoder`` (``Encoder3D.from_pretrained``
+    on a Genesis / MAE U-Net preset returns its encoder).
+    """
+    from keras_ssl3d.presets.io import load_keras_file, load_preset
+    from keras_ssl3d.presets.resolve import resolve_handle
+
+    resolved = resolve_handle(handle, revision=revision, cache_dir=cache_dir,
+                              local_files_only=local_files_only, token=token)
+    if resolved.kind == "keras_file":
+        model = load_keras_file(resolved.path)
+    else:
+        model = load_preset(resolved.path, expected_sha256=resolved.expected_sha256)
+    if cls is not None and not isinstance(model, cls):
+        if not isinstance(getattr(model, "encoder", None), cls):  # a U-Net preset gives its encoder
+            raise PresetError(f"holds a {type(model).__name__}, not a {cls.__name__}", path=resolved.path)
+        model = model.encoder
+    if in_channels is not None or channels is not None:
+        model = _adapt(model, in_channels, channels, adapt)
+    return model
 
 
 def _adapt(model, in_channels, channels, adapt):

@@ -54,6 +54,18 @@ def patch_geometry(encoder, input_size, grid, jitter, task):
     return size, patch
 
 
+def unet_for(encoder, activation, task):
+    """A ``Segmenter3D`` on ``encoder`` that outputs one channel per input channel (restoration tasks).
+
+    Its decoder is pretrained with the encoder; pretraining saves this U-Net as the preset.
+    """
+    from keras_ssl3d.models.segmenter3d import Segmenter3D
+
+    if encoder.rank != 3:
+        raise ConfigError(f"{task} needs a 3D encoder (its U-Net decoder is 3D), got a {encoder.rank}D one")
+    return Segmenter3D(encoder, num_classes=encoder.in_channels, activation=activation, name="unet")
+
+
 def global_pool(features):
     """Global average pooling of an encoder's feature map (a no-op on pooled vectors)."""
     rank = len(features.shape) - 2
@@ -85,8 +97,19 @@ class PretextTask(keras.Model):
     weights and can be saved with ``task.encoder.save_pretrained(dir)`` and used at any input
     size. ``compile()`` fills in the paper's defaults (Adam, lr 1e-3 in 3D / 5e-4 in 2D, the
     task's loss and pretext accuracy).
+
+    Class attributes that the CLI, the demo and the zoo read (so a new task is one file plus
+    its ``TASKS`` entry):
+        takes_input_size: the constructor needs ``input_size`` (patch tasks cut a fixed grid).
+        min_batch_size: smallest batch the transform accepts (in-batch negatives need 2).
+        ranks: encoder ranks the task supports.
+        small_hparams: settings for tiny encoders on 16^3-32^3 inputs (the demo, quick tests).
     """
 
+    takes_input_size = False
+    min_batch_size = 1
+    ranks = (2, 3)
+    small_hparams = {}
     # Whether the loss takes negatives from the other samples of the batch (per replica under
     # tf.distribute: see keras_ssl3d.distribute).
     uses_batch_negatives = False
@@ -126,6 +149,11 @@ class PretextTask(keras.Model):
         keras.Model.compile(self, **config)
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def pretrained_model(self):
+        """What pretraining saves as the preset: the encoder (tasks that also train a decoder
+        return their U-Net, whose ``.encoder`` is this encoder)."""
+        return self.encoder
 
     def transform(self, batch, rng):
         """Turn an unlabeled batch into ``(inputs, targets)`` for this task (numpy)."""

@@ -36,6 +36,9 @@ class CPC(PretextTask):
         temperature: InfoNCE temperature of the default loss (scores are cosine similarities).
     """
 
+    takes_input_size = True
+    small_hparams = {"grid": 3, "jitter": 1, "code_size": 32, "embedding_dim": 16}
+
     def __init__(self, encoder, input_size=None, grid=4, jitter=3, embedding_dim=64, code_size=1024, steps=2,
                  temperature=0.1, name="cpc", **kwargs):
         encoder = check_encoder(encoder, "CPC")

@@ -32,6 +32,9 @@ class Exemplar(PretextTask):
             negative (0.5, 0.5, 0.5, 0.2 as in the appendix).
     """
 
+    min_batch_size = 2
+    small_hparams = {"code_size": 32, "hidden_units": 32}
+
     def __init__(self, encoder, code_size=1024, hidden_units=1024, margin=1.0, flip_p=0.5, rotation_p=0.5,
                  color_p=0.5, zoom_p=0.2, name="exemplar", **kwargs):
         encoder = check_encoder(encoder, "Exemplar")

@@ -32,6 +32,9 @@ class Jigsaw(PretextTask):
         hidden_units: width of the head's hidden layer.
     """
 
+    takes_input_size = True
+    small_hparams = {"embedding_dim": 16, "hidden_units": 32, "jitter": 1, "num_permutations": 10}
+
     def __init__(self, encoder, input_size=None, grid=3, jitter=3, num_permutations=None, permutation_seed=0,
                  embedding_dim=64, hidden_units=1024, name="jigsaw", **kwargs):
         encoder = check_encoder(encoder, "Jigsaw")

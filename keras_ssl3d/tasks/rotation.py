@@ -24,6 +24,7 @@ class Rotation(PretextTask):
     """
 
     cubic_inputs = True
+    small_hparams = {"hidden_units": 32}
 
     def __init__(self, encoder, hidden_units=1024, name="rotation", **kwargs):
         encoder = check_encoder(encoder, "Rotation")

@@ -25,6 +25,9 @@ class RPL(PretextTask):
         hidden_units: width of the head's hidden layer.
     """
 
+    takes_input_size = True
+    small_hparams = {"embedding_dim": 16, "hidden_units": 32, "jitter": 1}
+
     def __init__(self, encoder, input_size=None, grid=3, jitter=3, embedding_dim=64, hidden_units=1024,
                  name="rpl", **kwargs):
         encoder = check_encoder(encoder, "RPL")

@@ -15,7 +15,6 @@ from keras_ssl3d.zoo.registry import get_entry, home_dir, local_build_dir
 
 DEFAULT_EPOCHS = 100
 DEFAULT_BATCH_SIZE = {3: 2, 2: 16}
-PATCH_TASKS = ("cpc", "rpl", "jigsaw")
 
 
 def make_encoder(entry, **overrides):
@@ -33,16 +32,13 @@ def make_encoder(entry, **overrides):
 
 def make_task(entry, encoder, input_size):
     """The recipe's pretext task around ``encoder`` (hyper-parameters from the manifest)."""
-    from keras_ssl3d.tasks import TASKS
+    from keras_ssl3d.tasks import TASKS, make_task
 
     recipe = entry.recipe
     name = recipe["task"]
     if name not in TASKS:
         raise ConfigError(f"zoo preset {entry.name!r}: unknown task {name!r}")
-    kwargs = dict(recipe.get("task_hparams", {}))
-    if name in PATCH_TASKS:
-        kwargs["input_size"] = input_size
-    return TASKS[name](encoder=encoder, **kwargs)
+    return make_task(name, encoder, input_size=input_size, **recipe.get("task_hparams", {}))
 
 
 def load_samples(entry, data_dir, input_size, cache_root=None, echo=None):
@@ -60,8 +56,9 @@ def load_samples(entry, data_dir, input_size, cache_root=None, echo=None):
 
 def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, resume=False, seed=0,
                  encoder_overrides=None, steps_per_epoch=None, verbose="auto", plan=None):
-    """Pretrain the recipe's task on ``samples``; return ``(encoder, training record)``.
+    """Pretrain the recipe's task on ``samples``; return ``(preset model, training record, final metrics)``.
 
+    The preset model is the encoder, or the whole U-Net for tasks that pretrain a decoder too.
     ``plan``: a ``keras_ssl3d.distribute.DistributionPlan``; ``batch_size`` is then per device.
     """
     import keras
@@ -91,7 +88,7 @@ def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, res
     record = {"epochs": epochs, "batch_size": batch_size, "input_size": input_size, "samples": int(len(samples)),
               "seed": seed, "learning_rate": float(entry.recipe["learning_rate"]),
               "steps_per_epoch": steps_per_epoch or len(dataset)}
-    return task.encoder, record, final
+    return task.pretrained_model(), record, final
 
 
 def preset_metadata(entry, record, final_metrics, data_description):
