@@ -14,7 +14,7 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 from keras_ssl3d import data, losses, tasks
 from keras_ssl3d.errors import ConfigError, DataError, PresetError, RunError, SSL3DError
 from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
-from keras_ssl3d.layers import ResidualBlock, UNetDecoder3D
+from keras_ssl3d.layers import ResidualBlock, UNetDecoder3D, set_remat
 from keras_ssl3d.losses import DiceCELoss, InfoNCE, SoftDiceLoss, TripletLoss
 from keras_ssl3d.models import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
 from keras_ssl3d.tasks import CPC, RPL, Exemplar, Jigsaw, Rotation
@@ -46,5 +46,6 @@ __all__ = [
     "__version__",
     "data",
     "losses",
+    "set_remat",
     "tasks",
 ]
