@@ -4,6 +4,7 @@ import click
 
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.finetune.parsing import parse_int_list
+from keras_ssl3d.training.precision import PRECISIONS
 
 
 @click.command("finetune")
@@ -35,11 +36,16 @@ from keras_ssl3d.finetune.parsing import parse_int_list
               type=click.Choice(["auto", "duplicate", "mean", "random", "by_name"]),
               help="Input-channel adaptation when the encoder was pretrained on other channels "
                    "(auto: by_name when channel names match, else duplicate).")
+@click.option("--remat", is_flag=True, default=False,
+              help="3D: rematerialise the residual blocks of encoder and decoder (gradient checkpointing): "
+                   "same results, less activation memory, slower steps.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+              help="Keras dtype policy; the mixed ones are for GPUs/TPUs (emulated and slower on most CPUs).")
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=click.IntRange(0, 2), help="Keras fit verbosity.")
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
-             split_seed, size, filters, norm, val_fraction, loss, adapt, resume, verbose):
+             split_seed, size, filters, norm, val_fraction, loss, adapt, remat, precision, resume, verbose):
     """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
 
     Writes OUT/model (a preset with the task metadata), OUT/history.csv, OUT/run.json and
@@ -60,7 +66,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     settings = FinetuneSettings(
         encoder=encoder, label_fraction=label_fraction, strategy=strategy, warmup_epochs=warmup_epochs,
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
-        filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt)
+        filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt, remat=remat,
+        precision=precision)
     settings.check()
     data = load_task_data(data_path, size=size)
     result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv)

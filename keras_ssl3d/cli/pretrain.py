@@ -7,6 +7,7 @@ import click
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
+from keras_ssl3d.training.precision import PRECISIONS
 
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 PATCH_TASKS = ("cpc", "rpl", "jigsaw")
@@ -22,13 +23,14 @@ def _load_samples(data, dims, size):
     return load_images_2d(data, size=size)[0]
 
 
-def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch"):
+def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch", remat=False):
     """The encoder and task model the CLI trains (also used by the benchmarks)."""
     from keras_ssl3d.models import Encoder2D, Encoder3D
     from keras_ssl3d.tasks import TASKS
 
     if dims == 3:
-        encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm)
+        encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm,
+                            remat=remat)
     else:
         encoder = Encoder2D(in_channels=in_channels, blocks=blocks or (6, 12, 24, 16))
     kwargs = {"input_size": size} if task in PATCH_TASKS else {}
@@ -60,10 +62,16 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               help="2D encoder (DenseNet) layers per dense block, comma-separated.")
 @click.option("--norm", type=click.Choice(["batch", "group", "instance", "none"]), default="batch",
               show_default=True, help="3D encoder normalization.")
+@click.option("--remat", is_flag=True, default=False,
+              help="3D: rematerialise the encoder's residual blocks (gradient checkpointing): same results, "
+                   "less activation memory, slower steps (see README, Performance).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+              help="Keras dtype policy; the mixed ones are for GPUs/TPUs (emulated and slower on most CPUs).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @resume_option
 @click.pass_context
-def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, seed, resume):
+def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, remat, precision,
+             seed, resume):
     """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder)."""
     if resume not in (None, FLAG) and (task is None or data is None):
         return rerun_recorded(ctx, resume, "pretrain")
@@ -76,8 +84,11 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
 
     from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE
     from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.training.precision import precision_policy
 
     dims = int(dims)
+    if remat and dims != 3:
+        raise ConfigError("--remat applies to the 3D encoder (--dims 3)")
     size = int(size or DEFAULT_INPUT_SIZE[dims])
     batch_size = int(batch_size or (2 if dims == 3 else 16))
     filters = parse_int_list(filters, "--filters") if dims == 3 else None
@@ -95,11 +106,12 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
         batch_size = max(batch_size, 2)
     in_channels = int(samples.shape[-1])
 
-    model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm)
+    with precision_policy(precision):
+        model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm, remat=remat)
     model.compile(learning_rate=learning_rate)
     hyperparameters = {
         "task": task, "dims": dims, "size": size, "epochs": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "optimizer": "adam", "seed": seed,
+        "learning_rate": learning_rate, "optimizer": "adam", "seed": seed, "precision": precision, "remat": remat,
         "encoder": {"filters": list(filters), "norm": norm} if dims == 3 else {"blocks": list(blocks)},
         "task_config": {k: v for k, v in model.get_config().items() if k not in ("encoder", "name", "trainable")},
     }
@@ -114,6 +126,10 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
                f"batch {batch_size}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
     history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False)  # the dataset shuffles by (seed, epoch)
     out = Path(run_dir) / "encoder"
+    if remat:  # a setting of this run (run.json), not of the preset: it loads without remat
+        from keras_ssl3d.layers import set_remat
+
+        set_remat(model.encoder, False)
     model.encoder.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,
                                                  "pretraining_data": pretraining_data})
     last = history.history if hasattr(history, "history") else {}

@@ -204,6 +204,8 @@ class FinetuneSettings:
     norm: str = "batch"
     loss: str = "dice_ce"
     adapt: str = "auto"
+    remat: bool = False
+    precision: str = "float32"
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -230,6 +232,10 @@ class FinetuneSettings:
             raise ConfigError(f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.filters is not None and (not self.filters or min(self.filters) < 1):
             raise ConfigError(f"--filters must be positive integers, got {self.filters}")
+        from keras_ssl3d.training.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
@@ -240,7 +246,9 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
     from keras_ssl3d.finetune.warmup import apply_strategy
     from keras_ssl3d.losses import get_segmentation_loss
+    from keras_ssl3d.layers import set_remat
     from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.training.precision import precision_policy
 
     settings.check()
     s = settings.resolved(data.task)
@@ -250,8 +258,13 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
     if data.task == "classification" and s.batch_size > len(train_idx):
         s.batch_size = len(train_idx)
 
+    if s.remat and data.task != "segmentation":
+        raise ConfigError("--remat applies to 3D segmentation (the 3D encoder and U-Net decoder)")
     keras.utils.set_random_seed(s.seed)
-    model, adapted = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
+    with precision_policy(s.precision):
+        model, adapted = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
+    if data.task == "segmentation":
+        set_remat(model, s.remat)  # a loaded encoder may have been saved either way
     callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=_resume_epoch(out, resume))
     if data.task == "segmentation":
         loss = get_segmentation_loss(s.loss)
@@ -280,6 +293,8 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
         "filters": None if s.filters is None else list(s.filters),
         "norm": s.norm,
         "loss": s.loss if data.task == "segmentation" else "cross_entropy",
+        "precision": s.precision,
+        "remat": s.remat,
         "channel_adaptation": adapted,
         "train_subjects": [_subject_id(data, i) for i in train_idx],
         "val_subjects": [_subject_id(data, i) for i in val_idx],
@@ -316,6 +331,8 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None):
         "train_subjects": config["train_subjects"],
         "val_subjects": config["val_subjects"],
     }
+    if s.remat:  # a setting of this run (run.json), not of the saved model
+        set_remat(model, False)
     model.save_pretrained(out / MODEL_DIR, metadata=metadata)
     val_key = f"val_{monitor}"
     curve = [row.get(val_key) for row in rows]

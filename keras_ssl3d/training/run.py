@@ -244,7 +244,7 @@ def _in_main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
-_VOLATILE = {"resume", "out", "verbose", "workers", "epochs"}
+_VOLATILE = {"resume", "out", "verbose", "workers", "epochs", "remat"}  # remat: same numbers, less memory
 
 
 def _comparable(config):
