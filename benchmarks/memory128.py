@@ -13,6 +13,9 @@ not count), the median step time, and ``status``. A child whose RSS passes ``--m
 killed (``status: "over"``, the peak is then a lower bound): the machine is shared, and an
 out-of-memory kill would take other processes with it. Configurations run one at a time.
 
+``--remat-cost`` instead times one task with and without remat in ONE process, the steps
+alternating (``common.time_interleaved``), so that the slowdown ratio is fair on a shared machine.
+
 Remedies: ``none``; ``remat`` (``Encoder3D(remat=True)``: every residual block rematerialised);
 ``mixed_float16`` / ``mixed_bfloat16`` (``keras.mixed_precision`` policy set before building;
 combined with remat as ``remat+mixed_bfloat16``). Exemplar always uses the batch's other samples
@@ -31,7 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, emit, machine_info, parse_json_lines, select_backend, time_calls  # noqa: E402
+from common import (ROOT, emit, machine_info, parse_json_lines, select_backend, time_calls,  # noqa: E402
+                    time_interleaved, warm_up)
 
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 REMEDIES = ("none", "remat")
@@ -72,6 +76,33 @@ def child(args):
     emit({"kind": "memory_step", "median_s": timing["median_s"], "times_s": timing["times_s"],
           "warmup_s": timing["warmup_s"], "losses": timing["results"],
           "anon_before_gb": before.get("RssAnon")})
+
+
+def remat_cost(args):
+    """Step time with / without remat, both models in this process, steps alternating (a fair ratio
+    on a shared machine; the memory of this process means nothing)."""
+    select_backend("tensorflow")
+    import keras
+    import numpy as np
+
+    from keras_ssl3d.cli.pretrain import build_task
+
+    steps = []
+    for remat in (False, True):
+        keras.utils.set_random_seed(args.seed)
+        model = build_task(args.task, 3, 1, args.size, remat=remat)
+        model.compile()
+        volumes = np.random.default_rng(args.seed).random((args.batch, *(args.size,) * 3, 1), dtype=np.float32)
+        x, y = model.transform(volumes, np.random.default_rng(args.seed))
+        steps.append(lambda model=model, x=x, y=y: model.train_on_batch(x, y))
+    warmed = [warm_up(fn, args.warmup) for fn in steps]
+    plain, remat = time_interleaved(steps, args.steps, warmed)
+    record = {"kind": "remat_cost", "task": args.task, "size": args.size, "batch": args.batch,
+              "median_s": plain["median_s"], "remat_median_s": remat["median_s"],
+              "remat_time_ratio": remat["median_s"] / plain["median_s"],
+              "times_s": plain["times_s"], "remat_times_s": remat["times_s"]}
+    emit(record)
+    return record
 
 
 def read_status(pid):
@@ -121,6 +152,84 @@ def measure(args, task, remedy):
             "stderr_tail": "" if status == "ok" else "\n".join(err.strip().splitlines()[-4:])}
 
 
+# --------------------------------------------------------------------------- report
+
+TARGET_GB = 8.0
+RECORDS = ROOT / "benchmarks" / "memory128.jsonl"
+SECTION = ROOT / "benchmarks" / "memory128.md"  # included in BENCHMARKS.md by run.py --render
+
+
+def _load(path):
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _gb(record):
+    if record is None:
+        return "—"
+    if record.get("status") == "over":
+        return f"> {record['max_gb']:g} (stopped at the guard)"
+    if record.get("status") != "ok":
+        return record.get("status", "—")
+    return f"{record['peak_rss_gb']:.2f}"
+
+
+def _baseline(task, batch):
+    """Peak RSS of the task without remedy from benchmarks/results.jsonl (run.py's tasks128 section);
+    when the batch-``batch`` check did not finish, its batch-1 step, marked as such."""
+    records = [r for r in _load(ROOT / "benchmarks" / "results.jsonl")
+               if r.get("section") == "tasks128" and r.get("task") == task and r.get("peak_rss_mb")]
+    for kind, b, label in (("rss_check", batch, ""), ("train_step", 1, " at batch 1, batch 2 killed by the OOM killer")):
+        for r in records:
+            if r.get("kind") == kind and (kind == "train_step" or r.get("batch") == b) and r.get("status", "ok") == "ok":
+                return {"status": "ok", "peak_rss_gb": r["peak_rss_mb"] * 2**20 / 1e9, "source": "tasks128",
+                        "label": label, "baseline_batch": b}
+    return None
+
+
+def render(records):
+    """The markdown section of BENCHMARKS.md for the records of this script."""
+    rows = []
+    by = {(r["task"], r["remedy"], r["size"], r["batch"]): r for r in records if r.get("kind") == "memory128"}
+    for task in TASK_NAMES:
+        none = by.get((task, "none", 128, 2))
+        if none is None or none.get("status") != "ok":
+            none = _baseline(task, 2) or none
+        remat = by.get((task, "remat", 128, 2))
+        candidates = [r for r in (none, remat) if r and r.get("status") == "ok" and r.get("baseline_batch", 2) == 2]
+        best = min(candidates, key=lambda r: r["peak_rss_gb"]) if candidates else None
+        verdict = "PASS" if best and best["peak_rss_gb"] <= TARGET_GB else "MISS"
+        step = f"{remat['median_s']:.0f}" if remat and remat.get("median_s") else "—"
+        note = (none or {}).get("label", "")
+        if task == "exemplar" and none and none.get("source"):
+            note += " (3 volumes per sample: before the in-batch negatives)"
+        rows.append(f"| {task} | {_gb(none)}{' ¹' if none and none.get('source') else ''}{note} | {_gb(remat)} "
+                    f"| {step} | {verdict} |")
+    out = ["## Memory at 128^3, batch 2 (TensorFlow CPU, fp32)", "",
+           "`python benchmarks/memory128.py` (raw records: `benchmarks/memory128.jsonl`): peak RSS (`VmHWM`) "
+           "of one training step at 128^3 batch 2, default encoder (32..512), each configuration in its own "
+           "process, stopped when its RSS passes 9 GB (a shared 24 GB machine). Target: <= 8 GB with the best "
+           "remedy. ¹ no-remedy figure from `run.py`'s tasks128 section (`results.jsonl`); it is above the "
+           "9 GB guard for rotation and exemplar.", "",
+           "| task | no remedy GB | `--remat` GB | `--remat` s/step (shared machine) | verdict (<= 8 GB) |",
+           "|---|---|---|---|---|", *rows]
+    costs = [r for r in records if r.get("kind") == "remat_cost"]
+    for r in costs:
+        out += ["", f"Step-time cost of `--remat` ({r['task']} {r['size']}^3 batch {r['batch']}, both models in "
+                f"one process, steps alternating): {r['median_s']:.2f} s -> {r['remat_median_s']:.2f} s, "
+                f"x{r['remat_time_ratio']:.2f}."]
+    small = [r for r in records if r.get("kind") == "memory128" and r["size"] != 128]
+    if small:
+        out += ["", "Smaller volumes (same script, `--size`):", "",
+                "| task | size | batch | remedy | peak RSS GB | s/step | status |", "|---|---|---|---|---|---|---|"]
+        for r in small:
+            step = f"{r['median_s']:.1f}" if r.get("median_s") else "—"
+            out.append(f"| {r['task']} | {r['size']}^3 | {r['batch']} | {r['remedy']} | {_gb(r)} | {step} "
+                       f"| {r['status']} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default=",".join(TASK_NAMES))
@@ -132,7 +241,12 @@ def main(argv=None):
     p.add_argument("--max-gb", type=float, default=9.0, help="kill a configuration whose RSS passes this (GB)")
     p.add_argument("--timeout-s", type=float, default=900)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="also append the JSON lines to this file")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"also append the JSON lines to this file (the report reads benchmarks/{RECORDS.name})")
+    p.add_argument("--remat-cost", action="store_true",
+                   help="instead: time the first task with and without remat in one process, steps alternating")
+    p.add_argument("--render", action="store_true",
+                   help=f"write {SECTION.name} (the BENCHMARKS.md section) from {RECORDS.name} and stop")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     tasks = [t for t in args.tasks.split(",") if t]
@@ -142,6 +256,18 @@ def main(argv=None):
             p.error(f"unknown task {name!r}; choose from {', '.join(TASK_NAMES)}")
     for remedy in remedies:
         parse_remedy(remedy)
+    if args.render:
+        from common import write_text_atomic
+
+        write_text_atomic(SECTION, render(_load(RECORDS)))
+        return
+    if args.remat_cost:
+        args.task = tasks[0]
+        record = remat_cost(args)
+        if args.out:
+            with open(args.out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        return
     if args.child:
         args.task, args.remedy = tasks[0], remedies[0]
         try:

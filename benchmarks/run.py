@@ -741,6 +741,10 @@ def render(records, settings, started, wall_s, command):
         if r.get("status") not in (None, "ok"):
             out += ["", f"- {r.get('config')}: {failed_text(r)}"]
 
+    memory = HERE / "memory128.md"  # written by memory128.py --render
+    if memory.is_file():
+        out += ["", memory.read_text(encoding="utf-8").rstrip()]
+
     out += ["", "## Targets", ""]
     target_rows = targets(records, peak, settings)
     out.append(table(["figure", "measured", "target", "verdict", "note"], [list(row) for row in target_rows]))
