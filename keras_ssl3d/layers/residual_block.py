@@ -47,8 +47,9 @@ class ResidualBlock(keras.layers.Layer):
             three segments (conv-norm-relu, conv-norm, shortcut) for the backward pass and
             recompute the rest, trading ~1/3 more compute for far less activation memory.
             Batch-norm moving statistics are updated once per step, as without remat
-            (the recomputation does not update them again). The flag can be changed after
-            construction (``set_remat``); it is read at call time.
+            (the recomputation does not update them again). Only training calls are
+            rematerialised. The flag can be changed after construction (``set_remat``); it is
+            read at call time.
     """
 
     def __init__(self, filters, rank=3, strides=1, norm="batch", projection=False, kernel_initializer="he_normal",
@@ -102,7 +103,7 @@ class ResidualBlock(keras.layers.Layer):
                 self.shortcut_norm.build(mid_shape)
 
     def call(self, inputs, training=None):
-        segment = self._remat_segment if self.remat else self._segment
+        segment = self._remat_segment if self.remat and training else self._segment  # inference keeps nothing
         x = segment(self.conv1, self.norm1, True, inputs, training)
         x = segment(self.conv2, self.norm2, False, x, training)
         shortcut = inputs
