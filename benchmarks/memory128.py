@@ -13,8 +13,8 @@ not count), the median step time, and ``status``. A child whose RSS passes ``--m
 killed (``status: "over"``, the peak is then a lower bound): the machine is shared, and an
 out-of-memory kill would take other processes with it. Configurations run one at a time.
 
-``--remat-cost`` instead times one task with and without remat in ONE process, the steps
-alternating (``common.time_interleaved``), so that the slowdown ratio is fair on a shared machine.
+``--interleave`` instead times one task under each of ``--remedies`` in ONE process, the steps
+alternating (``common.time_interleaved``), so that the ratios are fair on a shared machine.
 
 Remedies: ``none``; ``remat`` (``Encoder3D(remat=True)``: every residual block rematerialised);
 ``mixed_float16`` / ``mixed_bfloat16`` (``keras.mixed_precision`` policy set before building;
@@ -78,29 +78,32 @@ def child(args):
           "anon_before_gb": before.get("RssAnon")})
 
 
-def remat_cost(args):
-    """Step time with / without remat, both models in this process, steps alternating (a fair ratio
-    on a shared machine; the memory of this process means nothing)."""
+def interleaved(args, remedies):
+    """Step time of one task under each of ``remedies``, all models in this process, steps alternating
+    (a fair ratio on a shared machine; the memory of this process means nothing)."""
     select_backend("tensorflow")
     import keras
     import numpy as np
 
     from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.training.precision import precision_policy
 
     steps = []
-    for remat in (False, True):
+    for remedy in remedies:
+        remat, precision = parse_remedy(remedy)
         keras.utils.set_random_seed(args.seed)
-        model = build_task(args.task, 3, 1, args.size, remat=remat)
+        with precision_policy(precision):
+            model = build_task(args.task, 3, 1, args.size, remat=remat)
         model.compile()
         volumes = np.random.default_rng(args.seed).random((args.batch, *(args.size,) * 3, 1), dtype=np.float32)
         x, y = model.transform(volumes, np.random.default_rng(args.seed))
         steps.append(lambda model=model, x=x, y=y: model.train_on_batch(x, y))
     warmed = [warm_up(fn, args.warmup) for fn in steps]
-    plain, remat = time_interleaved(steps, args.steps, warmed)
-    record = {"kind": "remat_cost", "task": args.task, "size": args.size, "batch": args.batch,
-              "median_s": plain["median_s"], "remat_median_s": remat["median_s"],
-              "remat_time_ratio": remat["median_s"] / plain["median_s"],
-              "times_s": plain["times_s"], "remat_times_s": remat["times_s"]}
+    timings = time_interleaved(steps, args.steps, warmed)
+    record = {"kind": "interleaved", "task": args.task, "size": args.size, "batch": args.batch,
+              "remedies": remedies, "median_s": [t["median_s"] for t in timings],
+              "times_s": [t["times_s"] for t in timings],
+              "ratio_to_first": [t["median_s"] / timings[0]["median_s"] for t in timings]}
     emit(record)
     return record
 
@@ -224,11 +227,13 @@ def render(records):
         out += ["", f"Exemplar before the in-batch negatives (3 volumes per sample, `results.jsonl` tasks128): "
                 f"{old['peak_rss_mb'] * 2**20 / 1e9:.2f} GB at 128^3 batch 1; batch 2 was killed by the "
                 "out-of-memory killer (> 15.6 GB)."]
-    costs = [r for r in records if r.get("kind") == "remat_cost"]
-    for r in costs:
-        out += ["", f"Step-time cost of `--remat` ({r['task']} {r['size']}^3 batch {r['batch']}, both models in "
-                f"one process, steps alternating): {r['median_s']:.2f} s -> {r['remat_median_s']:.2f} s, "
-                f"x{r['remat_time_ratio']:.2f}."]
+    for r in records:
+        if r.get("kind") != "interleaved":
+            continue
+        parts = ", ".join(f"{name} {t:.2f} s (x{q:.2f})"
+                          for name, t, q in zip(r["remedies"], r["median_s"], r["ratio_to_first"]))
+        out += ["", f"Step time, {r['task']} {r['size']}^3 batch {r['batch']}, all in one process with the steps "
+                f"alternating (the fair comparison on a shared machine): {parts}."]
     small = [r for r in records if r.get("kind") == "memory128" and (r["size"], r["batch"]) != (128, 2)]
     if small:
         out += ["", "Other sizes and batches (same script, `--size`, `--batch`):", "",
@@ -257,8 +262,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None,
                    help=f"also append the JSON lines to this file (the report reads benchmarks/{RECORDS.name})")
-    p.add_argument("--remat-cost", action="store_true",
-                   help="instead: time the first task with and without remat in one process, steps alternating")
+    p.add_argument("--interleave", action="store_true",
+                   help="instead: time the first task under each remedy in one process, steps alternating")
     p.add_argument("--render", action="store_true",
                    help=f"write {SECTION.name} (the BENCHMARKS.md section) from {RECORDS.name} and stop")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -275,9 +280,9 @@ def main(argv=None):
 
         write_text_atomic(SECTION, render(_load(RECORDS)))
         return
-    if args.remat_cost:
+    if args.interleave:
         args.task = tasks[0]
-        record = remat_cost(args)
+        record = interleaved(args, remedies)
         if args.out:
             with open(args.out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")

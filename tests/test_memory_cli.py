@@ -43,3 +43,19 @@ def test_pretrain_remat_then_finetune_remat_mixed_precision(brats, capsys):
     code = run_cli(cli, ["pretrain", "--task", "rotation", "--dims", "2", "--data", str(brats / "brats"),
                          "--out", str(brats / "bad"), "--remat"])
     assert code == 2 and "--remat applies to the 3D encoder" in capsys.readouterr().err
+
+
+def test_mixed_float16_is_refused_on_tensorflow_cpu():
+    from keras_ssl3d.errors import ConfigError
+    from keras_ssl3d.training.precision import precision_policy
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a TensorFlow CPU limit")
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("has a GPU")
+    with pytest.raises(ConfigError, match="mixed_float16 needs a GPU"):
+        with precision_policy("mixed_float16"):
+            pass
+    assert keras.config.dtype_policy().name == "float32"
