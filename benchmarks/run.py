@@ -788,6 +788,9 @@ def render(records, settings, started, wall_s, command):
             out += ["", f"- {r.get('config')}: {failed_text(r)}"]
 
     out += render_streaming(records)
+    memory = HERE / "memory128.md"  # written by memory128.py --render
+    if memory.is_file():
+        out += ["", memory.read_text(encoding="utf-8").rstrip()]
 
     out += ["", "## Targets", ""]
     target_rows = targets(records, peak, settings)

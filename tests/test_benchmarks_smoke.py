@@ -204,3 +204,15 @@ def test_report_verdicts_and_rendering(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_memory128_remedies_and_memory_sampling():
+    memory = _load("ssl3d_bench_memory128", "memory128.py")
+    assert memory.parse_remedy("none") == (False, "float32")
+    assert memory.parse_remedy("remat") == (True, "float32")
+    assert memory.parse_remedy("remat+mixed_bfloat16") == (True, "mixed_bfloat16")
+    with pytest.raises(SystemExit):
+        memory.parse_remedy("remat+fp8")
+    status = memory.read_status("self")  # this process: VmHWM >= VmRSS >= RssAnon > 0
+    assert status["VmHWM"] >= status["VmRSS"] >= status["RssAnon"] > 0
+    assert memory.read_status(2**22 + 12345) is None  # no such process

@@ -65,3 +65,10 @@ def test_the_cli_task_names_are_the_registry():
     from keras_ssl3d.tasks import TASKS
 
     assert TASK_NAMES == tuple(TASKS)
+
+
+def test_the_cli_precisions_are_the_library_ones():
+    from keras_ssl3d.cli.options import PRECISIONS
+    from keras_ssl3d.training import precision
+
+    assert PRECISIONS == precision.PRECISIONS

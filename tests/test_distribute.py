@@ -51,6 +51,7 @@ def test_one_step_on_two_replicas_equals_one_step_on_the_whole_batch(backend):
         else:  # JAX shards one global computation: negatives and all are global
             assert r["max_diff"]["full"] < TOLERANCE, r
     assert "halves" in rows["cpc"]["max_diff"]  # CPC's InfoNCE keys are every patch of the batch
+    assert "halves" in rows["exemplar"]["max_diff"]  # exemplar's negative is another sample's positive
 
 
 def test_pretrain_and_finetune_cli_run_and_resume_mirrored(tmp_path):

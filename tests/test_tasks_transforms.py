@@ -127,8 +127,8 @@ def test_exemplar_augmentations():
     np.testing.assert_allclose(T.zoom(x, np.ones(8)), x, atol=1e-6)  # factor 1 is the identity
     zoomed = T.zoom(x[:1], np.array([0.5]))
     assert zoomed[0, 0, 0, 0, 0] == 0  # zooming out samples background outside the volume
-    (a, p, neg), y = T.exemplar_transform(x, rng)
-    assert a.shape == p.shape == neg.shape == x.shape and y.shape == (8,)
+    (a, p), y = T.exemplar_transform(x, rng)
+    assert a.shape == p.shape == x.shape and y.shape == (8,)
     assert np.array_equal(a, x)
     with pytest.raises(DataError):
         T.exemplar_transform(x[:1], rng)

@@ -42,12 +42,17 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @cache_option
 @workers_option
 @distribution_options
+@click.option("--remat", is_flag=True, default=False,
+              help="3D: rematerialise the residual blocks of encoder and decoder (gradient checkpointing): "
+                   "same results, less activation memory, slower steps.")
+@click.option("--precision", type=click.Choice(options.PRECISIONS), default="float32", show_default=True,
+              help="Keras dtype policy; the mixed ones are for GPUs/TPUs (emulated and slower on most CPUs).")
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
-             resume, verbose):
+             remat, precision, resume, verbose):
     """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
 
     Writes OUT/model (a preset with the task metadata), OUT/history.csv, OUT/run.json and
@@ -71,7 +76,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     settings = FinetuneSettings(
         encoder=encoder, label_fraction=label_fraction, strategy=strategy, warmup_epochs=warmup_epochs,
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
-        filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt)
+        filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt, remat=remat,
+        precision=precision)
     settings.check()
     check_run_dir(out)
     plan = distribute.plan(distribute_strategy, devices)

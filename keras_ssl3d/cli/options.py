@@ -22,3 +22,6 @@ REPEATS = click.IntRange(min=1)
 WORKERS = click.IntRange(min=1, max=256)
 CHANNELS = click.IntRange(min=1)
 FIT_VERBOSITY = click.IntRange(min=0, max=2)
+
+# = keras_ssl3d.training.precision.PRECISIONS (which imports Keras; a test keeps both in step).
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -13,7 +13,7 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 from keras_ssl3d.task_names import TASK_NAMES
 
 
-def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch"):
+def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch", remat=False):
     """The encoder and task model the CLI trains (also used by the benchmarks)."""
     from keras_ssl3d.models import Encoder2D, Encoder3D
     from keras_ssl3d.tasks import TASKS, make_task
@@ -21,7 +21,8 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
     if dims not in TASKS[task].ranks:
         raise ConfigError(f"--task {task} supports --dims {' or '.join(map(str, TASKS[task].ranks))}, not {dims}")
     if dims == 3:
-        encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm)
+        encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm,
+                            remat=remat)
     else:
         encoder = Encoder2D(in_channels=in_channels, blocks=blocks or (6, 12, 24, 16))
     try:
@@ -57,11 +58,16 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 @cache_option
 @workers_option
 @distribution_options
+@click.option("--remat", is_flag=True, default=False,
+              help="3D: rematerialise the encoder's residual blocks (gradient checkpointing): same results, "
+                   "less activation memory, slower steps (see README, Performance).")
+@click.option("--precision", type=click.Choice(options.PRECISIONS), default="float32", show_default=True,
+              help="Keras dtype policy; the mixed ones are for GPUs/TPUs (emulated and slower on most CPUs).")
 @click.option("--seed", type=options.SEED, default=0, show_default=True)
 @resume_option
 @click.pass_context
 def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction, cache,
-             workers, distribute_strategy, devices, seed, resume):
+             workers, distribute_strategy, devices, remat, precision, seed, resume):
     """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder).
 
     Genesis and MAE pretrain a decoder too: OUT/encoder/ then holds the whole U-Net, and fine-tuning
@@ -83,8 +89,11 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE
     from keras_ssl3d.training import TrainingRun
     from keras_ssl3d.training.run import check_run_dir
+    from keras_ssl3d.training.precision import precision_policy
 
     dims = int(dims)
+    if remat and dims != 3:
+        raise ConfigError("--remat applies to the 3D encoder (--dims 3)")
     size = int(size or DEFAULT_INPUT_SIZE[dims])
     batch_size = int(batch_size or (2 if dims == 3 else 16))
     filters = parse_int_list(filters, "--filters") if dims == 3 else None
@@ -110,11 +119,12 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     in_channels = int(samples.num_channels)
 
     with plan.scope():
-        model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm)
+        with precision_policy(precision):
+            model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm, remat=remat)
         model.compile(learning_rate=learning_rate)
     hyperparameters = {
         "task": task, "dims": dims, "size": size, "epochs": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "optimizer": "adam", "seed": seed,
+        "learning_rate": learning_rate, "optimizer": "adam", "seed": seed, "precision": precision, "remat": remat,
         "encoder": {"filters": list(filters), "norm": norm} if dims == 3 else {"blocks": list(blocks)},
         "task_config": {k: v for k, v in model.get_config().items() if k not in ("encoder", "name", "trainable")},
     }
@@ -145,6 +155,10 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     with plan.scope():  # the dataset shuffles by (seed, epoch) itself
         history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False, validation_data=validation)
     out = out_dir / "encoder"
+    if remat:  # a setting of this run (run.json), not of the preset: it loads without remat
+        from keras_ssl3d.layers import set_remat
+
+        set_remat(model, False)
     saved = model.pretrained_model()
     what = "encoder" if saved is model.encoder else "encoder and decoder (a U-Net preset)"
     saved.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,

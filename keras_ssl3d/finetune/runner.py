@@ -227,6 +227,8 @@ class FinetuneSettings:
     norm: str = "batch"
     loss: str = "dice_ce"
     adapt: str = "auto"
+    remat: bool = False
+    precision: str = "float32"
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -253,6 +255,10 @@ class FinetuneSettings:
             raise ConfigError(f"--strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.filters is not None and (not self.filters or min(self.filters) < 1):
             raise ConfigError(f"--filters must be positive integers, got {self.filters}")
+        from keras_ssl3d.training.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None):
@@ -276,6 +282,8 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
     if data.task == "classification" and s.batch_size > len(train_idx):
         s.batch_size = len(train_idx)
 
+    if s.remat and data.task != "segmentation":
+        raise ConfigError("--remat applies to 3D segmentation (the 3D encoder and U-Net decoder)")
     keras.utils.set_random_seed(s.seed)
     with plan.scope():  # build, compile and fit under the distribution
         return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log)
@@ -289,9 +297,14 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
     from keras_ssl3d.finetune.warmup import apply_strategy
     from keras_ssl3d.losses import get_segmentation_loss
+    from keras_ssl3d.layers import set_remat
     from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.training.precision import precision_policy
 
-    model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
+    with precision_policy(s.precision):
+        model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
+    if data.task == "segmentation":
+        set_remat(model, s.remat)  # a loaded encoder may have been saved either way
     if decoder == "pretrained" and log is not None:
         log(f"Decoder: starting from the pretrained decoder of {s.encoder} (with a fresh output layer)")
     callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=_resume_epoch(out, resume))
@@ -322,6 +335,8 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "filters": None if s.filters is None else list(s.filters),
         "norm": s.norm,
         "loss": s.loss if data.task == "segmentation" else "cross_entropy",
+        "precision": s.precision,
+        "remat": s.remat,
         "channel_adaptation": adapted,
         "decoder": decoder,
         "train_subjects": [_subject_id(data, i) for i in train_idx],
@@ -364,6 +379,8 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "train_subjects": config["train_subjects"],
         "val_subjects": config["val_subjects"],
     }
+    if s.remat:  # a setting of this run (run.json), not of the saved model
+        set_remat(model, False)
     model.save_pretrained(out / MODEL_DIR, metadata=metadata)
     val_key = f"val_{monitor}"
     curve = [row.get(val_key) for row in rows]

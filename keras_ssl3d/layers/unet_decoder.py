@@ -24,10 +24,12 @@ class UNetDecoder3D(keras.layers.Layer):
             encoder: the decoder then returns the full-resolution features unchanged.
         norm: normalization of the residual blocks.
         upsample: ``"transpose"`` (default) or ``"trilinear"``.
+        remat: rematerialise the residual blocks (see ``ResidualBlock``).
     """
 
-    def __init__(self, filters=(256, 128, 64, 32), norm="batch", upsample="transpose", **kwargs):
+    def __init__(self, filters=(256, 128, 64, 32), norm="batch", upsample="transpose", remat=False, **kwargs):
         super().__init__(**kwargs)
+        self.remat = bool(remat)
         if upsample not in UPSAMPLING:
             raise ValueError(f"upsample must be one of {UPSAMPLING}, got {upsample!r}")
         self.filters = tuple(int(f) for f in filters)
@@ -44,7 +46,7 @@ class UNetDecoder3D(keras.layers.Layer):
                     name=f"up{i}_trilinear",
                 )
             self.up_layers.append(up)
-            self.blocks.append(ResidualBlock(width, rank=3, norm=norm, name=f"up{i}_block"))
+            self.blocks.append(ResidualBlock(width, rank=3, norm=norm, remat=self.remat, name=f"up{i}_block"))
         self.concat = keras.layers.Concatenate(axis=-1)
 
     def _check(self, features):
@@ -81,5 +83,5 @@ class UNetDecoder3D(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=list(self.filters), norm=self.norm, upsample=self.upsample)
+        config.update(filters=list(self.filters), norm=self.norm, upsample=self.upsample, remat=self.remat)
         return config

@@ -18,10 +18,12 @@ class Segmenter3D(PretrainedMixin, keras.Model):
     Spatial sizes must be divisible by ``encoder.size_divisor`` (16 for five levels).
     The encoder is shared, not copied: ``segmenter.encoder`` is the same object, so freezing it
     (warm-up) and saving it back as a preset work directly.
+    ``remat`` rematerialises the decoder's residual blocks (``None``: as the encoder does; see
+    ``Encoder3D``); ``set_remat(segmenter, flag)`` switches encoder and decoder together.
     """
 
     def __init__(self, encoder, num_classes, activation="softmax", decoder_filters=None, norm=None,
-                 upsample="transpose", name="segmenter3d", **kwargs):
+                 upsample="transpose", remat=None, name="segmenter3d", **kwargs):
         if isinstance(encoder, dict):
             encoder = keras.saving.deserialize_keras_object(encoder)
         if getattr(encoder, "rank", None) != 3:
@@ -34,10 +36,11 @@ class Segmenter3D(PretrainedMixin, keras.Model):
         if decoder_filters is None:
             decoder_filters = tuple(reversed(encoder.filters[:-1]))
         norm = norm or encoder.norm
+        remat = bool(getattr(encoder, "remat", False) if remat is None else remat)
 
         inputs = keras.Input(shape=encoder.input_shape[1:], name="volume")
         features = encoder.feature_extractor()(inputs)
-        decoder = UNetDecoder3D(decoder_filters, norm=norm, upsample=upsample, name="decoder")
+        decoder = UNetDecoder3D(decoder_filters, norm=norm, upsample=upsample, remat=remat, name="decoder")
         x = decoder(features)
         outputs = keras.layers.Conv3D(num_classes, 1, activation=activation, dtype="float32", name="head")(x)
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
@@ -49,6 +52,7 @@ class Segmenter3D(PretrainedMixin, keras.Model):
         self.decoder_filters = tuple(int(f) for f in decoder_filters)
         self.decoder_norm = norm
         self.upsample = upsample
+        self.remat = remat
 
     @property
     def rank(self):
@@ -100,6 +104,7 @@ class Segmenter3D(PretrainedMixin, keras.Model):
             "decoder_filters": list(self.decoder_filters),
             "norm": self.decoder_norm,
             "upsample": self.upsample,
+            "remat": self.remat,
         }
 
     @classmethod

@@ -196,14 +196,13 @@ def exemplar_augment(batch, rng, flip_p=0.5, rotation_p=0.5, color_p=0.5, zoom_p
 
 
 def exemplar_transform(batch, rng, **augment_kwargs):
-    """Triplets ``(anchor, positive, negative)``: positive = augmented anchor, negative = another
-    sample of the batch (augmented too, so "augmented or not" gives nothing away); dummy targets."""
+    """Pairs ``(anchor, positive)``: positive = augmented anchor; dummy targets. The negatives are
+    other samples' (augmented) positives, taken inside the model (``tasks.Exemplar``), so the
+    batch needs >= 2 samples."""
     rank = batch.ndim - 2
     batch = _check_batch(batch, rank, "exemplar")
     n = len(batch)
     if n < 2:
         raise DataError("exemplar needs batches of at least 2 samples (negatives are other samples)")
-    other = (np.arange(n) + rng.integers(1, n, size=n)) % n
     positive = exemplar_augment(batch, rng, **augment_kwargs)
-    negative = exemplar_augment(batch[other], rng, **augment_kwargs)
-    return (batch, positive, negative), np.zeros(n, dtype=np.float32)
+    return (batch, positive), np.zeros(n, dtype=np.float32)

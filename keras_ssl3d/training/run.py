@@ -275,8 +275,8 @@ def _in_main_thread():
 
 
 # Settings a resumed run may change. "distribution": a run may resume on another number of devices
-# (from the checkpoint, with that many replicas from then on).
-_VOLATILE = {"resume", "out", "verbose", "workers", "epochs", "distribution"}
+# (from the checkpoint, with that many replicas from then on); "remat": same numbers, less memory.
+_VOLATILE = {"resume", "out", "verbose", "workers", "epochs", "distribution", "remat"}
 
 
 def _comparable(config):
