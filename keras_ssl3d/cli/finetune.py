@@ -42,11 +42,7 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @cache_option
 @workers_option
 @distribution_options
-@click.option("--remat", is_flag=True, default=False,
-              help="3D: rematerialise the residual blocks of encoder and decoder (gradient checkpointing): "
-                   "same results, less activation memory, slower steps.")
-@click.option("--precision", type=click.Choice(options.PRECISIONS), default="float32", show_default=True,
-              help="Keras dtype policy; the mixed ones are for GPUs/TPUs (emulated and slower on most CPUs).")
+@options.memory_options("encoder and decoder")
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context

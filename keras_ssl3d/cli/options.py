@@ -25,3 +25,18 @@ FIT_VERBOSITY = click.IntRange(min=0, max=2)
 
 # = keras_ssl3d.training.precision.PRECISIONS (which imports Keras; a test keeps both in step).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def memory_options(what):
+    """``--remat`` and ``--precision`` for a training command; ``what`` names the rematerialised blocks."""
+
+    def decorate(func):
+        func = click.option(
+            "--precision", type=click.Choice(PRECISIONS), default="float32", show_default=True,
+            help="Keras dtype policy; the mixed ones are for GPUs/TPUs (emulated and slower on most CPUs).")(func)
+        return click.option(
+            "--remat", is_flag=True, default=False,
+            help=f"3D: rematerialise the residual blocks of {what} (gradient checkpointing): same results, "
+                 "less activation memory, slower steps (see README, Performance).")(func)
+
+    return decorate

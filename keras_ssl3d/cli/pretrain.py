@@ -58,11 +58,7 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 @cache_option
 @workers_option
 @distribution_options
-@click.option("--remat", is_flag=True, default=False,
-              help="3D: rematerialise the encoder's residual blocks (gradient checkpointing): same results, "
-                   "less activation memory, slower steps (see README, Performance).")
-@click.option("--precision", type=click.Choice(options.PRECISIONS), default="float32", show_default=True,
-              help="Keras dtype policy; the mixed ones are for GPUs/TPUs (emulated and slower on most CPUs).")
+@options.memory_options("the encoder")
 @click.option("--seed", type=options.SEED, default=0, show_default=True)
 @resume_option
 @click.pass_context

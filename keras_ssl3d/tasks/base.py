@@ -252,3 +252,38 @@ class PretextTask(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
+
+
+class RestorationTask(PretextTask):
+    """Base of the tasks that restore their input with a whole U-Net (Genesis, MAE).
+
+    The decoder is pretrained with the encoder, so pretraining saves the U-Net (``pretrained_model``)
+    and fine-tuning from it starts both. The subclass gives the output activation and the input's
+    name, and makes ``(distorted, target)`` batches in ``transform`` (``self.volumes(batch)`` checks them).
+    """
+
+    ranks = (3,)
+
+    def __init__(self, encoder, activation, input_name, name, **kwargs):
+        task = type(self).__name__
+        encoder = check_encoder(encoder, task)
+        unet = unet_for(encoder, activation, task)
+        inputs = keras.Input(shape=encoder.input_shape[1:], name=input_name)
+        super().__init__(inputs=inputs, outputs=unet(inputs), name=name, **kwargs)
+        self._set_encoder(encoder)
+        self.unet = unet
+
+    def default_metrics(self):
+        return []
+
+    def pretrained_model(self):
+        return self.unet
+
+    def volumes(self, batch):
+        """``batch`` as float32 volumes ``(N, D, H, W, C)``, or a one-line error."""
+        from keras_ssl3d.errors import DataError
+
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 5:
+            raise DataError(f"{self.name} expects a batch shaped (N, D, H, W, C), got shape {batch.shape}")
+        return batch

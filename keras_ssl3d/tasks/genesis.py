@@ -26,8 +26,7 @@ import math
 import keras
 import numpy as np
 
-from keras_ssl3d.errors import DataError
-from keras_ssl3d.tasks.base import PretextTask, check_encoder, unet_for
+from keras_ssl3d.tasks.base import RestorationTask
 
 
 def bezier_mapping(control_points, num=1001):
@@ -124,7 +123,7 @@ def genesis_distort(volume, rng, local_shuffle_p=0.5, nonlinear_p=0.9, paint_p=0
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl3d")
-class Genesis(PretextTask):
+class Genesis(RestorationTask):
     """Distorted volume -> U-Net (encoder + decoder + sigmoid) -> restored volume; MSE loss.
 
     Args:
@@ -133,32 +132,17 @@ class Genesis(PretextTask):
         outpaint_p: share of paintings that are out-paintings (0.8; the rest in-paint).
     """
 
-    ranks = (3,)
-
     def __init__(self, encoder, local_shuffle_p=0.5, nonlinear_p=0.9, paint_p=0.9, outpaint_p=0.8,
                  name="genesis", **kwargs):
-        encoder = check_encoder(encoder, "Genesis")
-        unet = unet_for(encoder, "sigmoid", "Genesis")
-        inputs = keras.Input(shape=encoder.input_shape[1:], name="distorted")
-        super().__init__(inputs=inputs, outputs=unet(inputs), name=name, **kwargs)
-        self._set_encoder(encoder)
-        self.unet = unet
+        super().__init__(encoder, "sigmoid", "distorted", name, **kwargs)
         self.distortion = {"local_shuffle_p": float(local_shuffle_p), "nonlinear_p": float(nonlinear_p),
                            "paint_p": float(paint_p), "outpaint_p": float(outpaint_p)}
 
     def default_loss(self):
         return keras.losses.MeanSquaredError()
 
-    def default_metrics(self):
-        return []
-
-    def pretrained_model(self):
-        return self.unet
-
     def transform(self, batch, rng):
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 5:
-            raise DataError(f"genesis expects a batch shaped (N, D, H, W, C), got shape {batch.shape}")
+        batch = self.volumes(batch)
         distorted = np.stack([genesis_distort(v, rng, **self.distortion) for v in batch])
         return distorted.astype(np.float32), batch
 

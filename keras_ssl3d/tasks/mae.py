@@ -18,9 +18,9 @@ import math
 import keras
 import numpy as np
 
-from keras_ssl3d.errors import ConfigError, DataError
+from keras_ssl3d.errors import ConfigError
 from keras_ssl3d.losses.reconstruction import MaskedMSE
-from keras_ssl3d.tasks.base import PretextTask, check_encoder, unet_for
+from keras_ssl3d.tasks.base import RestorationTask
 
 
 def patch_mask(n, spatial, rng, mask_ratio=0.75, patch_size=16):
@@ -43,7 +43,7 @@ def patch_mask(n, spatial, rng, mask_ratio=0.75, patch_size=16):
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl3d")
-class MAE(PretextTask):
+class MAE(RestorationTask):
     """Masked volume -> U-Net (encoder + decoder + linear output) -> reconstruction; loss on masked voxels.
 
     The transform returns the masked volume as input and ``original | mask`` (one more channel)
@@ -55,34 +55,20 @@ class MAE(PretextTask):
         patch_size: side of the masked cubes in voxels (16, Wald et al. 2025), or one per axis.
     """
 
-    ranks = (3,)
     small_hparams = {"patch_size": 4}
 
     def __init__(self, encoder, mask_ratio=0.75, patch_size=16, name="mae", **kwargs):
-        encoder = check_encoder(encoder, "MAE")
         if not 0.0 < float(mask_ratio) < 1.0:
             raise ConfigError(f"MAE: mask_ratio must lie in (0, 1), got {mask_ratio}")
-        unet = unet_for(encoder, None, "MAE")
-        inputs = keras.Input(shape=encoder.input_shape[1:], name="masked")
-        super().__init__(inputs=inputs, outputs=unet(inputs), name=name, **kwargs)
-        self._set_encoder(encoder)
-        self.unet = unet
+        super().__init__(encoder, None, "masked", name, **kwargs)
         self.mask_ratio = float(mask_ratio)
         self.patch_size = int(patch_size) if np.isscalar(patch_size) else [int(p) for p in patch_size]
 
     def default_loss(self):
         return MaskedMSE()
 
-    def default_metrics(self):
-        return []
-
-    def pretrained_model(self):
-        return self.unet
-
     def transform(self, batch, rng):
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim != 5:
-            raise DataError(f"mae expects a batch shaped (N, D, H, W, C), got shape {batch.shape}")
+        batch = self.volumes(batch)
         mask = patch_mask(len(batch), batch.shape[1:-1], rng, self.mask_ratio, self.patch_size)[..., None]
         return batch * (1.0 - mask), np.concatenate([batch, mask], axis=-1)
 
