@@ -8,13 +8,19 @@ from keras_ssl3d.cli import options
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
+from keras_ssl3d.cli.task_options import parse_task_options
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
 from keras_ssl3d.task_names import TASK_NAMES
 
 
-def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch", remat=False):
-    """The encoder and task model the CLI trains (also used by the benchmarks)."""
+def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch", remat=False,
+               task_options=None):
+    """The encoder and task model the CLI trains (also used by the benchmarks).
+
+    ``task_options``: ``{name: value}`` constructor arguments of the task (``--task-option``), already
+    checked by ``keras_ssl3d.cli.task_options.parse_task_options``.
+    """
     from keras_ssl3d.models import Encoder2D, Encoder3D
     from keras_ssl3d.tasks import TASKS, make_task
 
@@ -25,10 +31,13 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
                             remat=remat)
     else:
         encoder = Encoder2D(in_channels=in_channels, blocks=blocks or (6, 12, 24, 16))
+    task_options = dict(task_options or {})
     try:
-        return make_task(task, encoder, input_size=size)
-    except ValueError as e:  # e.g. a patch grid that does not fit the input size
-        raise ConfigError(f"{task} cannot be built for --size {size}: {e}") from None
+        return make_task(task, encoder, input_size=size, **task_options)
+    except (ValueError, TypeError) as e:  # e.g. a patch grid that does not fit the input size
+        given = " ".join(f"--task-option {k}={v}" for k, v in task_options.items())
+        raise ConfigError(f"{task} cannot be built for --size {size}{' with ' + given if given else ''}: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 @click.command("pretrain")
@@ -55,6 +64,9 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               show_default=True, help="3D encoder normalization.")
 @click.option("--val-fraction", type=options.VAL_FRACTION, default=0.0, show_default=True,
               help="Hold out this fraction of the subjects and report the pretext loss/accuracy on them each epoch.")
+@click.option("--task-option", "task_option", multiple=True, metavar="KEY=VALUE",
+              help="A constructor argument of the task (repeatable), e.g. --task-option grid=3 --task-option "
+                   "jitter=1; values are YAML (3, 0.2, true, [1, 2]). See the task's docstring for its settings.")
 @cache_option
 @workers_option
 @distribution_options
@@ -62,8 +74,8 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 @click.option("--seed", type=options.SEED, default=0, show_default=True)
 @resume_option
 @click.pass_context
-def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction, cache,
-             workers, distribute_strategy, devices, remat, precision, seed, resume):
+def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction,
+             task_option, cache, workers, distribute_strategy, devices, remat, precision, seed, resume):
     """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder).
 
     Genesis and MAE pretrain a decoder too: OUT/encoder/ then holds the whole U-Net, and fine-tuning
@@ -95,6 +107,7 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     filters = parse_int_list(filters, "--filters") if dims == 3 else None
     blocks = parse_int_list(blocks, "--blocks") if dims == 2 else None
     learning_rate = float(lr or DEFAULT_LEARNING_RATE[dims])
+    task_options = parse_task_options(task_option, task, TASKS[task])
 
     check_run_dir(run_dir)
     plan = distribute.plan(distribute_strategy, devices)
@@ -116,7 +129,8 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
 
     with plan.scope():
         with precision_policy(precision):
-            model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm, remat=remat)
+            model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm, remat=remat,
+                               task_options=task_options)
         model.compile(learning_rate=learning_rate)
     hyperparameters = {
         "task": task, "dims": dims, "size": size, "epochs": epochs, "batch_size": batch_size,
