@@ -63,3 +63,35 @@ def test_bad_task_option_is_one_line(volumes, tmp_path, capsys, option, message)
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not run.exists()
+
+
+def _event_scalars(folder):
+    """``{tag: [values per step]}`` of the TensorBoard event files under ``folder``."""
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(folder.glob("*.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                scalars.setdefault(value.tag, []).append((event.step, number))
+    return scalars
+
+
+def test_tensorboard_logs_hold_the_epoch_scalars(volumes, tmp_path):
+    run = tmp_path / "run"
+    args = ["pretrain", "--task", "rotation", "--data", str(volumes), "--out", str(run), *TINY, "--epochs", "2",
+            "--val-fraction", "0.34"]
+    assert run_cli(cli, args=args) == 0
+    history = (run / "history.csv").read_text().strip().splitlines()
+    columns = history[0].split(",")
+    last = dict(zip(columns, history[-1].split(",")))
+    train = _event_scalars(run / "tensorboard" / "train")
+    val = _event_scalars(run / "tensorboard" / "validation")
+    assert [step for step, _ in train["epoch_loss"]] == [0, 1]
+    assert train["epoch_loss"][-1][1] == pytest.approx(float(last["loss"]), rel=1e-5)
+    assert val["epoch_loss"][-1][1] == pytest.approx(float(last["val_loss"]), rel=1e-5)
+
+    off = tmp_path / "off"
+    assert run_cli(cli, args=[*args[:6], str(off), *args[7:], "--tensorboard", "none"]) == 0
+    assert not (off / "tensorboard").exists()

@@ -43,12 +43,13 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @workers_option
 @distribution_options
 @options.memory_options("encoder and decoder")
+@options.tensorboard_option
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
-             remat, precision, resume, verbose):
+             remat, precision, tensorboard, resume, verbose):
     """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
 
     Writes OUT/model (a preset with the task metadata), OUT/history.csv, OUT/run.json and
@@ -80,7 +81,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
                           echo=click.echo)
     result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv, workers=workers,
-                          plan=plan, log=click.echo)
+                          plan=plan, log=click.echo,
+                          tensorboard=options.tensorboard_dir(tensorboard, out))
     score = result["final_score"]
     shown = "n/a" if score is None else f"{score:.4f}"
     click.echo(f"{data.task}: {result['train_size']} training / {result['val_size']} validation subjects; "

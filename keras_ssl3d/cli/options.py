@@ -40,3 +40,22 @@ def memory_options(what):
                  "less activation memory, slower steps (see README, Performance).")(func)
 
     return decorate
+
+
+def tensorboard_option(func):
+    """``--tensorboard DIR|none``: where a training command writes its TensorBoard logs."""
+    return click.option(
+        "--tensorboard", default=None, metavar="DIR|none",
+        help="TensorBoard log folder (scalars per epoch) [default: OUT/tensorboard]; `none` writes no logs. "
+             "View with `tensorboard --logdir OUT/tensorboard`.")(func)
+
+
+def tensorboard_dir(value, run_dir):
+    """The log folder ``--tensorboard`` asks for: None (off), the given DIR, or RUN/tensorboard by default."""
+    from pathlib import Path
+
+    if value is None:
+        return Path(run_dir) / "tensorboard"
+    if str(value).strip().lower() == "none":
+        return None
+    return Path(value)

@@ -71,11 +71,12 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 @workers_option
 @distribution_options
 @options.memory_options("the encoder")
+@options.tensorboard_option
 @click.option("--seed", type=options.SEED, default=0, show_default=True)
 @resume_option
 @click.pass_context
 def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction,
-             task_option, cache, workers, distribute_strategy, devices, remat, precision, seed, resume):
+             task_option, cache, workers, distribute_strategy, devices, remat, precision, tensorboard, seed, resume):
     """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder).
 
     Genesis and MAE pretrain a decoder too: OUT/encoder/ then holds the whole U-Net, and fine-tuning
@@ -97,6 +98,7 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE
     from keras_ssl3d.training import TrainingRun
     from keras_ssl3d.training.run import check_run_dir
+    from keras_ssl3d.training.tensorboard import tensorboard_callbacks
     from keras_ssl3d.training.precision import precision_policy
 
     dims = int(dims)
@@ -163,7 +165,9 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     click.echo(f"Pretraining {task} ({dims}D) on {len(train_idx)} samples{held_out} of {size}^{dims} x {in_channels}, "
                f"batch {batch_size}{spread}, lr {learning_rate:g}, {epochs} epochs -> {run_dir}")
     with plan.scope():  # the dataset shuffles by (seed, epoch) itself
-        history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False, validation_data=validation)
+        callbacks = tensorboard_callbacks(options.tensorboard_dir(tensorboard, run_dir) if plan.is_chief else None)
+        history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False, validation_data=validation,
+                          callbacks=callbacks)
     out = out_dir / "encoder"
     if remat:  # a setting of this run (run.json), not of the preset: it loads without remat
         from keras_ssl3d.layers import set_remat

@@ -261,13 +261,15 @@ class FinetuneSettings:
             raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
-def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None):
+def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None,
+                 tensorboard=None):
     """Train one fine-tuning run on ``data`` (a `TaskData`) into ``out``; returns the result dict.
 
     ``workers`` threads prepare the training batches (see ``VolumeBatches``). ``plan``: a
     ``keras_ssl3d.distribute.DistributionPlan`` (default: one device); ``settings.batch_size`` is per
     device, and only the chief writes ``out``.
     ``log`` (e.g. ``click.echo``) is told when a pretrained decoder starts the U-Net.
+    ``tensorboard``: a folder for TensorBoard logs (written by the chief only), or None.
     """
     import keras
 
@@ -286,10 +288,11 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
         raise ConfigError("--remat applies to 3D segmentation (the 3D encoder and U-Net decoder)")
     keras.utils.set_random_seed(s.seed)
     with plan.scope():  # build, compile and fit under the distribution
-        return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log)
+        return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log,
+                               tensorboard if plan.is_chief else None)
 
 
-def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log):
+def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log, tensorboard):
     import keras
 
     from keras_ssl3d.data.pipeline import VolumeBatches
@@ -300,6 +303,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
     from keras_ssl3d.layers import set_remat
     from keras_ssl3d.training import TrainingRun
     from keras_ssl3d.training.precision import precision_policy
+    from keras_ssl3d.training.tensorboard import tensorboard_callbacks
 
     with precision_policy(s.precision):
         model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
@@ -308,6 +312,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
     if decoder == "pretrained" and log is not None:
         log(f"Decoder: starting from the pretrained decoder of {s.encoder} (with a fresh output layer)")
     callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=_resume_epoch(out, resume))
+    callbacks = [*callbacks, *tensorboard_callbacks(tensorboard)]
     if data.task == "segmentation":
         loss = get_segmentation_loss(s.loss)
         metrics = [MeanDice(data.num_classes, name="mean_dice")]
