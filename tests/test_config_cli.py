@@ -92,6 +92,47 @@ def test_tensorboard_logs_hold_the_epoch_scalars(volumes, tmp_path):
     assert train["epoch_loss"][-1][1] == pytest.approx(float(last["loss"]), rel=1e-5)
     assert val["epoch_loss"][-1][1] == pytest.approx(float(last["val_loss"]), rel=1e-5)
 
-    off = tmp_path / "off"
-    assert run_cli(cli, args=[*args[:6], str(off), *args[7:], "--tensorboard", "none"]) == 0
-    assert not (off / "tensorboard").exists()
+
+def test_run_config_yaml_reproduces_the_run_and_the_command_line_wins(volumes, tmp_path, capsys):
+    import yaml
+
+    first = tmp_path / "first"
+    assert run_cli(cli, args=["pretrain", "--task", "rotation", "--data", str(volumes), "--out", str(first), *TINY,
+                              "--lr", "0.002", "--norm", "group", "--task-option", "hidden_units=8",
+                              "--tensorboard", "none"]) == 0
+    written = yaml.safe_load((first / "config.yaml").read_text())
+    assert written["task"] == "rotation" and written["task_option"] == ["hidden_units=8"]
+    assert "out" not in written and "resume" not in written and "config" not in written
+
+    again = tmp_path / "again"
+    assert run_cli(cli, args=["pretrain", "--config", str(first / "config.yaml"), "--out", str(again)]) == 0
+    assert _recorded(again)[0] == _recorded(first)[0]  # run.json: every hyper-parameter and the data
+    assert (again / "config.yaml").read_text() == (first / "config.yaml").read_text()
+    assert not (again / "tensorboard").exists()  # --tensorboard none, from the file
+
+    # a hand-written file: dashes or underscores, task options as a mapping; the command line wins
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"task: rotation\ndata: {volumes}\ndims: 3\nepochs: 5\nbatch-size: 2\nsize: 16\nfilters: 4,8\n"
+                    "seed: 1\nlr: 0.002\nnorm: group\ntask_option: {hidden_units: 8}\n"
+                    "tensorboard: none\n")
+    third = tmp_path / "third"
+    assert run_cli(cli, args=["pretrain", "--config", str(mine), "--out", str(third), "--epochs", "1"]) == 0
+    assert _recorded(third)[0] == _recorded(first)[0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("task: cpc\nepoch: 3\n", "mine.yaml: unknown option 'epoch' for `pretrain`"),
+    ("resume: somewhere\n", "unknown option 'resume'"),
+    ("- task\n", "mine.yaml: a config file is a YAML mapping"),
+    ("task: [cpc\n", "mine.yaml: not a valid YAML file"),
+    ("epochs: [1, 2]\n", "option 'epochs' takes one value"),
+    ("task: cpc\nepochs: 0\n", "--epochs"),  # the option's own range still applies
+])
+def test_bad_config_file_is_one_line(volumes, tmp_path, capsys, text, message):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(text)
+    run = tmp_path / "run"
+    assert run_cli(cli, args=["pretrain", "--config", str(mine), "--data", str(volumes), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not run.exists()

@@ -3,6 +3,7 @@
 import click
 
 from keras_ssl3d.cli import options
+from keras_ssl3d.cli.config_file import config_option, resolved_config
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
@@ -10,6 +11,7 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 
 
 @click.command("finetune")
+@config_option
 @click.option("--data", "data_path", default=None, type=click.Path(), help="Labelled data: a BraTS/MSD/folder/csv "
               "data set or a preprocessed cache (3D segmentation), or an image folder with grades (2D).")
 @click.option("--encoder", default=None, help="Pretrained encoder: preset folder, .keras file, run folder of "
@@ -81,7 +83,7 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
                           echo=click.echo)
     result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv, workers=workers,
-                          plan=plan, log=click.echo,
+                          plan=plan, log=click.echo, config_text=resolved_config(ctx),
                           tensorboard=options.tensorboard_dir(tensorboard, out))
     score = result["final_score"]
     shown = "n/a" if score is None else f"{score:.4f}"

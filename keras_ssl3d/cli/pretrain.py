@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from keras_ssl3d.cli import options
+from keras_ssl3d.cli.config_file import config_option, write_resolved_config
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
@@ -41,6 +42,7 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 
 
 @click.command("pretrain")
+@config_option
 @click.option("--task", type=click.Choice(TASK_NAMES), default=None,
               help="The self-supervised task (required unless --resume RUN_DIR).")
 @click.option("--dims", type=click.Choice(["2", "3"]), default="3", show_default=True,
@@ -160,6 +162,7 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
         validation.set_epoch(0)
     out_dir = plan.output_dir(run_dir)
     run = TrainingRun(out_dir, config=config, resume=resume, seed=seed)
+    write_resolved_config(ctx, out_dir)  # --config OUT/config.yaml repeats this run
     held_out = f" (+ {len(val_idx)} held out for validation)" if len(val_idx) else ""
     spread = f" x {plan.replicas} replicas ({plan.kind})" if plan.replicas > 1 else ""
     click.echo(f"Pretraining {task} ({dims}D) on {len(train_idx)} samples{held_out} of {size}^{dims} x {in_channels}, "

@@ -262,7 +262,7 @@ class FinetuneSettings:
 
 
 def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None,
-                 tensorboard=None):
+                 tensorboard=None, config_text=None):
     """Train one fine-tuning run on ``data`` (a `TaskData`) into ``out``; returns the result dict.
 
     ``workers`` threads prepare the training batches (see ``VolumeBatches``). ``plan``: a
@@ -270,6 +270,7 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
     device, and only the chief writes ``out``.
     ``log`` (e.g. ``click.echo``) is told when a pretrained decoder starts the U-Net.
     ``tensorboard``: a folder for TensorBoard logs (written by the chief only), or None.
+    ``config_text``: the command's options as YAML, written to ``out/config.yaml`` when the run starts.
     """
     import keras
 
@@ -289,14 +290,15 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
     keras.utils.set_random_seed(s.seed)
     with plan.scope():  # build, compile and fit under the distribution
         return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log,
-                               tensorboard if plan.is_chief else None)
+                               tensorboard if plan.is_chief else None, config_text)
 
 
-def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log, tensorboard):
+def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log, tensorboard,
+                    config_text=None):
     import keras
 
     from keras_ssl3d.data.pipeline import VolumeBatches
-    from keras_ssl3d.fileio import write_json_atomic
+    from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
     from keras_ssl3d.finetune.warmup import apply_strategy
     from keras_ssl3d.losses import get_segmentation_loss
@@ -349,6 +351,8 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "distribution": plan.describe(s.batch_size),
     }
     run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command)
+    if config_text is not None:  # --config OUT/config.yaml repeats this run
+        write_text_atomic(out / "config.yaml", config_text)
     # Every replica needs samples in every batch: with several, the last incomplete training batch is
     # dropped (a different one each epoch, as the order is shuffled) and the last validation batch is
     # completed with the first validation subjects again.
