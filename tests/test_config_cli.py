@@ -136,3 +136,45 @@ def test_bad_config_file_is_one_line(volumes, tmp_path, capsys, text, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not run.exists()
+
+
+@pytest.mark.parametrize("name", ["brats-cpc", "brats-exemplar", "demo-brats-jigsaw", "retina-rpl"])
+def test_zoo_recipe_as_pretrain_config_is_what_zoo_build_trains(name, volumes, tmp_path, capsys):
+    """The options `pretrain --config` resolves from `zoo recipe NAME` build the task, encoder and
+    optimiser settings that `zoo build NAME` builds (compared without training). demo-brats-jigsaw sets
+    num_permutations=1000 and filters 8,16,32, which differ from pretrain's defaults."""
+    from keras_ssl3d.cli.pretrain import build_task, pretrain
+    from keras_ssl3d.cli.task_options import parse_task_options
+    from keras_ssl3d.finetune.parsing import parse_int_list
+    from keras_ssl3d.tasks import TASKS
+    from keras_ssl3d.zoo import build
+    from keras_ssl3d.zoo.registry import get_entry
+
+    assert run_cli(cli, args=["zoo", "recipe", name]) == 0
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(capsys.readouterr().out)
+    ctx = pretrain.make_context("pretrain", ["--config", str(recipe_file), "--data", str(volumes), "--out", "x"])
+    p = ctx.params
+    entry = get_entry(name)
+    assert p["lr"] == entry.recipe["learning_rate"] and p["seed"] == 0
+    assert p["epochs"] == (entry.recipe.get("epochs") or build.DEFAULT_EPOCHS)
+    assert p["batch_size"] == (entry.recipe.get("batch_size") or build.DEFAULT_BATCH_SIZE[entry.rank])
+    assert p["size"] == entry.recipe["input_size"][0] and int(p["dims"]) == entry.rank
+
+    in_channels = entry.input_contract["in_channels"]
+    ours = build_task(p["task"], int(p["dims"]), in_channels, p["size"],
+                      filters=parse_int_list(p["filters"], "--filters") if entry.rank == 3 else None,
+                      blocks=parse_int_list(p["blocks"], "--blocks") if entry.rank == 2 else None, norm=p["norm"],
+                      task_options=parse_task_options(p["task_option"], p["task"], TASKS[p["task"]]))
+    theirs = build.make_task(entry, build.make_encoder(entry), p["size"])
+
+    def settings(model):
+        return {k: v for k, v in model.get_config().items() if k not in ("encoder", "name", "trainable")}
+
+    def arch(encoder):
+        return {k: v for k, v in encoder.get_config().items() if k not in ("name", "channel_names", "trainable")}
+
+    assert type(ours) is type(theirs) and settings(ours) == settings(theirs)
+    assert arch(ours.encoder) == arch(theirs.encoder)
+    for key, value in entry.recipe.get("task_hparams", {}).items():
+        assert settings(ours)[key] == value

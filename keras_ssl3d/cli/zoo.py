@@ -103,6 +103,21 @@ def build(name, data_dir, push_repo, private, epochs, batch_size, input_size, ru
 
 
 @zoo.command()
+@click.argument("name")
+def recipe(name):
+    """Print a preset's recipe as a `pretrain --config` file: `zoo recipe NAME > r.yaml`, then
+    `keras-ssl3d pretrain --config r.yaml --data DIR --out RUN` trains what `zoo build NAME` does."""
+    import yaml
+
+    from keras_ssl3d.zoo.build import recipe_options
+    from keras_ssl3d.zoo.registry import get_entry
+
+    entry = get_entry(name)
+    click.echo(f"# zoo preset {name} {entry.version}: keras-ssl3d pretrain --config THIS --data DIR --out RUN\n"
+               + yaml.safe_dump(recipe_options(entry), sort_keys=False), nl=False)
+
+
+@zoo.command()
 @click.option("--output", type=click.Path(dir_okay=False), default="MODEL_CARDS.md", show_default=True,
               help="Where to write the cards.")
 @click.option("--check", is_flag=True, help="Do not write; fail (exit status 2) if the file is missing or stale.")

@@ -131,3 +131,43 @@ def build_preset(name, data_dir, *, epochs=None, batch_size=None, input_size=Non
     save_preset(encoder, out, metadata=preset_metadata(entry, record, final, f"user data ({Path(data_dir).name})"),
                 input_contract_extra=contract_extra(entry))
     return out
+
+
+def recipe_options(entry):
+    """``entry``'s recipe as ``keras-ssl3d pretrain`` options (a ``--config`` mapping) that train what ``zoo build`` does.
+
+    The data (``data``) and run folder (``out``) are the user's. Architecture settings that ``pretrain`` has
+    no option for must be the encoder's defaults, else this is a ConfigError rather than a silent difference.
+    """
+    import inspect
+
+    import keras_ssl3d
+
+    arch = entry.manifest["architecture"]
+    config = dict(arch.get("config", {}))
+    cls = {"Encoder3D": keras_ssl3d.Encoder3D, "Encoder2D": keras_ssl3d.Encoder2D}[arch["class_name"]]
+    shown = ("filters", "norm") if entry.rank == 3 else ("blocks",)
+    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+    for key, value in config.items():
+        if key in shown or key in ("in_channels", "channel_names"):  # channels come from the data
+            continue
+        default = defaults.get(key, inspect.Parameter.empty)
+        if value != (list(default) if isinstance(default, tuple) else default):
+            raise ConfigError(f"zoo preset {entry.name!r}: {key}={value!r} has no pretrain option")
+    recipe = entry.recipe
+    options = {
+        "task": recipe["task"],
+        "dims": str(entry.rank),
+        "size": int(recipe["input_size"][0]),
+        "epochs": int(recipe.get("epochs") or DEFAULT_EPOCHS),
+        "batch_size": int(recipe.get("batch_size") or DEFAULT_BATCH_SIZE[entry.rank]),
+        "lr": float(recipe["learning_rate"]),
+        "seed": 0,
+        "task_option": dict(recipe.get("task_hparams", {})),
+    }
+    if entry.rank == 3:
+        options["filters"] = ",".join(str(f) for f in config.get("filters", defaults["filters"]))
+        options["norm"] = config.get("norm", defaults["norm"])
+    else:
+        options["blocks"] = ",".join(str(b) for b in config.get("blocks", defaults["blocks"]))
+    return options
