@@ -178,3 +178,19 @@ def test_zoo_recipe_as_pretrain_config_is_what_zoo_build_trains(name, volumes, t
     assert arch(ours.encoder) == arch(theirs.encoder)
     for key, value in entry.recipe.get("task_hparams", {}).items():
         assert settings(ours)[key] == value
+
+
+def test_finetune_config_yaml_reproduces_the_run_and_logs_tensorboard(tmp_path):
+    from keras_ssl3d.data.synthetic import make_brats_like
+
+    make_brats_like(tmp_path / "brats", n_subjects=3, shape=(16, 16, 16), seed=0)
+    first = tmp_path / "first"
+    assert run_cli(cli, ["finetune", "--data", str(tmp_path / "brats"), "--encoder", "none", "--filters", "4,8",
+                         "--size", "16", "--out", str(first), "--epochs", "1", "--strategy", "full",
+                         "--val-fraction", "0.34", "--lr", "0.002", "--verbose", "0"]) == 0
+    assert (first / "tensorboard" / "train").is_dir() and (first / "tensorboard" / "validation").is_dir()
+    assert "epoch_mean_dice" in _event_scalars(first / "tensorboard" / "validation")
+    again = tmp_path / "again"
+    assert run_cli(cli, ["finetune", "--config", str(first / "config.yaml"), "--out", str(again)]) == 0
+    recorded = [json.loads((run / "run.json").read_text())["config"] for run in (first, again)]
+    assert recorded[0] == recorded[1] and recorded[0]["lr"] == 0.002
