@@ -166,6 +166,16 @@ def offline_not_cached(ctx):
     return _finetune(ctx, handle), "someorg/never-downloaded", env
 
 
+def config_file_case(command, text):
+    def case(ctx):
+        bad = ctx.tmp / "settings.yaml"
+        bad.write_text(text)
+        return [*(_finetune(ctx) if command == "finetune" else _pretrain(ctx)), "--config", str(bad)], bad, {}
+
+    case.__name__ = f"config_file[{command}]"
+    return case
+
+
 def out_not_writable_pretrain(ctx):
     out = ctx.assets / "a_file" / "run"
     return _pretrain(ctx, out=out), out, {}
@@ -271,6 +281,9 @@ CASES = [
     (evaluate_pretrain_run, r"this is a pretraining run \(it holds encoder/\), not a fine-tuned model"),
     (encoder_is_a_plain_file, r"is a file, not a preset folder"),
     (study_same_names, r"encoders must have distinct names.*--encoders NAME=PATH"),
+    # issue 15
+    (config_file_case("finetune", "epoch: 3\n"), r"unknown option 'epoch' for `finetune`"),
+    (config_file_case("pretrain", "task: [rotation\n"), r"not a valid YAML file"),
 ]
 
 
