@@ -197,3 +197,21 @@ def test_finetune_config_yaml_reproduces_the_run_and_logs_tensorboard(tmp_path):
     assert run_cli(cli, ["finetune", "--config", str(first / "config.yaml"), "--out", str(again)]) == 0
     recorded = [json.loads((run / "run.json").read_text())["config"] for run in (first, again)]
     assert recorded[0] == recorded[1] and recorded[0]["lr"] == 0.002
+
+
+def test_every_task_setting_is_recorded_in_the_task_config():
+    """Each `--task-option` name of each task is in the task's get_config (what run.json and the preset
+    metadata record as task_config), and a set value comes back from it."""
+    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.cli.task_options import parse_task_options, settable
+    from keras_ssl3d.tasks import TASKS
+
+    for name, cls in TASKS.items():
+        names = settable(cls)
+        assert names, name
+        model = build_task(name, 3, 1, 32, filters=(4, 8))
+        assert set(names) <= set(model.get_config()), (name, set(names) - set(model.get_config()))
+        if "hidden_units" in names:  # one set value, through the same parser the CLI uses
+            model = build_task(name, 3, 1, 32, filters=(4, 8),
+                               task_options=parse_task_options(["hidden_units=24"], name, cls))
+            assert model.get_config()["hidden_units"] == 24, name
