@@ -97,6 +97,58 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.multibackend
+def test_checkpoint_interval_keeps_history_and_resumes_exactly(tmp_path):
+    x, y = _data()
+    keras.utils.set_random_seed(1)
+    straight = _model()
+    TrainingRun(tmp_path / "a").fit(straight, x, y=y, epochs=5, batch_size=8, shuffle=False, verbose=0)
+
+    class Crash(keras.callbacks.Callback):  # dies at the start of epoch 5, after 4 done
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 4:
+                raise RuntimeError("power cut")
+
+    keras.utils.set_random_seed(1)
+    with pytest.raises(RuntimeError, match="power cut"):
+        TrainingRun(tmp_path / "b", checkpoint_every=3).fit(_model(), x, y=y, epochs=5, batch_size=8,
+                                                            shuffle=False, callbacks=[Crash()], verbose=0)
+    saved = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("epoch-*"))
+    assert saved == ["epoch-0003"]  # epochs 1, 2 and 4 wrote no checkpoint
+    rows = (tmp_path / "b" / "history.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]  # but every epoch is in the history
+
+    keras.utils.set_random_seed(99)
+    resumed = _model()
+    history = TrainingRun(tmp_path / "b", resume=True, checkpoint_every=3).fit(
+        resumed, x, y=y, epochs=5, batch_size=8, shuffle=False, verbose=0)
+    assert history.epoch == [0, 1, 2, 3, 4]
+    assert latest_checkpoint(tmp_path / "b").name == "epoch-0005"  # the last epoch always saves
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    rows = (tmp_path / "b" / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 6
+
+
+def test_checkpoint_seconds_spaces_checkpoints_in_time(tmp_path, monkeypatch):
+    from keras_ssl3d.training import run as run_module
+
+    clock = iter(range(0, 1000, 10))  # every reading of the clock is 10 s later
+    monkeypatch.setattr(run_module, "_clock", lambda: float(next(clock)))
+    x, y = _data()
+    saves = []
+    real_save = run_module.ckpt.save_checkpoint
+    monkeypatch.setattr(run_module.ckpt, "save_checkpoint",
+                        lambda model, run_dir, state, keep: saves.append(state["epoch"]) or
+                        real_save(model, run_dir, state, keep=keep))
+    TrainingRun(tmp_path / "run", checkpoint_seconds=25).fit(_model(), x, y=y, epochs=6, batch_size=8, verbose=0)
+    # clock readings: 0 (set up), 10 (train begins), epoch ends 20, 30, 40 (40 - 10 >= 25: save, at 50),
+    # 60, 70; the last epoch always saves
+    assert saves == [3, 6]
+    with pytest.raises(RunError, match="checkpoint_every"):
+        TrainingRun(tmp_path / "bad", checkpoint_every=0)
+
+
+@pytest.mark.multibackend
 def test_resume_refuses_changed_settings(tmp_path):
     x, y = _data()
     TrainingRun(tmp_path / "run", config={"lr": 0.1}).fit(_model(), x, y=y, epochs=1, verbose=0)
