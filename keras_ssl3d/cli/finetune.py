@@ -46,12 +46,14 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @distribution_options
 @options.memory_options("encoder and decoder")
 @options.tensorboard_option
+@options.augment_option
+@options.checkpoint_options
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
-             remat, precision, tensorboard, resume, verbose):
+             remat, precision, tensorboard, augment, checkpoint_every, checkpoint_seconds, resume, verbose):
     """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
 
     Writes OUT/model (a preset with the task metadata), OUT/history.csv, OUT/run.json and
@@ -76,7 +78,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         encoder=encoder, label_fraction=label_fraction, strategy=strategy, warmup_epochs=warmup_epochs,
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
         filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt, remat=remat,
-        precision=precision)
+        precision=precision, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+        augment=augment)
     settings.check()
     check_run_dir(out)
     plan = distribute.plan(distribute_strategy, devices)

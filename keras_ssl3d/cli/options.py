@@ -22,9 +22,34 @@ REPEATS = click.IntRange(min=1)
 WORKERS = click.IntRange(min=1, max=256)
 CHANNELS = click.IntRange(min=1)
 FIT_VERBOSITY = click.IntRange(min=0, max=2)
+CHECKPOINT_EVERY = click.IntRange(min=1)
+CHECKPOINT_SECONDS = click.FloatRange(min=0)
 
 # = keras_ssl3d.training.precision.PRECISIONS (which imports Keras; a test keeps both in step).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# = keras_ssl3d.finetune.augment.AUGMENTATIONS (which imports numpy; a test keeps both in step).
+AUGMENTATIONS = ("none", "flip", "flip_intensity")
+
+
+def augment_option(func):
+    """``--augment``: mirroring / intensity augmentation of the training batches (never of validation)."""
+    return click.option(
+        "--augment", default="none", show_default=True, type=click.Choice(AUGMENTATIONS),
+        help="Augment the training batches: `flip` mirrors image and label map along each axis (each with "
+             "probability 1/2); `flip_intensity` also scales each channel by U(0.9, 1.1) and shifts it by "
+             "U(-0.1, 0.1). Fixed by --seed, epoch and batch, so --resume sees the same batches.")(func)
+
+
+def checkpoint_options(func):
+    """``--checkpoint-every`` and ``--checkpoint-seconds``: how far apart a training command's checkpoints are."""
+    func = click.option(
+        "--checkpoint-seconds", default=0.0, show_default=True, type=CHECKPOINT_SECONDS, metavar="SECONDS",
+        help="Least seconds between checkpoints (e.g. 60 on small data, where a checkpoint costs a good part "
+             "of an epoch). The last epoch and Ctrl-C always save; a kill loses at most the epochs since the "
+             "last checkpoint, which --resume repeats exactly.")(func)
+    return click.option(
+        "--checkpoint-every", default=1, show_default=True, type=CHECKPOINT_EVERY, metavar="EPOCHS",
+        help="Least epochs between checkpoints (history.csv is written after every epoch).")(func)
 
 
 def memory_options(what):

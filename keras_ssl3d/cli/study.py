@@ -29,12 +29,14 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION)
 @click.option("--split-seed", default=0, show_default=True, type=options.SEED)
 @click.option("--loss", default="dice_ce", show_default=True, type=click.Choice(["dice_ce", "dice", "ce"]))
+@options.augment_option
 @cache_option
 @workers_option
 @distribution_options
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
-          filters, norm, val_fraction, split_seed, loss, cache, workers, distribute_strategy, devices, verbose):
+          filters, norm, val_fraction, split_seed, loss, augment, cache, workers, distribute_strategy, devices,
+          verbose):
     """Fine-tune every encoder (and scratch) on every label fraction, REPEATS times.
 
     Label subsets are fixed by seed and identical across encoders; finished runs are reused when
@@ -53,7 +55,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
     filter_list = parse_int_list(filters, "--filters")
     settings = FinetuneSettings(epochs=epochs, batch_size=batch_size, lr=lr, strategy=strategy,
                                 warmup_epochs=warmup_epochs, val_fraction=val_fraction, split_seed=split_seed,
-                                filters=filter_list, norm=norm or "batch", loss=loss)
+                                filters=filter_list, norm=norm or "batch", loss=loss, augment=augment)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,

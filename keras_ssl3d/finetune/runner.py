@@ -229,6 +229,11 @@ class FinetuneSettings:
     adapt: str = "auto"
     remat: bool = False
     precision: str = "float32"
+    # Checkpoint spacing (see TrainingRun): at least this many epochs and seconds apart; the last
+    # epoch and Ctrl-C always save. On small data a checkpoint can cost a third of an epoch.
+    checkpoint_every: int = 1
+    checkpoint_seconds: float = 0.0
+    augment: str = "none"  # training batches only: "flip" or "flip_intensity" (see finetune.augment)
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -259,6 +264,14 @@ class FinetuneSettings:
 
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every must be >= 1, got {self.checkpoint_every}")
+        if not self.checkpoint_seconds >= 0:
+            raise ConfigError(f"--checkpoint-seconds must be >= 0, got {self.checkpoint_seconds}")
+        from keras_ssl3d.finetune.augment import AUGMENTATIONS
+
+        if self.augment not in AUGMENTATIONS:
+            raise ConfigError(f"--augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
 
 
 def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None,
@@ -299,6 +312,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
 
     from keras_ssl3d.data.pipeline import VolumeBatches
     from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
+    from keras_ssl3d.finetune.augment import augmentation
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
     from keras_ssl3d.finetune.warmup import apply_strategy
     from keras_ssl3d.losses import get_segmentation_loss
@@ -350,7 +364,14 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "val_subjects": [_subject_id(data, i) for i in val_idx],
         "distribution": plan.describe(s.batch_size),
     }
-    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command)
+    # Keys added after runs were made are recorded only when not at their default, so an older
+    # run.json (which lacks them) still compares equal and can be resumed. The checkpoint spacing
+    # does not change the numbers: it is also one of the settings a resume may change (_VOLATILE).
+    for key, default in (("checkpoint_every", 1), ("checkpoint_seconds", 0.0), ("augment", "none")):
+        if getattr(s, key) != default:
+            config[key] = getattr(s, key)
+    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command,
+                      checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds)
     if config_text is not None:  # --config OUT/config.yaml repeats this run
         write_text_atomic(out / "config.yaml", config_text)
     # Every replica needs samples in every batch: with several, the last incomplete training batch is
@@ -358,7 +379,8 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
     # completed with the first validation subjects again.
     replicated = plan.replicas > 1
     train = VolumeBatches(data.samples, batch_size=plan.global_batch(s.batch_size), shuffle=True, seed=s.seed,
-                          with_labels=True, indices=train_idx, workers=workers, drop_remainder=replicated)
+                          with_labels=True, indices=train_idx, workers=workers, drop_remainder=replicated,
+                          transform=augmentation(s.augment))  # validation batches are never augmented
     validation = None
     if len(val_idx):
         per_device = 1 if data.task == "segmentation" else s.batch_size

@@ -277,7 +277,8 @@ def summary_markdown(rows, settings, task):
     lines += ["", f"Runs: {len(rows)}; total training+evaluation time: {sum(walls):.0f} s.",
               f"Settings: epochs {settings.epochs}, strategy {settings.strategy}"
               f" (warm-up {settings.warmup_epochs}), lr {settings.lr}, batch size {settings.batch_size}, "
-              f"validation fraction {settings.val_fraction} (split seed {settings.split_seed}).",
+              f"validation fraction {settings.val_fraction} (split seed {settings.split_seed})"
+              + ("." if settings.augment == "none" else f", training batches augmented ({settings.augment})."),
               "Label subsets: repeat r uses seed r; identical across encoders, nested across fractions.",
               "", "Figures: `data_efficiency.png`, `convergence.png`; every run: `runs.csv`.", ""]
     return "\n".join(lines)

@@ -327,8 +327,10 @@ def _in_main_thread():
 
 
 # Settings a resumed run may change. "distribution": a run may resume on another number of devices
-# (from the checkpoint, with that many replicas from then on); "remat": same numbers, less memory.
-_VOLATILE = {"resume", "out", "verbose", "workers", "epochs", "distribution", "remat"}
+# (from the checkpoint, with that many replicas from then on); "remat": same numbers, less memory;
+# "checkpoint_every"/"checkpoint_seconds": when checkpoints are written, not what is trained.
+_VOLATILE = {"resume", "out", "verbose", "workers", "epochs", "distribution", "remat", "checkpoint_every",
+             "checkpoint_seconds"}
 
 
 def _comparable(config):
