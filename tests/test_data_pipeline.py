@@ -183,3 +183,94 @@ def test_a_raw_data_set_is_cached_once_and_reused(tmp_path):
     # Other settings get their own folder; a cache given directly is used as it is.
     assert ensure_cache(src, 8, crop_foreground=False, root=tmp_path / "runs") != folder
     assert ensure_cache(folder, 16, crop_foreground=True) == folder
+
+
+def _mirrors(volume, rank):
+    """``{flipped axes: volume flipped along them}`` for every subset of the ``rank`` spatial axes."""
+    import itertools
+
+    out = {}
+    for k in range(rank + 1):
+        for axes in itertools.combinations(range(rank), k):
+            out[axes] = np.flip(volume, axis=axes) if axes else volume
+    return out
+
+
+@pytest.mark.parametrize("shape", [(5, 4, 3), (6, 5)])  # 3D volumes and 2D images with label maps
+def test_flips_move_image_and_label_map_together(shape):
+    from keras_ssl3d.finetune.augment import augment_batch
+
+    rng = np.random.default_rng(0)
+    images = rng.random((16, *shape, 2)).astype(np.float32)  # no symmetry: one flip pattern matches
+    labels = (images[..., 0] > 0.5).astype(np.int32)
+    x, y = augment_batch(images, labels, np.random.default_rng(7), mode="flip")
+    assert x.dtype == np.float32 and y.dtype == np.int32 and x.shape == images.shape and y.shape == labels.shape
+    np.testing.assert_array_equal(y, (x[..., 0] > 0.5).astype(np.int32))  # still the thresholded channel
+    flipped = 0
+    for i in range(len(images)):
+        matches = [axes for axes, v in _mirrors(images[i], len(shape)).items() if np.array_equal(v, x[i])]
+        assert len(matches) == 1, matches
+        np.testing.assert_array_equal(y[i], _mirrors(labels[i], len(shape))[matches[0]])
+        flipped += len(matches[0])
+    assert 0.25 * 16 * len(shape) < flipped < 0.75 * 16 * len(shape)  # each axis with probability 1/2
+    np.testing.assert_array_equal(labels, (images[..., 0] > 0.5))  # the inputs are not changed in place
+
+
+def test_intensity_augmentation_is_a_per_channel_affine_change_of_the_flipped_image():
+    from keras_ssl3d.finetune.augment import augment_batch
+
+    images = np.random.default_rng(1).random((4, 3, 4, 5, 2)).astype(np.float32)
+    labels = np.zeros((4, 3, 4, 5), np.int32)
+    xf, yf = augment_batch(images, labels, np.random.default_rng(3), mode="flip")
+    xi, yi = augment_batch(images, labels, np.random.default_rng(3), mode="flip_intensity")
+    np.testing.assert_array_equal(yi, yf)  # the same flips (drawn first); labels get no intensity change
+    for i in range(4):
+        for c in range(2):
+            scale, shift = np.polyfit(xf[i, ..., c].ravel(), xi[i, ..., c].ravel(), 1)
+            assert 0.9 <= scale <= 1.1 and -0.1 <= shift <= 0.1
+            np.testing.assert_allclose(xi[i, ..., c], scale * xf[i, ..., c] + shift, atol=1e-5)
+    scales = {round(float(np.polyfit(xf[i, ..., c].ravel(), xi[i, ..., c].ravel(), 1)[0]), 4)
+              for i in range(4) for c in range(2)}
+    assert len(scales) == 8  # one draw per sample and channel
+
+
+def test_augmented_batches_are_fixed_by_seed_epoch_and_index():
+    from keras_ssl3d.finetune.augment import augmentation
+
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 4, 5, 6, 1)).astype(np.float32)
+    y = (x[..., 0] > 0.5).astype(np.uint8)
+    make = lambda seed: VolumeBatches((x, y), batch_size=3, seed=seed, shuffle=False, with_labels=True,  # noqa: E731
+                                      transform=augmentation("flip_intensity"))
+    a, b = make(1), make(1)
+    a.set_epoch(2)
+    b.set_epoch(2)  # e.g. a resumed run
+    for i in range(2):
+        (xa, ya), (xb, yb) = a[i], b[i]
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+        assert ya.dtype == np.int32
+    b.set_epoch(3)
+    assert not np.array_equal(a[0][0], b[0][0])  # other flips and intensities next epoch
+    other = make(2)
+    other.set_epoch(2)
+    assert not np.array_equal(a[0][0], other[0][0])  # and with another seed
+    plain = VolumeBatches((x, y), batch_size=3, shuffle=False, with_labels=True)  # validation: untouched
+    np.testing.assert_array_equal(plain[0][0], x[:3])
+    np.testing.assert_array_equal(plain[0][1], y[:3])
+    assert augmentation("none") is None
+
+
+def test_2d_grades_are_kept_while_images_are_flipped():
+    from keras_ssl3d.errors import ConfigError
+    from keras_ssl3d.finetune.augment import augment_batch
+
+    images = np.random.default_rng(0).random((8, 5, 6, 3)).astype(np.float32)
+    grades = np.arange(8, dtype=np.int32)
+    x, g = augment_batch(images, grades, np.random.default_rng(0), mode="flip")
+    np.testing.assert_array_equal(g, grades)
+    assert any(not np.array_equal(x[i], images[i]) for i in range(8))
+    for i in range(8):
+        assert any(np.array_equal(v, x[i]) for v in _mirrors(images[i], 2).values())
+    with pytest.raises(ConfigError, match="--augment"):
+        augment_batch(images, grades, np.random.default_rng(0), mode="rotate")
