@@ -51,6 +51,8 @@ def test_every_numeric_option_has_a_range_and_the_same_one_everywhere():
     (["predict", "--model", ".", "x.nii.gz", "--out", "o", "--overlap", "1"], "'--overlap'"),
     (["evaluate", "--model", ".", "--data", ".", "--batch-size", "0"], "'--batch-size'"),
     (["demo", "--seed", "-1"], "'--seed'"),
+    (["finetune", "--data", ".", "--encoder", "none", "--checkpoint-every", "0"], "'--checkpoint-every'"),
+    (["finetune", "--data", ".", "--encoder", "none", "--checkpoint-seconds", "-1"], "'--checkpoint-seconds'"),
 ])
 def test_out_of_range_values_are_one_line_usage_errors(argv, named, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -72,3 +74,10 @@ def test_the_cli_precisions_are_the_library_ones():
     from keras_ssl3d.training import precision
 
     assert PRECISIONS == precision.PRECISIONS
+
+
+def test_the_cli_augmentations_are_the_library_ones():
+    from keras_ssl3d.cli.options import AUGMENTATIONS
+    from keras_ssl3d.finetune import augment
+
+    assert AUGMENTATIONS == augment.AUGMENTATIONS

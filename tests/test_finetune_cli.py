@@ -145,3 +145,48 @@ def test_finetune_2d_grading_and_evaluate(tmp_path, capsys):
     assert scores["num_subjects"] == 2 and -1.0 <= scores["kappa"] <= 1.0 and 0.0 <= scores["accuracy"] <= 1.0
     code = run_cli(cli, ["predict", "--model", str(run), str(tmp_path / "fundus"), "--out", str(tmp_path / "p")])
     assert code == 2 and "2D classifier" in capsys.readouterr().err
+
+
+def test_augmented_run_with_sparse_checkpoints_resumes_to_the_uninterrupted_weights(brats, monkeypatch, capsys):
+    from keras_ssl3d.finetune import augment
+    from keras_ssl3d.finetune.runner import load_pretrained_model
+    from keras_ssl3d.training import run as run_module
+
+    sizes = []
+    real_augment = augment.augment_batch
+    monkeypatch.setattr(augment, "augment_batch", lambda images, labels, rng, mode:
+                        sizes.append(len(images)) or real_augment(images, labels, rng, mode=mode))
+    args = ["finetune", "--data", str(brats / "brats"), "--encoder", "none", "--filters", "4,8", "--epochs", "4",
+            "--strategy", "full", "--verbose", "0", "--tensorboard", "none", "--augment", "flip_intensity",
+            "--checkpoint-every", "2", *TINY]
+    assert run_cli(cli, [*args, "--out", str(brats / "aug_a")]) == 0
+    # 4 training subjects in batches of 2 are augmented; the 1 validation subject (batches of 1) never is
+    assert sizes and set(sizes) == {2}
+    record = json.loads((brats / "aug_a" / "run.json").read_text())
+    assert record["config"]["augment"] == "flip_intensity" and record["config"]["checkpoint_every"] == 2
+    assert sorted(p.name for p in (brats / "aug_a" / "checkpoints").glob("epoch-*")) == ["epoch-0002", "epoch-0004"]
+
+    real_seed = run_module._seed_epoch
+
+    def power_cut(value):  # the epoch's seed is seed * 100003 + epoch = epoch for --seed 0
+        if value == 3:
+            raise RuntimeError("power cut")
+        real_seed(value)
+
+    monkeypatch.setattr(run_module, "_seed_epoch", power_cut)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_cli(cli, [*args, "--out", str(brats / "aug_b")])
+    assert len((brats / "aug_b" / "history.csv").read_text().splitlines()) == 4  # 3 epochs done...
+    assert (brats / "aug_b" / "checkpoints" / "latest").read_text().strip() == "epoch-0002"  # ...2 saved
+    monkeypatch.setattr(run_module, "_seed_epoch", real_seed)
+    refused = run_cli(cli, [*args[:-len(TINY) - 4], *TINY, "--out", str(brats / "aug_b"), "--resume"])
+    assert refused == 2 and "different settings (augment)" in capsys.readouterr().err  # --checkpoint-every may change
+    assert run_cli(cli, [*args, "--out", str(brats / "aug_b"), "--resume"]) == 0
+    history = [line.split(",") for line in (brats / "aug_b" / "history.csv").read_text().splitlines()]
+    reference = [line.split(",") for line in (brats / "aug_a" / "history.csv").read_text().splitlines()]
+    assert history[0] == reference[0] and len(history) == 5  # complete: the repeated epochs 3 and 4 rewritten
+    np.testing.assert_allclose(np.array(history[1:], float), np.array(reference[1:], float), rtol=1e-4, atol=1e-5)
+    straight = load_pretrained_model(brats / "aug_a" / "model").get_weights()
+    resumed = load_pretrained_model(brats / "aug_b" / "model").get_weights()
+    for a, b in zip(straight, resumed):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
