@@ -8,7 +8,7 @@ import pytest
 
 from keras_ssl3d.cli.errors import run_cli
 from keras_ssl3d.cli.main import cli
-from keras_ssl3d.finetune.runner import label_subset, split_indices
+from keras_ssl3d.finetune.runner import FinetuneSettings, label_subset, split_indices
 
 TINY = ["--size", "32", "--batch-size", "2", "--lr", "1e-3"]
 
@@ -190,3 +190,22 @@ def test_augmented_run_with_sparse_checkpoints_resumes_to_the_uninterrupted_weig
     resumed = load_pretrained_model(brats / "aug_b" / "model").get_weights()
     for a, b in zip(straight, resumed):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_study_passes_augment_to_every_run(brats, monkeypatch):
+    from keras_ssl3d.finetune import study
+
+    seen = []
+
+    def fake_run_study(data, encoders, fractions, repeats, settings, out, **kwargs):
+        seen.append(settings.augment)
+        (brats / "study_aug").mkdir(exist_ok=True)
+        (brats / "study_aug" / "summary.md").write_text("summary")
+        return []
+
+    monkeypatch.setattr(study, "run_study", fake_run_study)
+    code = run_cli(cli, ["study", "--data", str(brats / "brats"), "--encoders", "none", "--out",
+                         str(brats / "study_aug"), "--size", "32", "--augment", "flip"])
+    assert code == 0 and seen == ["flip"]
+    assert "training batches augmented (flip)" in study.summary_markdown([], FinetuneSettings(augment="flip"),
+                                                                          "segmentation")
