@@ -230,7 +230,7 @@ class FinetuneSettings:
     remat: bool = False
     precision: str = "float32"
     # Checkpoint spacing (see TrainingRun): at least this many epochs and seconds apart; the last
-    # epoch and Ctrl-C always save. On small data a checkpoint can cost a third of an epoch.
+    # epoch and Ctrl-C always save. On small data a checkpoint can cost a fifth of an epoch.
     checkpoint_every: int = 1
     checkpoint_seconds: float = 0.0
     augment: str = "none"  # training batches only: "flip" or "flip_intensity" (see finetune.augment)

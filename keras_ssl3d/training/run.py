@@ -76,7 +76,7 @@ class TrainingRun:
         checkpoint_seconds: ... and this many seconds (both rules together: the smallest spacing). The
             last epoch, an early stop and Ctrl-C always write one; a SIGKILL loses the epochs since
             the last checkpoint, and ``--resume`` repeats them exactly. ``history.csv`` is written
-            after every epoch either way. On small data a checkpoint can cost a third of an epoch.
+            after every epoch either way. On small data a checkpoint can cost a fifth of an epoch.
     """
 
     def __init__(self, run_dir, config=None, resume=False, seed=0, keep=2, command=None, checkpoint_every=1,
@@ -278,7 +278,9 @@ def _seed_epoch(seed):
     epoch re-instantiated the compiled step: about 2 s of a 4 s epoch at demo scale (2 CPU cores).
     Keras's TensorFlow ops draw stateless randomness from their ``SeedGenerator``s, not from TF's
     global seed, and this package's data randomness comes from numpy generators seeded by
-    ``(seed, epoch, index)``; Python's and NumPy's global seeds are still set every epoch.
+    ``(seed, epoch, index)``; Python's and NumPy's global seeds are still set every epoch. What this
+    leaves out on TensorFlow: raw ``tf.random`` ops and ``keras.random`` calls without a seed (Keras's
+    global generator) are not re-seeded per epoch; nothing in this package makes such calls.
     """
     if keras.backend.backend() != "tensorflow":
         keras.utils.set_random_seed(seed)
