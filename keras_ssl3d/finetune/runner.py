@@ -415,7 +415,11 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
     selected_epoch, selection = len(rows), "last epoch"
     best = read_best(out) if select == "best" else None
     if best is not None:
-        model.load_weights(str(best_weights_path(out)))
+        import warnings
+
+        with warnings.catch_warnings():  # the optimizer (its size changes after a warm-up) is not needed
+            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+            model.load_weights(str(best_weights_path(out)))
         selected_epoch, selection = int(best["epoch"]), f"best validation {val_key}"
 
     metadata = {
