@@ -100,7 +100,7 @@ def test_statistics_from_a_written_runs_csv(tmp_path):
     assert "| 50 | 0.5000 ± 0.1000 (n=3) | 0.7000 ± 0.2000 (n=3) |" in summary
     assert "| 50 | enc_a | +0.200 ± 0.100 [+0.100, +0.300] better |" in summary
     assert "| 100 | enc_a | -0.017 ± 0.058 [" in summary and "] not distinguishable |" in summary
-    assert "scratch: full" in summary and "enc_a: warmup" in summary
+    assert "| % labels | scratch (full) | enc_a (warmup) |" in summary  # the strategy each column used
 
 
 def test_read_runs_csv_errors(tmp_path):
