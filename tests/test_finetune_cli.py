@@ -141,6 +141,18 @@ def test_finetune_from_scratch_and_errors(brats, capsys):
                          str(brats / "p2")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
 
+    # A run made before best-epoch selection (no "select" in run.json) still resumes, and keeps its rule:
+    # the last epoch. Here: drop the key, as such a run has it, and train it on to 2 epochs.
+    record = json.loads((run / "run.json").read_text())
+    assert record["config"].pop("select") == "best"
+    (run / "run.json").write_text(json.dumps(record))
+    code = run_cli(cli, ["finetune", "--data", str(brats / "brats"), "--encoder", "none", "--filters", "4,8",
+                         "--out", str(run), "--epochs", "2", "--strategy", "full", "--resume", *TINY])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((run / "result.json").read_text())
+    assert "select" not in json.loads((run / "run.json").read_text())["config"] and len(result["curve"]) == 2
+    assert result["selected_epoch"] == 2 and result["selection"] == "last epoch"
+
 
 def test_finetune_2d_grading_and_evaluate(tmp_path, capsys):
     from keras_ssl3d.data.synthetic import make_fundus_like

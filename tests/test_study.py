@@ -83,9 +83,17 @@ def test_study_outputs(setup, capsys):
     assert capsys.readouterr().out.count("reusing") == 4
     assert len(list(csv.DictReader(open(out / "runs.csv")))) == 4
 
-    # A finished run made with another strategy is not silently mixed into the study.
-    assert _study(setup, ["--strategy", "full"]) == 2
-    assert "other strategy" in capsys.readouterr().err
+    # A finished run made with another strategy or test split is not silently mixed into a study.
+    from keras_ssl3d.errors import ConfigError
+    from keras_ssl3d.finetune.study import _check_reused
+
+    enc = next(r for r in rows if r["label"] == "enc_a")
+    result = json.loads(open(f"{enc['run_dir']}/result.json").read())
+    _check_reused("result.json", result, result["config"]["test_subjects"], "warmup")
+    with pytest.raises(ConfigError, match="result.json: .* other strategy than the study asks for"):
+        _check_reused("result.json", result, result["config"]["test_subjects"], "full")
+    with pytest.raises(ConfigError, match="other test subjects and strategy"):
+        _check_reused("result.json", result, ["someone_else"], "full")
 
 
 def test_study_bad_options(setup, capsys):

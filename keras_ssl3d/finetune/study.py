@@ -333,10 +333,10 @@ def summary_markdown(rows, settings, task):
     score_name = rows[0]["score_name"] if rows and rows[0].get("score_name") else (
         "mean_dice" if task == "segmentation" else "kappa")
     test_sizes = sorted({r["test_size"] for r in rows if r.get("test_size")})
-    held_out = f"{'/'.join(str(n) for n in test_sizes)} " if test_sizes else ""
+    held_out = f"{'/'.join(str(n) for n in test_sizes)}, " if test_sizes else ""
     lines = ["# Data-efficiency study", "",
-             f"Task: {task}; score: {_score_title(score_name)} on the {held_out}held-out test subjects "
-             f"(chosen by split seed {settings.split_seed} only; no run trains or selects its epoch on them), "
+             f"Task: {task}; score: {_score_title(score_name)} on the held-out test subjects ({held_out}"
+             f"chosen by split seed {settings.split_seed} only; no run trains or selects its epoch on them), "
              "mean ± sd over label subsets (n).", ""]
     lines.append("| % labels | " + " | ".join(f"{label} ({_strategies(rows, label)})" for label in labels) + " |")
     lines.append("|---|" + "---|" * len(labels))
