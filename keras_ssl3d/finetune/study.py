@@ -252,10 +252,10 @@ def plot_data_efficiency(path, rows, score_name):
         means = np.array([c.mean for _, c in points])
         err = np.array([[0.0, 0.0] if c.n < 2 else [c.mean - c.low, c.high - c.mean] for _, c in points]).T
         diff_ax.errorbar(xs, means, yerr=err, label=label, capsize=3, color=style["color"], marker="o",
-                         linestyle=style["linestyle"])
-        for px, c in points:
-            diff_ax.annotate(c.verdict.replace(" (one subset)", "\n(one subset)"), (px, c.mean),
-                             textcoords="offset points", xytext=(4, 6), fontsize=7, color=style["color"])
+                         linestyle=":", linewidth=1)
+        for px, c in points:  # one line of words per encoder, stacked so that they do not overlap
+            diff_ax.annotate(c.verdict.replace(" (one subset)", " (n=1)"), (px, c.mean), textcoords="offset points",
+                             xytext=(5, 4 + 10 * i), fontsize=7, color=style["color"])
     diff_ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_ylabel(f"test {_score_title(score_name)}")
     ax.set_title("Test score (mean ± sd over label subsets)")
