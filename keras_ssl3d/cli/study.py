@@ -39,7 +39,8 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @distribution_options
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
-          filters, norm, test_fraction, val_fraction, split_seed, loss, cache, workers, distribute_strategy, devices, verbose):
+          filters, norm, test_fraction, val_fraction, split_seed, loss, cache, workers, distribute_strategy, devices,
+          verbose):
     """Fine-tune every encoder (and scratch) on every label fraction, REPEATS times.
 
     Label subsets are fixed by seed and identical across encoders; finished runs are reused when

@@ -171,7 +171,8 @@ def _row(label, handle, fraction, repeat, result, wall, run_dir):
         "whole_tumor": regions.get("whole_tumor"), "tumor_core": regions.get("tumor_core"),
         "enhancing_tumor": regions.get("enhancing_tumor"),
         "final_val_metric": result.get("final_score"), "best_val_metric": result.get("best_score"),
-        "selected_epoch": result.get("selected_epoch"), "epochs": len(result.get("curve") or []), "wall_s": None if wall is None else round(float(wall), 2),
+        "selected_epoch": result.get("selected_epoch"), "epochs": len(result.get("curve") or []),
+        "wall_s": None if wall is None else round(float(wall), 2),
         "run_dir": str(run_dir),
     }
 
