@@ -364,11 +364,17 @@ def summary_markdown(rows, settings, task):
               f"(strategy {SCRATCH_STRATEGY}) from the first step; lr {settings.lr}, batch size "
               f"{settings.batch_size}, test fraction {settings.test_fraction}, validation fraction "
               f"{settings.val_fraction} of the rest (split seed {settings.split_seed}); model selection: "
-              f"{'best validation epoch' if settings.select == 'best' else 'last epoch'}.",
+              f"{_selection_rule(settings)}.",
               "Label subsets: repeat r uses seed r; identical across encoders, nested across fractions.",
               "", "Figures: `data_efficiency.png`, `convergence.png`; every run: `runs.csv` "
               "(`keras_ssl3d.finetune.statistics.read_runs_csv` + `compare_to_scratch` recompute the tables).", ""]
     return "\n".join(lines)
+
+
+def _selection_rule(settings):
+    if settings.select != "best":
+        return "last epoch"
+    return "best validation epoch" if settings.val_fraction else "last epoch (no validation subjects)"
 
 
 def write_outputs(out, rows, curves, task, settings):
