@@ -3,7 +3,10 @@
 import keras
 import numpy as np
 
-from keras_ssl3d.finetune.selection import BestEpoch, best_of_history, best_weights_path, read_best
+import pytest
+
+from keras_ssl3d.errors import RunError
+from keras_ssl3d.finetune.selection import BestEpoch, best_of_history, best_weights_path, read_best, selected_weights
 from keras_ssl3d.training import checkpoint as ckpt
 
 
@@ -64,3 +67,19 @@ def test_resume_catches_up_a_kill_between_checkpoint_and_best(tmp_path):
     resumed.set_model(resumed_model)
     resumed.on_train_begin()
     assert read_best(tmp_path) == {"epoch": 2, "score": 0.6, "monitor": "val_score"} and _kept(tmp_path) == 2.0
+
+
+def test_selected_weights_follow_the_history(tmp_path):
+    rows = [{"epoch": 1, "val_score": 0.2}, {"epoch": 2, "val_score": 0.6}, {"epoch": 3, "val_score": 0.4}]
+    with pytest.raises(RunError, match="best/ holds epoch None, but the best val_score of the history is epoch 2"):
+        selected_weights(tmp_path, rows, "val_score")
+    model = _model()
+    cb = BestEpoch(tmp_path, "val_score")
+    cb.set_model(model)
+    for epoch, row in enumerate(rows):
+        cb.on_epoch_end(epoch, row)
+    assert selected_weights(tmp_path, rows, "val_score") == (2, best_weights_path(tmp_path))
+    # the last epoch is the best (e.g. killed after its checkpoint, before best/): the model holds it
+    rows.append({"epoch": 4, "val_score": 0.9})
+    assert selected_weights(tmp_path, rows, "val_score") == (4, None)
+    assert selected_weights(tmp_path, [{"epoch": 1, "loss": 1.0}], "val_score") is None

@@ -327,7 +327,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
     from keras_ssl3d.data.pipeline import VolumeBatches
     from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
-    from keras_ssl3d.finetune.selection import BestEpoch, best_weights_path, read_best
+    from keras_ssl3d.finetune.selection import BestEpoch, selected_weights
     from keras_ssl3d.finetune.warmup import apply_strategy
     from keras_ssl3d.losses import get_segmentation_loss
     from keras_ssl3d.layers import set_remat
@@ -413,14 +413,15 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
                       shuffle=False, verbose=verbose)
     rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
     selected_epoch, selection = len(rows), "last epoch"
-    best = read_best(out) if select == "best" else None
-    if best is not None:
-        import warnings
+    chosen = selected_weights(out, rows, val_key) if select == "best" else None
+    if chosen is not None:
+        selected_epoch, selection = chosen[0], f"best validation {val_key}"
+        if chosen[1] is not None:  # else the model holds the best epoch's weights: it is the last
+            import warnings
 
-        with warnings.catch_warnings():  # the optimizer (its size changes after a warm-up) is not needed
-            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
-            model.load_weights(str(best_weights_path(out)))
-        selected_epoch, selection = int(best["epoch"]), f"best validation {val_key}"
+            with warnings.catch_warnings():  # the optimizer (its size changes after a warm-up) is not needed
+                warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+                model.load_weights(str(chosen[1]))
 
     metadata = {
         "task": data.task,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras
 
+from keras_ssl3d.errors import RunError
 from keras_ssl3d.fileio import atomic_directory
 
 BEST_DIR = "best"
@@ -38,6 +39,27 @@ def best_of_history(rows, monitor):
         if value is not None and math.isfinite(float(value)) and (best is None or float(value) > best[1]):
             best = (int(row["epoch"]), float(value))
     return best
+
+
+def selected_weights(run_dir, rows, monitor):
+    """``(epoch, weights file)`` of the best epoch in the run's history rows; the file is None when
+    that epoch is the last (the model holds its weights), and the result None without any score.
+
+    The history (kept in every checkpoint) decides, ``best/`` only holds the weights: so a run killed
+    after its last checkpoint but before ``best/`` was written, whose resume has nothing left to
+    train, still saves the right epoch.
+    """
+    found = best_of_history(rows, monitor)
+    if found is None:
+        return None
+    epoch = found[0]
+    if epoch == max(int(row["epoch"]) for row in rows):
+        return epoch, None
+    kept = read_best(run_dir)
+    if kept is None or int(kept["epoch"]) != epoch:
+        raise RunError(f"{BEST_DIR}/ holds epoch {None if kept is None else kept['epoch']}, but the best "
+                       f"{monitor} of the history is epoch {epoch}", path=run_dir)
+    return epoch, best_weights_path(run_dir)
 
 
 class BestEpoch(keras.callbacks.Callback):
