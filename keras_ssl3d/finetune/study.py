@@ -92,7 +92,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
     test_subjects = _test_subjects(data, settings)
     rows = []
     total = len(encoders) * len(fractions) * int(repeats)
-    done = 0
+    done, stale = 0, False
     for fraction in fractions:
         for repeat in range(int(repeats)):
             for handle, label in zip(encoders, labels):
@@ -101,7 +101,8 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                 result_path = run_dir / RESULT_FILE
                 start = time.perf_counter()
                 strategy = SCRATCH_STRATEGY if handle == SCRATCH else settings.strategy
-                if result_path.is_file():
+                reused = result_path.is_file()
+                if reused:
                     result = json.loads(result_path.read_text(encoding="utf-8"))
                     _check_reused(result_path, result, test_subjects, strategy)
                     wall = result.get("wall_s")
@@ -122,8 +123,13 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                     write_json_atomic(result_path, result)
                 rows.append(_row(label, handle, fraction, repeat, result, wall, run_dir))
                 write_runs_csv(out / RUNS_FILE, rows)
-                # Figures and summary after every run: an interrupted study still shows what it has.
-                write_outputs(out, rows, _curves(out, rows), data.task, settings)
+                # Figures and summary after every trained run (an interrupted study still shows what it
+                # has); reused runs are drawn once, at the end.
+                stale = reused
+                if not reused:
+                    write_outputs(out, rows, _curves(out, rows), data.task, settings)
+    if stale:
+        write_outputs(out, rows, _curves(out, rows), data.task, settings)
     return rows
 
 
