@@ -60,6 +60,12 @@ def test_finetune_pretrained_then_evaluate_and_predict(brats, pretrained, capsys
     assert len(meta["train_subjects"]) == 2 and len(meta["val_subjects"]) == 1  # 4 left after val, half labelled
     history = (run / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch") and "val_mean_dice" in history[0] and len(history) == 3
+    # model/ is the best validation epoch (the first on ties), and holds the weights kept in best/
+    result = json.loads((run / "result.json").read_text())
+    assert meta["selected_epoch"] == result["selected_epoch"] == int(np.argmax(result["curve"])) + 1
+    assert meta["selection"] == "best validation val_mean_dice" and result["config"]["select"] == "best"
+    assert "test_subjects" not in result["config"] and result["test_size"] == 0  # finetune: no test split
+    _assert_same_weights(run / "model", run / "best" / "model.weights.h5")
 
     out_json = brats / "eval.json"
     code = run_cli(cli, ["evaluate", "--model", str(run), "--data", str(brats / "brats"), "--out", str(out_json)])
@@ -80,6 +86,17 @@ def test_finetune_pretrained_then_evaluate_and_predict(brats, pretrained, capsys
     np.testing.assert_allclose(written.affine, reference.affine)
     values = set(np.unique(np.asarray(written.dataobj)).tolist())
     assert values <= {0, 1, 2, 4}  # stored class 3 is written back as BraTS 4
+
+
+def _assert_same_weights(preset, weights_file):
+    from keras_ssl3d.finetune.runner import load_pretrained_model
+
+    saved = load_pretrained_model(str(preset))
+    reference = load_pretrained_model(str(preset))
+    reference.load_weights(str(weights_file))
+    assert len(saved.weights) == len(reference.weights) > 0
+    for a, b in zip(saved.weights, reference.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_finetune_from_scratch_and_errors(brats, capsys):
@@ -123,6 +140,18 @@ def test_finetune_from_scratch_and_errors(brats, capsys):
     code = run_cli(cli, ["predict", "--model", str(run), str(brats / "brats" / "nothing.nii.gz"), "--out",
                          str(brats / "p2")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+    # A run made before best-epoch selection (no "select" in run.json) still resumes, and keeps its rule:
+    # the last epoch. Here: drop the key, as such a run has it, and train it on to 2 epochs.
+    record = json.loads((run / "run.json").read_text())
+    assert record["config"].pop("select") == "best"
+    (run / "run.json").write_text(json.dumps(record))
+    code = run_cli(cli, ["finetune", "--data", str(brats / "brats"), "--encoder", "none", "--filters", "4,8",
+                         "--out", str(run), "--epochs", "2", "--strategy", "full", "--resume", *TINY])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((run / "result.json").read_text())
+    assert "select" not in json.loads((run / "run.json").read_text())["config"] and len(result["curve"]) == 2
+    assert result["selected_epoch"] == 2 and result["selection"] == "last epoch"
 
 
 def test_finetune_2d_grading_and_evaluate(tmp_path, capsys):

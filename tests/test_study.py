@@ -1,8 +1,10 @@
-"""The study command (tiny): every run in runs.csv, identical label subsets, both figures, summary, resume."""
+"""The study command (tiny): every run in runs.csv, identical label subsets, a held-out test split, scratch
+trained fully, paired comparison in the summary, both figures, resume."""
 
 import csv
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -33,16 +35,31 @@ def test_study_outputs(setup, capsys):
     rows = list(csv.DictReader(open(out / "runs.csv")))
     assert len(rows) == 2 * 2  # (scratch + enc_a) x 2 fractions x 1 repeat
     assert {r["label"] for r in rows} == {"scratch", "enc_a"}
+    # the baseline trains fully whatever --strategy says; the pretrained encoder warms up
+    assert {(r["label"], r["strategy"]) for r in rows} == {("scratch", "full"), ("enc_a", "warmup")}
     for r in rows:
         assert 0.0 <= float(r["score"]) <= 1.0 and r["score_name"] == "mean_dice"
         assert r["whole_tumor"] != "" and int(r["epochs"]) == 2
+        # 5 subjects: 1 held out for the test, 1 of the other 4 for validation
+        assert (r["test_size"], r["val_size"]) == ("1", "1") and r["selected_epoch"] in ("1", "2")
     # label subsets: identical across encoders, fixed by the repeat's seed, nested across fractions
-    subsets = {}
+    subsets, tests = {}, set()
     for r in rows:
         result = json.loads(open(f"{r['run_dir']}/result.json").read())
-        subsets.setdefault((r["fraction"], r["repeat"]), set()).add(tuple(result["config"]["train_subjects"]))
+        config = result["config"]
+        assert config == json.loads(open(f"{r['run_dir']}/run.json").read())["config"]
+        subsets.setdefault((r["fraction"], r["repeat"]), set()).add(tuple(config["train_subjects"]))
+        # the test subjects are held out of training and validation, and are what the run is scored on
+        test = set(config["test_subjects"])
+        assert len(test) == 1 and not test & set(config["train_subjects"]) and not test & set(config["val_subjects"])
+        assert not set(config["train_subjects"]) & set(config["val_subjects"])
+        assert result["evaluation"]["num_subjects"] == 1
+        tests.add(tuple(config["test_subjects"]))
+        assert config["strategy"] == r["strategy"] and config["select"] == "best"
+        assert int(r["selected_epoch"]) == result["selected_epoch"] == int(np.argmax(result["curve"])) + 1
         # the scratch baseline copies the pretrained encoder's architecture
-        assert result["config"]["filters"] == [4, 8]
+        assert config["filters"] == [4, 8]
+    assert len(tests) == 1  # one test split for the whole study
     assert all(len(v) == 1 for v in subsets.values())
     half = {k[1]: next(iter(v)) for k, v in subsets.items() if float(k[0]) == 0.5}
     full = {k[1]: next(iter(v)) for k, v in subsets.items() if float(k[0]) == 1.0}
@@ -52,13 +69,31 @@ def test_study_outputs(setup, capsys):
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
     summary = (out / "summary.md").read_text()
-    assert "| % labels | scratch | enc_a |" in summary and "| 50 |" in summary and "| 100 |" in summary
+    assert "| % labels | scratch (full) | enc_a (warmup) |" in summary and "held-out test subjects" in summary
+    for fraction, r in ((50, "0.5"), (100, "1.0")):
+        pair = {x["label"]: float(x["score"]) for x in rows if x["fraction"] == r}
+        diff = pair["enc_a"] - pair["scratch"]
+        assert f"| {fraction} | enc_a | {diff:+.3f} not distinguishable (one subset) |" in summary
+    printed = capsys.readouterr().out
+    assert "## Pretrained minus scratch, paired by label subset" in printed  # the CLI prints the summary
 
     # Running it again reuses every finished run.
     capsys.readouterr()
     assert _study(setup) == 0
     assert capsys.readouterr().out.count("reusing") == 4
     assert len(list(csv.DictReader(open(out / "runs.csv")))) == 4
+
+    # A finished run made with another strategy or test split is not silently mixed into a study.
+    from keras_ssl3d.errors import ConfigError
+    from keras_ssl3d.finetune.study import _check_reused
+
+    enc = next(r for r in rows if r["label"] == "enc_a")
+    result = json.loads(open(f"{enc['run_dir']}/result.json").read())
+    _check_reused("result.json", result, result["config"]["test_subjects"], "warmup")
+    with pytest.raises(ConfigError, match="result.json: .* other strategy than the study asks for"):
+        _check_reused("result.json", result, result["config"]["test_subjects"], "full")
+    with pytest.raises(ConfigError, match="other test subjects and strategy"):
+        _check_reused("result.json", result, ["someone_else"], "full")
 
 
 def test_study_bad_options(setup, capsys):
@@ -68,6 +103,9 @@ def test_study_bad_options(setup, capsys):
     code = run_cli(cli, ["study", "--data", str(setup / "brats"), "--encoders", "none", "--repeats", "0",
                          "--epochs", "1", "--size", "16", "--filters", "4,8", "--out", str(setup / "bad")])
     assert code == 2 and "--repeats" in capsys.readouterr().err
+    code = run_cli(cli, ["study", "--data", str(setup / "brats"), "--encoders", "none", "--test-fraction", "0",
+                         "--out", str(setup / "bad")])
+    assert code == 2 and "'--test-fraction': 0.0 is not in the range 0<x<1" in capsys.readouterr().err
 
 
 def test_encoder_names_are_distinct_for_pretrain_run_folders():

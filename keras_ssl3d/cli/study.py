@@ -19,14 +19,19 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
-@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]))
+@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]),
+              help="For the pretrained encoders; the scratch baseline always trains fully (full).")
 @click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
 @click.option("--size", default=None, type=options.SIZE, help="Input size [128 3D, 224 2D].")
 @click.option("--filters", default=None, help="Scratch encoder widths (default: those of the first pretrained "
               "encoder, so both have the same architecture).")
 @click.option("--norm", default=None, type=click.Choice(["batch", "group", "instance", "none"]),
               help="Scratch encoder normalisation (default: the first pretrained encoder's).")
-@click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION)
+@click.option("--test-fraction", default=0.2, show_default=True, type=options.TEST_FRACTION,
+              help="Subjects held out for the scores (chosen by --split-seed only): no run trains or selects "
+                   "its epoch on them.")
+@click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION,
+              help="Of the subjects left after the test split: the per-epoch curve and best-epoch selection.")
 @click.option("--split-seed", default=0, show_default=True, type=options.SEED)
 @click.option("--loss", default="dice_ce", show_default=True, type=click.Choice(["dice_ce", "dice", "ce"]))
 @options.augment_option
@@ -35,13 +40,17 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @distribution_options
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
-          filters, norm, val_fraction, split_seed, loss, augment, cache, workers, distribute_strategy, devices,
+          filters, norm, test_fraction, val_fraction, split_seed, loss, augment, cache, workers,
+          distribute_strategy, devices,
           verbose):
     """Fine-tune every encoder (and scratch) on every label fraction, REPEATS times.
 
     Label subsets are fixed by seed and identical across encoders; finished runs are reused when
-    the command is run again. Writes OUT/runs.csv, OUT/data_efficiency.png, OUT/convergence.png
-    and OUT/summary.md.
+    the command is run again. Scores are on held-out test subjects; each run keeps its best
+    validation epoch; scratch always trains fully (--strategy applies to pretrained encoders).
+    Per fraction, each pretrained encoder is compared with scratch on the same subsets (mean
+    difference, sd, 95 % bootstrap interval, verdict). Writes OUT/runs.csv, OUT/data_efficiency.png,
+    OUT/convergence.png and OUT/summary.md.
     """
     from pathlib import Path
 
@@ -55,7 +64,8 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
     filter_list = parse_int_list(filters, "--filters")
     settings = FinetuneSettings(epochs=epochs, batch_size=batch_size, lr=lr, strategy=strategy,
                                 warmup_epochs=warmup_epochs, val_fraction=val_fraction, split_seed=split_seed,
-                                filters=filter_list, norm=norm or "batch", loss=loss, augment=augment)
+                                filters=filter_list, norm=norm or "batch", loss=loss, augment=augment,
+                                test_fraction=test_fraction)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,

@@ -6,7 +6,10 @@ Submodules are imported lazily (the CLI imports ``parsing`` without loading Kera
 - ``warmup``: `EncoderWarmup`, `apply_strategy` (frozen / warmup / full);
 - ``metrics``: Dice, BraTS regions, quadratic-weighted kappa, `MeanDice`, `QuadraticKappa`;
 - ``inference``: `sliding_window_predict`, `predict_labels`;
-- ``runner`` / ``evaluation`` / ``study``: what ``keras-ssl3d finetune / evaluate / predict / study`` run.
+- ``runner`` / ``evaluation`` / ``study``: what ``keras-ssl3d finetune / evaluate / predict / study`` run;
+- ``selection``: `BestEpoch` keeps the best validation epoch's weights for ``model/``;
+- ``statistics`` (numpy only): `paired_comparison` of a pretrained encoder vs scratch on the same label
+  subsets, `compare_to_scratch` over study rows, `read_runs_csv`.
 """
 
 _EXPORTS = {
@@ -20,6 +23,8 @@ _EXPORTS = {
     "quadratic_weighted_kappa": "keras_ssl3d.finetune.metrics",
     "sliding_window_predict": "keras_ssl3d.finetune.inference",
     "predict_labels": "keras_ssl3d.finetune.inference",
+    "paired_comparison": "keras_ssl3d.finetune.statistics",
+    "compare_to_scratch": "keras_ssl3d.finetune.statistics",
 }
 
 

@@ -7,7 +7,11 @@ strategy, class names, label mapping and input size) and ``result.json``.
 
 Label subsets are chosen by seed, never by file order: the subjects left after the validation
 split are permuted with ``seed`` and the first ``ceil(fraction * n)`` are used, so subsets are
-identical for every encoder, and nested (5 % is inside 10 %) for one seed.
+identical for every encoder, and nested (5 % is inside 10 %) for one seed. A study first holds out
+``test_fraction`` of the subjects (by ``split_seed`` only) that no run trains or selects on.
+
+With a validation set, ``model/`` holds the epoch with the best validation score (``select="best"``,
+see `keras_ssl3d.finetune.selection`); without one, or with ``select="last"``, the last epoch.
 """
 
 import dataclasses
@@ -24,6 +28,7 @@ DEFAULT_SIZE = {"segmentation": 128, "classification": 224}
 PAPER_FILTERS_3D = (32, 64, 128, 256, 512)
 MODEL_DIR = "model"
 RESULT_FILE = "result.json"
+SELECT_RULES = ("best", "last")
 
 
 @dataclasses.dataclass
@@ -100,6 +105,19 @@ def load_task_data(path, size=None, task=None, cache_dir=None, cache_root=None, 
     ids = [Path(p).name for p, _ in list_images_2d(path)]
     return TaskData(task, ArraySource(images, grades.astype(np.int32)), size, num_classes,
                     [f"grade_{k}" for k in range(num_classes)], ["red", "green", "blue"], None, ids, str(path))
+
+
+def split_test(n, test_fraction=0.0, split_seed=0):
+    """``(rest, test)`` subject indices: the held-out test subjects depend on ``split_seed`` only."""
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    if not test_fraction:
+        return np.arange(n), np.arange(0)
+    n_test = max(1, int(round(n * float(test_fraction))))
+    if n - n_test < 1:
+        raise ConfigError(f"--test-fraction {test_fraction} leaves no training subject of {n}")
+    order = np.random.default_rng([int(split_seed), 3]).permutation(n)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
 def split_indices(n, val_fraction=0.2, split_seed=0):
@@ -234,6 +252,9 @@ class FinetuneSettings:
     checkpoint_every: int = 1
     checkpoint_seconds: float = 0.0
     augment: str = "none"  # training batches only: "flip" or "flip_intensity" (see finetune.augment)
+    # "best": model/ is the best validation epoch; "last": the last epoch (what runs did before)
+    select: str = "best"
+    test_fraction: float = 0.0  # held-out test subjects (a study's); 0: none, as `finetune` does
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -272,6 +293,10 @@ class FinetuneSettings:
 
         if self.augment not in AUGMENTATIONS:
             raise ConfigError(f"--augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        if self.select not in SELECT_RULES:
+            raise ConfigError(f"model selection must be one of {SELECT_RULES}, got {self.select!r}")
+        if not 0.0 <= float(self.test_fraction) < 1.0:
+            raise ConfigError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
 
 
 def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None,
@@ -293,7 +318,9 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
     s = settings.resolved(data.task)
     plan = plan or DistributionPlan("none", [])
     out = plan.output_dir(out)
-    train_pool, val_idx = split_indices(len(data), s.val_fraction, s.split_seed)
+    rest, test_idx = split_test(len(data), s.test_fraction, s.split_seed)
+    pool, val = split_indices(len(rest), s.val_fraction, s.split_seed)
+    train_pool, val_idx = rest[pool], rest[val]  # = split_indices(n, ...) without a test split
     train_idx = label_subset(train_pool, s.label_fraction, s.seed)
     if data.task == "classification" and s.batch_size > len(train_idx):
         s.batch_size = len(train_idx)
@@ -303,17 +330,18 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
     keras.utils.set_random_seed(s.seed)
     with plan.scope():  # build, compile and fit under the distribution
         return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log,
-                               tensorboard if plan.is_chief else None, config_text)
+                               tensorboard if plan.is_chief else None, config_text, test_idx)
 
 
 def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log, tensorboard,
-                    config_text=None):
+                    config_text=None, test_idx=()):
     import keras
 
     from keras_ssl3d.data.pipeline import VolumeBatches
     from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
     from keras_ssl3d.finetune.augment import augmentation
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
+    from keras_ssl3d.finetune.selection import BestEpoch, selected_weights
     from keras_ssl3d.finetune.warmup import apply_strategy
     from keras_ssl3d.losses import get_segmentation_loss
     from keras_ssl3d.layers import set_remat
@@ -337,6 +365,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         loss = keras.losses.SparseCategoricalCrossentropy()
         metrics = ["accuracy", QuadraticKappa(data.num_classes, name="kappa")]
         monitor = "kappa"
+    val_key = f"val_{monitor}"
     model.compile(optimizer=keras.optimizers.Adam(s.lr), loss=loss, metrics=metrics)
 
     config = {
@@ -364,6 +393,19 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "val_subjects": [_subject_id(data, i) for i in val_idx],
         "distribution": plan.describe(s.batch_size),
     }
+    # New keys only where a run differs from the runs made before them, so those still resume
+    # (TrainingRun refuses a resume whose config differs): a test split is recorded only when there
+    # is one; "select" only for best-epoch selection with a validation set. A run whose run.json has
+    # no "select" key keeps the last epoch: it was made before selection existed (or with "last"),
+    # and resuming it must not change which weights it saves.
+    select = "best" if s.select == "best" and len(val_idx) else "last"
+    if resume and "select" not in _recorded_config(out):
+        select = "last"
+    if len(test_idx):
+        config["test_fraction"] = s.test_fraction
+        config["test_subjects"] = [_subject_id(data, i) for i in test_idx]
+    if select == "best":
+        config["select"] = "best"
     # Keys added after runs were made are recorded only when not at their default, so an older
     # run.json (which lacks them) still compares equal and can be resumed. The checkpoint spacing
     # does not change the numbers: it is also one of the settings a resume may change (_VOLATILE).
@@ -387,9 +429,21 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         batch = plan.global_batch(per_device)
         padded = np.resize(val_idx, -(-len(val_idx) // batch) * batch) if replicated else val_idx
         validation = VolumeBatches(data.samples, batch_size=batch, shuffle=False, with_labels=True, indices=padded)
+    if select == "best":
+        callbacks.append(BestEpoch(out, val_key, resume=resume))
     history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
                       shuffle=False, verbose=verbose)
     rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
+    selected_epoch, selection = len(rows), "last epoch"
+    chosen = selected_weights(out, rows, val_key) if select == "best" else None
+    if chosen is not None:
+        selected_epoch, selection = chosen[0], f"best validation {val_key}"
+        if chosen[1] is not None:  # else the model holds the best epoch's weights: it is the last
+            import warnings
+
+            with warnings.catch_warnings():  # the optimizer (its size changes after a warm-up) is not needed
+                warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+                model.load_weights(str(chosen[1]))
 
     metadata = {
         "task": data.task,
@@ -409,11 +463,14 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "seed": s.seed,
         "train_subjects": config["train_subjects"],
         "val_subjects": config["val_subjects"],
+        "selected_epoch": selected_epoch,
+        "selection": selection,
     }
+    if len(test_idx):
+        metadata["test_subjects"] = config["test_subjects"]
     if s.remat:  # a setting of this run (run.json), not of the saved model
         set_remat(model, False)
     model.save_pretrained(out / MODEL_DIR, metadata=metadata)
-    val_key = f"val_{monitor}"
     curve = [row.get(val_key) for row in rows]
     result = {
         "task": data.task,
@@ -423,10 +480,23 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "curve": curve,
         "train_size": int(len(train_idx)),
         "val_size": int(len(val_idx)),
+        "test_size": int(len(test_idx)),
+        "selected_epoch": selected_epoch,
+        "selection": selection,
         "config": config,
     }
     write_json_atomic(out / RESULT_FILE, result)
     return result
+
+
+def _recorded_config(out):
+    """The config in ``out/run.json`` ({} when there is none)."""
+    import json
+
+    from keras_ssl3d.training.run import RUN_FILE
+
+    path = Path(out) / RUN_FILE
+    return json.loads(path.read_text(encoding="utf-8")).get("config", {}) if path.is_file() else {}
 
 
 def _resume_epoch(out, resume):

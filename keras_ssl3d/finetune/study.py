@@ -2,13 +2,18 @@
 
 For every encoder (the scratch baseline ``none`` always included), label fraction and repeat,
 one fine-tuning run is trained. Repeat ``r`` uses seed ``r`` for the label subset, so the
-subsets are identical across encoders (and nested across fractions); the validation split is
-fixed by ``split_seed`` for the whole study. Finished runs (``result.json``) are reused, so an
-interrupted study continues where it stopped.
+subsets are identical across encoders (and nested across fractions). ``split_seed`` alone fixes
+the held-out test subjects (``test_fraction``) and then the validation subjects, for the whole
+study: runs train on label subsets of the rest, pick their best validation epoch, and are scored
+on the test subjects, which no run trains or selects on. The scratch baseline always trains
+fully from the first step (strategy ``full``, the paper's baseline): a frozen random encoder in a
+warm-up would handicap it. Finished runs (``result.json``) are reused, so an interrupted study
+continues where it stopped.
 
-Outputs (all written atomically, refreshed after every run): ``runs.csv`` (one row per run), ``data_efficiency.png``
-(score vs % of labels, mean and min-max spread over repeats), ``convergence.png`` (validation
-score vs epoch) and ``summary.md``.
+Outputs (all written atomically, refreshed after every run): ``runs.csv`` (one row per run),
+``data_efficiency.png`` (test score vs % of labels, mean ± sd over label subsets; and the paired
+difference to scratch with its 95 % bootstrap interval, see `keras_ssl3d.finetune.statistics`),
+``convergence.png`` (validation score vs epoch) and ``summary.md`` (both as tables, with verdicts).
 """
 
 import csv
@@ -22,12 +27,15 @@ import numpy as np
 
 from keras_ssl3d.errors import ConfigError
 from keras_ssl3d.fileio import atomic_path, write_text_atomic
+from keras_ssl3d.finetune.statistics import compare_to_scratch, format_comparison
 
 SCRATCH = "none"
 RUNS_FILE = "runs.csv"
-COLUMNS = ["encoder", "label", "fraction", "repeat", "seed", "train_size", "val_size", "score", "score_name",
-           "whole_tumor", "tumor_core", "enhancing_tumor", "final_val_metric", "best_val_metric", "epochs",
-           "wall_s", "run_dir"]
+COLUMNS = ["encoder", "label", "strategy", "fraction", "repeat", "seed", "train_size", "val_size", "test_size",
+           "score", "score_name", "whole_tumor", "tumor_core", "enhancing_tumor", "final_val_metric",
+           "best_val_metric", "selected_epoch", "epochs", "wall_s", "run_dir"]
+# The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
+SCRATCH_STRATEGY = "full"
 
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -78,9 +86,13 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                           "--encoders NAME=PATH (letters, digits, '.', '_', '-')")
     if int(repeats) < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
+    if not 0.0 < float(settings.test_fraction) < 1.0:
+        raise ConfigError(f"a study scores on held-out test subjects: --test-fraction must be in (0, 1), "
+                          f"got {settings.test_fraction}")
+    test_subjects = _test_subjects(data, settings)
     rows = []
     total = len(encoders) * len(fractions) * int(repeats)
-    done = 0
+    done, stale = 0, False
     for fraction in fractions:
         for repeat in range(int(repeats)):
             for handle, label in zip(encoders, labels):
@@ -88,17 +100,21 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                 run_dir = out / "runs" / label / f"fraction_{fraction:g}" / f"repeat_{repeat}"
                 result_path = run_dir / RESULT_FILE
                 start = time.perf_counter()
-                if result_path.is_file():
+                strategy = SCRATCH_STRATEGY if handle == SCRATCH else settings.strategy
+                reused = result_path.is_file()
+                if reused:
                     result = json.loads(result_path.read_text(encoding="utf-8"))
+                    _check_reused(result_path, result, test_subjects, strategy)
                     wall = result.get("wall_s")
                     log(f"[{done}/{total}] {label} {fraction:g} repeat {repeat}: reusing {run_dir}")
                 else:
                     log(f"[{done}/{total}] {label}, {fraction:g} of the labels, repeat {repeat}")
-                    s = _replace(settings, encoder=handle, label_fraction=float(fraction), seed=repeat)
+                    s = _replace(settings, encoder=handle, label_fraction=float(fraction), seed=repeat,
+                                 strategy=strategy)
                     result = run_finetune(data, s, run_dir, resume=(run_dir / "run.json").is_file(),
                                           verbose=verbose, workers=workers, plan=plan)
                     model, metadata = load_finetuned(run_dir)
-                    scores = evaluate_model(model, metadata, data, subjects="val") if result["val_size"] else None
+                    scores = evaluate_model(model, metadata, data, subjects="test")
                     wall = time.perf_counter() - start
                     result["evaluation"] = _strip(scores)
                     result["wall_s"] = wall
@@ -107,9 +123,32 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                     write_json_atomic(result_path, result)
                 rows.append(_row(label, handle, fraction, repeat, result, wall, run_dir))
                 write_runs_csv(out / RUNS_FILE, rows)
-                # Figures and summary after every run: an interrupted study still shows what it has.
-                write_outputs(out, rows, _curves(out, rows), data.task, settings)
+                # Figures and summary after every trained run (an interrupted study still shows what it
+                # has); reused runs are drawn once, at the end.
+                stale = reused
+                if not reused:
+                    write_outputs(out, rows, _curves(out, rows), data.task, settings)
+    if stale:
+        write_outputs(out, rows, _curves(out, rows), data.task, settings)
     return rows
+
+
+def _test_subjects(data, settings):
+    """The held-out test subjects of the study (``split_seed`` only: the same for every run)."""
+    from keras_ssl3d.finetune.runner import _subject_id, split_test
+
+    return [_subject_id(data, i) for i in split_test(len(data), settings.test_fraction, settings.split_seed)[1]]
+
+
+def _check_reused(path, result, test_subjects, strategy):
+    """A finished run is reused only if it was made under this study's test split and strategy."""
+    config = result.get("config") or {}
+    wanted = {"test_subjects": ("test subjects", test_subjects), "strategy": ("strategy", strategy)}
+    changed = [name for key, (name, value) in wanted.items() if config.get(key) != value]
+    if changed:
+        raise ConfigError(f"{path}: this finished run was made with other {' and '.join(changed)} than the "
+                          "study asks for (a study folder from an older version, or other --test-fraction/"
+                          "--split-seed/--strategy): use another --out, or delete that run to retrain it")
 
 
 def _replace(settings, **changes):
@@ -130,13 +169,16 @@ def _row(label, handle, fraction, repeat, result, wall, run_dir):
     score_name = "mean_dice" if task == "segmentation" else "kappa"
     regions = evaluation.get("regions") or {}
     return {
-        "encoder": handle, "label": label, "fraction": float(fraction), "repeat": int(repeat), "seed": int(repeat),
+        "encoder": handle, "label": label, "strategy": (result.get("config") or {}).get("strategy"),
+        "fraction": float(fraction), "repeat": int(repeat), "seed": int(repeat),
         "train_size": result.get("train_size"), "val_size": result.get("val_size"),
+        "test_size": result.get("test_size"),
         "score": evaluation.get(score_name), "score_name": score_name,
         "whole_tumor": regions.get("whole_tumor"), "tumor_core": regions.get("tumor_core"),
         "enhancing_tumor": regions.get("enhancing_tumor"),
         "final_val_metric": result.get("final_score"), "best_val_metric": result.get("best_score"),
-        "epochs": len(result.get("curve") or []), "wall_s": None if wall is None else round(float(wall), 2),
+        "selected_epoch": result.get("selected_epoch"), "epochs": len(result.get("curve") or []),
+        "wall_s": None if wall is None else round(float(wall), 2),
         "run_dir": str(run_dir),
     }
 
@@ -178,38 +220,72 @@ def _style(label, i):
     return {"color": colors[i % len(colors)], "linestyle": "-", "marker": "o"}
 
 
+def _mean_sd(scores):
+    """Mean and sample sd (ddof=1; nan for one subset) of the scores of one encoder at one fraction."""
+    if not scores.size:
+        return np.nan, np.nan
+    return float(scores.mean()), float(scores.std(ddof=1)) if scores.size > 1 else np.nan
+
+
 def plot_data_efficiency(path, rows, score_name):
+    """Left: test score vs % of labels (mean ± sd over subsets, each run a dot). Right: the paired
+    difference to scratch per fraction with its 95 % bootstrap interval, and the verdict."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels, fractions = _by_label(rows)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    comparisons = compare_to_scratch(rows)
+    fig, (ax, diff_ax) = plt.subplots(1, 2, figsize=(12.0, 4.6))
     x = np.array(fractions) * 100
     for i, label in enumerate(labels):
         style = _style(label, i)
-        means, lows, highs = [], [], []
+        stats = [_mean_sd(_scores(rows, label, f)) for f in fractions]
         for f in fractions:
             s = _scores(rows, label, f)
-            means.append(s.mean() if s.size else np.nan)
-            lows.append(s.min() if s.size else np.nan)
-            highs.append(s.max() if s.size else np.nan)
             ax.scatter(np.full(s.size, f * 100), s, color=style["color"], alpha=0.35, s=12)
-        ax.plot(x, means, label=label, **style)
-        ax.fill_between(x, lows, highs, color=style["color"], alpha=0.15)
-    ax.set_xlabel("% of labelled training data")
-    ax.set_ylabel(_score_title(score_name))
-    ax.set_title("Data efficiency: pretrained vs scratch (mean, min-max over repeats)")
-    if len(fractions) > 1 and min(fractions) > 0 and max(fractions) / min(fractions) >= 8:
-        ax.set_xscale("log")
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"{v:g}" for v in x])
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+        ax.errorbar(x, [m for m, _ in stats], yerr=[0 if np.isnan(sd) else sd for _, sd in stats],
+                    label=f"{label} ({_strategies(rows, label)})", capsize=3, **style)
+    pretrained = [label for label in labels if label != "scratch"]
+    for i, label in enumerate(pretrained):
+        style = _style(label, labels.index(label))
+        # a small offset per encoder so that bars at one fraction do not hide each other
+        shift = 1.0 + 0.04 * (i - (len(pretrained) - 1) / 2)
+        points = [(f * 100 * shift, comparisons[(label, f)]) for f in fractions if (label, f) in comparisons]
+        if not points:
+            continue
+        xs = np.array([p for p, _ in points])
+        means = np.array([c.mean for _, c in points])
+        err = np.array([[0.0, 0.0] if c.n < 2 else [c.mean - c.low, c.high - c.mean] for _, c in points]).T
+        diff_ax.errorbar(xs, means, yerr=err, label=label, capsize=3, color=style["color"], marker="o",
+                         linestyle=":", linewidth=1)
+        for px, c in points:  # one line of words per encoder, stacked so that they do not overlap
+            diff_ax.annotate(c.verdict.replace(" (one subset)", " (n=1)"), (px, c.mean), textcoords="offset points",
+                             xytext=(5, 4 + 10 * i), fontsize=7, color=style["color"])
+    diff_ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_ylabel(f"test {_score_title(score_name)}")
+    ax.set_title("Test score (mean ± sd over label subsets)")
+    diff_ax.set_ylabel("pretrained - scratch")
+    diff_ax.set_title("Paired difference to scratch (mean, 95% bootstrap interval)")
+    for a in (ax, diff_ax):
+        a.set_xlabel("% of labelled training data")
+        if len(fractions) > 1 and min(fractions) > 0 and max(fractions) / min(fractions) >= 8:
+            a.set_xscale("log")
+        a.set_xticks(x)
+        a.set_xticklabels([f"{v:g}" for v in x])
+        a.grid(True, alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
+
+
+def _strategies(rows, label):
+    """The strategy (or strategies, for a study folder resumed with another --strategy) of ``label``."""
+    found = list(dict.fromkeys(r.get("strategy") for r in rows if r["label"] == label and r.get("strategy")))
+    return "/".join(found) or "?"
 
 
 def plot_convergence(path, curves, score_name):
@@ -261,27 +337,51 @@ def _save(fig, path):
 
 def summary_markdown(rows, settings, task):
     labels, fractions = _by_label(rows)
-    score_name = rows[0]["score_name"] if rows else "score"
+    score_name = rows[0]["score_name"] if rows and rows[0].get("score_name") else (
+        "mean_dice" if task == "segmentation" else "kappa")
+    test_sizes = sorted({r["test_size"] for r in rows if r.get("test_size")})
+    held_out = f"{'/'.join(str(n) for n in test_sizes)}, " if test_sizes else ""
     lines = ["# Data-efficiency study", "",
-             f"Task: {task}; score: {_score_title(score_name)} on the validation subjects "
-             "(mean ± std over repeats, n runs).", ""]
-    lines.append("| % labels | " + " | ".join(labels) + " |")
+             f"Task: {task}; score: {_score_title(score_name)} on the held-out test subjects ({held_out}"
+             f"chosen by split seed {settings.split_seed} only; no run trains or selects its epoch on them), "
+             "mean ± sd over label subsets (n).", ""]
+    lines.append("| % labels | " + " | ".join(f"{label} ({_strategies(rows, label)})" for label in labels) + " |")
     lines.append("|---|" + "---|" * len(labels))
     for f in fractions:
         cells = []
         for label in labels:
             s = _scores(rows, label, f)
-            cells.append(f"{s.mean():.4f} ± {s.std():.4f} (n={s.size})" if s.size else "n/a")
+            mean, sd = _mean_sd(s)
+            cells.append("n/a" if not s.size else f"{mean:.4f} (n=1)" if s.size == 1
+                         else f"{mean:.4f} ± {sd:.4f} (n={s.size})")
         lines.append(f"| {f * 100:g} | " + " | ".join(cells) + " |")
-    walls = [r["wall_s"] for r in rows if r["wall_s"] is not None]
+    comparisons = compare_to_scratch(rows)
+    if comparisons:
+        lines += ["", "## Pretrained minus scratch, paired by label subset", "",
+                  "Test-score difference on the same label subsets: mean ± sd [95 % bootstrap interval of the "
+                  "mean] and the verdict: better / worse when the interval excludes 0, else not distinguishable.",
+                  "", "| % labels | encoder | difference to scratch |", "|---|---|---|"]
+        for (label, f), c in sorted(comparisons.items(), key=lambda item: (item[0][1], labels.index(item[0][0]))):
+            lines.append(f"| {f * 100:g} | {label} | {format_comparison(c)} |")
+    walls = [r["wall_s"] for r in rows if r.get("wall_s") is not None]
     lines += ["", f"Runs: {len(rows)}; total training+evaluation time: {sum(walls):.0f} s.",
               f"Settings: epochs {settings.epochs}, strategy {settings.strategy}"
-              f" (warm-up {settings.warmup_epochs}), lr {settings.lr}, batch size {settings.batch_size}, "
-              f"validation fraction {settings.val_fraction} (split seed {settings.split_seed})"
-              + ("." if settings.augment == "none" else f", training batches augmented ({settings.augment})."),
+              f" (warm-up {settings.warmup_epochs}) for pretrained encoders; scratch trains fully "
+              f"(strategy {SCRATCH_STRATEGY}) from the first step; lr {settings.lr}, batch size "
+              f"{settings.batch_size}, test fraction {settings.test_fraction}, validation fraction "
+              f"{settings.val_fraction} of the rest (split seed {settings.split_seed}); model selection: "
+              f"{_selection_rule(settings)}"
+              + ("." if settings.augment == "none" else f"; training batches augmented ({settings.augment})."),
               "Label subsets: repeat r uses seed r; identical across encoders, nested across fractions.",
-              "", "Figures: `data_efficiency.png`, `convergence.png`; every run: `runs.csv`.", ""]
+              "", "Figures: `data_efficiency.png`, `convergence.png`; every run: `runs.csv` "
+              "(`keras_ssl3d.finetune.statistics.read_runs_csv` + `compare_to_scratch` recompute the tables).", ""]
     return "\n".join(lines)
+
+
+def _selection_rule(settings):
+    if settings.select != "best":
+        return "last epoch"
+    return "best validation epoch" if settings.val_fraction else "last epoch (no validation subjects)"
 
 
 def write_outputs(out, rows, curves, task, settings):
