@@ -51,6 +51,8 @@ class DemoConfig:
     pretrain_batch_size: int = 4
     pretrain_lr: float = 1e-3           # the paper's 3D pretext learning rate
     fractions: tuple = (0.125, 1.0)     # label fractions of the training subjects
+    subsets: int = 3                    # label subsets per fraction below 1 (paired statistics need several)
+    encoder_source: str = "pretrain"    # "pretrain" here, or "bundled": start from the demo-brats-<task> preset
     finetune_steps: int = 120           # optimizer steps of every fine-tuning run, whatever its fraction
     finetune_epochs: int = 6            # each epoch passes several times over few labelled subjects
     finetune_batch_size: int = 2
@@ -58,6 +60,7 @@ class DemoConfig:
     warmup_fraction: float = 0.0        # share of epochs a pretrained encoder stays frozen (paper: warm-up);
                                         # 0: both train everything, only the initialisation differs
     loss: str = "dice_ce"
+    augment: str = "flip_intensity"     # training batches: mirroring + intensity (nnU-Net's), same for both
 
     def check(self):
         if self.n_train < 2 or self.n_test < 1:
@@ -67,6 +70,10 @@ class DemoConfig:
         divisor = 2 ** (len(self.filters) - 1)
         if self.size % divisor:
             raise ConfigError(f"size {self.size} must be a multiple of {divisor} for {len(self.filters)} levels")
+        if self.subsets < 1:
+            raise ConfigError(f"subsets must be >= 1, got {self.subsets}")
+        if self.encoder_source not in ("pretrain", "bundled"):
+            raise ConfigError(f"encoder_source must be 'pretrain' or 'bundled', got {self.encoder_source!r}")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
 
@@ -131,15 +138,20 @@ def make_data(out, config, seed):
     return Path(train), Path(test)
 
 
-def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0):
-    """Pretrain a fresh encoder with ``task`` on the unlabelled volumes of ``data_dir``; returns its preset folder."""
+def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0, held_out_dir=None):
+    """Pretrain a fresh encoder with ``task`` on the unlabelled volumes of ``data_dir``; returns its preset folder.
+
+    ``held_out_dir``: subjects never trained on (the demo's test subjects, their images only) on which the
+    pretext loss and accuracy are reported every epoch, so "the task learned" is not a training-set claim.
+    """
     import keras
 
     from keras_ssl3d.data import ensure_cache, open_cache
     from keras_ssl3d.models import Encoder3D
     from keras_ssl3d.training import TrainingRun
 
-    samples = open_cache(ensure_cache(data_dir, config.size, crop_foreground=True, root=Path(run_dir).parent))
+    root = Path(run_dir).parent
+    samples = open_cache(ensure_cache(data_dir, config.size, crop_foreground=True, root=root))
     keras.utils.set_random_seed(seed)
     encoder = Encoder3D(in_channels=samples.num_channels, filters=tuple(config.filters), norm=config.norm)
     hparams = dict(TASKS[task].small_hparams)  # heads small enough for 16^3-32^3 inputs and tiny encoders
@@ -147,24 +159,107 @@ def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0):
     if TASKS[task].takes_input_size:
         hparams["input_size"] = config.size
     model.compile(learning_rate=config.pretrain_lr)
-    batch_size = min(config.pretrain_batch_size, len(samples))
+    batch_size = max(min(config.pretrain_batch_size, len(samples)), TASKS[task].min_batch_size)
     run_config = {"task": task, "size": config.size, "filters": list(config.filters), "norm": config.norm,
                   "epochs": config.pretrain_epochs, "batch_size": batch_size, "learning_rate": config.pretrain_lr,
                   "task_hparams": hparams, "num_samples": int(len(samples)), "data": str(data_dir), "demo": True}
+    validation, val_batch = None, None
+    if held_out_dir is not None:
+        held_out = open_cache(ensure_cache(held_out_dir, config.size, crop_foreground=True, root=root))
+        # The same held-out batches (subjects and augmentations) every epoch: comparable accuracies.
+        val_batch = max(len(held_out), TASKS[task].min_batch_size)
+        validation = model.dataset(held_out, batch_size=val_batch, seed=seed + 1, shuffle=False)
+        validation.set_epoch(0)
     run = TrainingRun(run_dir, config=run_config, seed=seed, command=_command())
     history = run.fit(model, x=model.dataset(samples, batch_size=batch_size, seed=seed),
-                      epochs=config.pretrain_epochs, verbose=verbose, shuffle=False)
+                      epochs=config.pretrain_epochs, verbose=verbose, shuffle=False, validation_data=validation)
     folder = Path(run_dir) / "encoder"
+    rows = list(history.rows)
+    summary = pretext_summary(rows, model.chance_loss, model.chance_accuracy(val_batch or batch_size))
     model.pretrained_model().save_pretrained(folder, metadata={"task": task, "hyperparameters": run_config,
-                                                                "demo": True})
-    return folder, list(history.rows), model.chance_loss
+                                                                "demo": True, "pretext": summary})
+    return folder, rows, summary
+
+
+def pretext_summary(rows, chance_loss, chance_accuracy):
+    """What the pretext task learned, from its per-epoch rows: held-out accuracy (or loss) next to chance."""
+    first, last = (rows[0], rows[-1]) if rows else ({}, {})
+    return {"chance_loss": chance_loss, "chance_accuracy": chance_accuracy,
+            "train_accuracy": last.get("accuracy"), "held_out_accuracy": last.get("val_accuracy"),
+            "held_out_loss_first": first.get("val_loss"), "held_out_loss": last.get("val_loss"),
+            "epochs": len(rows)}
+
+
+def describe_pretext(name, p):
+    """One line: ``rotation: held-out accuracy 0.95 (chance 0.10), ...``."""
+    if p.get("held_out_accuracy") is not None and p.get("chance_accuracy") is not None:
+        text = f"held-out pretext accuracy {p['held_out_accuracy']:.3f} (chance {p['chance_accuracy']:.3f})"
+    elif p.get("held_out_loss") is not None:  # restoration tasks: the loss is the measure
+        text = f"held-out pretext loss {p['held_out_loss_first']:.4f} (epoch 1) -> {p['held_out_loss']:.4f}"
+    else:
+        text = "no held-out pretext score"
+    if p.get("train_accuracy") is not None:
+        text += f", training accuracy {p['train_accuracy']:.3f}"
+    where = f"bundled preset {p['preset']}" if p.get("source") == "bundled" else "pretrained here"
+    return f"{name}: {text} after {p.get('epochs', '?')} epochs ({where})"
+
+
+def bundled_preset(task, config):
+    """The zoo's ``demo-brats-<task>`` handle when ``config`` asks for it and the zoo bundles one, else None.
+
+    Its encoder must have the demo's widths: the scratch baseline is built with ``config.filters``.
+    """
+    if config.encoder_source != "bundled":
+        return None
+    from keras_ssl3d.zoo.registry import load_registry
+
+    name = f"demo-brats-{task}"
+    entry = load_registry().get(name)
+    if entry is None or not entry.manifest.get("bundled"):
+        return None
+    filters = tuple(entry.manifest["architecture"]["config"]["filters"])
+    if filters != tuple(config.filters):
+        raise ConfigError(f"the bundled {name} has widths {filters}, the demo builds {tuple(config.filters)}: "
+                          "scratch and pretrained must share the architecture")
+    return name
+
+
+def bundled_pretext(handle):
+    """The pretext summary a bundled preset's metadata records (written by ``keras_ssl3d.zoo.build_demo``)."""
+    from keras_ssl3d.presets import resolve_handle
+
+    metadata = json.loads((Path(resolve_handle(handle).path) / "metadata.json").read_text(encoding="utf-8"))
+    summary = dict(metadata.get("pretext") or {})
+    summary.setdefault("epochs", (metadata.get("hyperparameters") or {}).get("epochs"))
+    return {**summary, "history": [], "encoder": handle, "source": "bundled", "preset": handle}
+
+
+def compare_to_scratch(runs, tasks):
+    """Paired comparison of each task's mean Dice with scratch's on the same label subsets, per fraction."""
+    from keras_ssl3d.finetune.statistics import paired_comparison
+
+    scores = {(r["encoder"], r["label_fraction"], r["subset"]): r["dice"]["mean"] for r in runs}
+    out = []
+    for fraction in sorted({r["label_fraction"] for r in runs}):
+        subsets = sorted({r["subset"] for r in runs if r["label_fraction"] == fraction and r["encoder"] == SCRATCH})
+        for name in tasks:
+            pairs = [(scores[(name, fraction, k)], scores[(SCRATCH, fraction, k)]) for k in subsets
+                     if (name, fraction, k) in scores]
+            if not pairs:
+                continue
+            c = paired_comparison([a for a, _ in pairs], [b for _, b in pairs])
+            out.append({"encoder": name, "label_fraction": fraction, **dataclasses.asdict(c)})
+    return out
 
 
 def finetune_plan(n_train, config, seed):
-    """``[(fraction, labelled subject indices, repeats)]``: every run gets about ``finetune_steps`` steps.
+    """``[(fraction, subset, labelled subject indices, repeats)]``: every run gets about ``finetune_steps`` steps.
 
-    Keras ends every epoch with bookkeeping (checkpoint, callbacks, data workers) that costs far more
-    than a step of these tiny models, so few labels are not trained with many tiny epochs: each of the
+    Below 100 % labels, ``config.subsets`` label subsets are drawn (subset ``r`` with seed
+    ``1000 * seed + r``, the runner's own rule, fixed in code): the same subjects for every encoder, so
+    each pretrained run has a scratch run to be compared with. At 100 % there is only one subset.
+    Keras ends every epoch with bookkeeping (callbacks, data workers) that costs far more than a step
+    of these tiny models, so few labels are not trained with many tiny epochs: each of the
     ``finetune_epochs`` epochs passes ``repeats`` times over the labelled subjects instead.
     """
     from keras_ssl3d.finetune.runner import label_subset, split_indices
@@ -173,8 +268,9 @@ def finetune_plan(n_train, config, seed):
     plan = []
     per_epoch = config.finetune_steps * config.finetune_batch_size / config.finetune_epochs
     for fraction in config.fractions:
-        labelled = label_subset(pool, fraction, seed)  # the runner's own rule: same subjects for every encoder
-        plan.append((float(fraction), labelled, max(1, int(round(per_epoch / len(labelled))))))
+        for subset in range(config.subsets if fraction < 1 else 1):
+            labelled = label_subset(pool, fraction, 1000 * seed + subset)
+            plan.append((float(fraction), subset, labelled, max(1, int(round(per_epoch / len(labelled))))))
     return plan
 
 
@@ -202,7 +298,8 @@ def finetune_and_evaluate(train_data, test_data, encoder, run_dir, config, seed,
         encoder=str(encoder), label_fraction=1.0, strategy="full" if scratch or warmup == 0 else "warmup",
         warmup_epochs=warmup, epochs=epochs, batch_size=config.finetune_batch_size, lr=config.finetune_lr,
         seed=seed, split_seed=seed, val_fraction=0.0, filters=tuple(config.filters) if scratch else None,
-        norm=config.norm, loss=config.loss)
+        norm=config.norm, loss=config.loss, augment=config.augment,
+        checkpoint_every=epochs)  # a demo run is minutes: one checkpoint at its end, no per-epoch cost
     keras.backend.clear_session()
     result = run_finetune(train_data, settings, run_dir, verbose=verbose, command=_command())
     model, metadata = load_finetuned(run_dir)
@@ -257,33 +354,39 @@ def run_demo(task="rotation", out="keras-ssl3d-demo", quick=False, seed=0, confi
 
     encoders, pretext = {}, {}
     for name in tasks:
-        step(f"pretraining {name} on {config.n_train} unlabelled subjects ({config.pretrain_epochs} epochs)")
         t0 = time.time()
-        folder, rows, chance = pretrain_encoder(name, train_dir, out / "runs" / f"pretrain-{name}", config, seed,
-                                                verbose)
-        encoders[name] = folder
-        pretext[name] = {"history": rows, "seconds": round(time.time() - t0, 1),
-                         "encoder": str(folder.relative_to(out)), "chance_loss": chance}
-        last = rows[-1] if rows else {}
-        step("  pretext " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "epoch"))
+        bundled = bundled_preset(name, config)
+        if bundled is not None:
+            step(f"using the bundled preset {bundled} (pretrained with {name} by keras_ssl3d/zoo/build_demo.py)")
+            encoders[name], pretext[name] = bundled, bundled_pretext(bundled)
+        else:
+            step(f"pretraining {name} on {config.n_train} unlabelled subjects ({config.pretrain_epochs} epochs), "
+                 f"pretext scored on the {config.n_test} held-out test subjects")
+            folder, rows, summary = pretrain_encoder(name, train_dir, out / "runs" / f"pretrain-{name}", config, seed,
+                                                     verbose, held_out_dir=test_dir)
+            encoders[name] = folder
+            pretext[name] = {**summary, "history": rows, "encoder": str(folder.relative_to(out)), "source": "pretrained"}
+        pretext[name]["seconds"] = round(time.time() - t0, 1)
+        step("  " + describe_pretext(name, pretext[name]))
 
     plan = finetune_plan(len(train_data), config, seed)
     runs, examples = [], {}
-    for fraction, labelled, repeats in plan:
-        subset = labelled_data(train_data, labelled, repeats)
+    for fraction, subset, labelled, repeats in plan:
+        data = labelled_data(train_data, labelled, repeats)
         for name in [*tasks, SCRATCH]:
             encoder = "none" if name == SCRATCH else encoders[name]
-            run_dir = out / "runs" / f"finetune-{name}-{_pct(fraction)}"
+            run_dir = out / "runs" / f"finetune-{name}-{_pct(fraction)}-subset{subset}"
             step(f"fine-tuning {'from scratch' if name == SCRATCH else 'the ' + name + ' encoder'} with "
-                 f"{len(labelled)}/{len(train_data)} labelled subjects ({config.finetune_epochs} epochs x "
-                 f"{repeats} passes)")
+                 f"{len(labelled)}/{len(train_data)} labelled subjects, subset {subset} "
+                 f"({config.finetune_epochs} epochs x {repeats} passes)")
             t0 = time.time()
-            model, metadata, row = finetune_and_evaluate(subset, test_data, encoder, run_dir, config, seed, verbose)
-            row.update(encoder=name, label_fraction=fraction, labelled_subjects=int(len(labelled)),
+            model, metadata, row = finetune_and_evaluate(data, test_data, encoder, run_dir, config, seed, verbose)
+            row.update(encoder=name, label_fraction=fraction, subset=subset, labelled_subjects=int(len(labelled)),
                        labelled_ids=[train_data.subject_ids[i] for i in labelled], passes_per_epoch=repeats,
                        seconds=round(time.time() - t0, 1), run=str(run_dir.relative_to(out)))
             runs.append(row)
-            examples[(name, fraction)] = _example_prediction(model, metadata, test_data)
+            if subset == 0:
+                examples[(name, fraction)] = _example_prediction(model, metadata, test_data)
             d = row["dice"]
             step("  test Dice " + ", ".join(f"{REGION_LABELS[r]} {d[r]:.3f}" for r in REGIONS))
 
@@ -299,6 +402,7 @@ def run_demo(task="rotation", out="keras-ssl3d-demo", quick=False, seed=0, confi
                  "train_subjects": len(train_data), "test_subjects": len(test_data)},
         "pretext": pretext,
         "runs": runs,
+        "comparisons": compare_to_scratch(runs, tasks),
     }
     step("writing figures and the report")
     figures = write_figures(out, results, test_data, examples)
@@ -316,22 +420,33 @@ def _pct(fraction):
     return f"{100 * fraction:g}pct"
 
 
+_COMPARISON_FIELDS = ("n", "mean", "sd", "low", "high", "verdict")
+
+
 def format_table(results):
-    """The demo's table: test Dice per region, pretrained vs scratch, for each label fraction."""
+    """The demo's table: test Dice per region (mean over label subsets), and each pretrained encoder's
+    paired difference to scratch on the same subsets (mean ± sd [95 % bootstrap interval] and verdict)."""
+    from keras_ssl3d.finetune.statistics import PairedComparison, format_comparison
+
     n = results["data"]["train_subjects"]
-    header = f"{'labels':<14}{'encoder':<12}{'WT':>7}{'TC':>7}{'ET':>7}{'mean':>7}{'vs scratch':>12}"
+    header = (f"{'labels':<14}{'encoder':<11}{'subsets':>8}{'WT':>7}{'TC':>7}{'ET':>7}{'mean':>7}{'sd':>7}"
+              f"   vs scratch: mean diff ± sd [95% interval]")
     lines = [header, "-" * len(header)]
-    by_key = {(r["encoder"], r["label_fraction"]): r for r in results["runs"]}
+    comparisons = {(c["encoder"], c["label_fraction"]): c for c in results.get("comparisons", [])}
     for fraction in sorted({r["label_fraction"] for r in results["runs"]}):
-        scratch = by_key.get((SCRATCH, fraction))
         for name in [*results["tasks"], SCRATCH]:
-            row = by_key.get((name, fraction))
-            if row is None:
+            rows = [r for r in results["runs"] if r["encoder"] == name and r["label_fraction"] == fraction]
+            if not rows:
                 continue
-            d = row["dice"]
-            label = f"{100 * fraction:.0f}% ({row['labelled_subjects']}/{n})"
-            gain = "" if name == SCRATCH or scratch is None else f"{d['mean'] - scratch['dice']['mean']:+.3f}"
-            lines.append(f"{label:<14}{name:<12}" + "".join(f"{d[k]:>7.3f}" for k in (*REGIONS, "mean")) + f"{gain:>12}")
+            means = {k: float(np.mean([r["dice"][k] for r in rows])) for k in (*REGIONS, "mean")}
+            sd = float(np.std([r["dice"]["mean"] for r in rows], ddof=1)) if len(rows) > 1 else float("nan")
+            label = f"{100 * fraction:.0f}% ({rows[0]['labelled_subjects']}/{n})"
+            c = comparisons.get((name, fraction))
+            gain = "" if c is None else format_comparison(PairedComparison(**{k: c[k] for k in _COMPARISON_FIELDS}))
+            lines.append(f"{label:<14}{name:<11}{len(rows):>8}" + "".join(f"{means[k]:>7.3f}" for k in (*REGIONS, "mean"))
+                         + (f"{sd:>7.3f}" if sd == sd else f"{'':>7}") + f"   {gain}")
+    lines.append("")
+    lines += [f"pretext {describe_pretext(name, p)}" for name, p in results["pretext"].items()]
     return "\n".join(lines)
 
 
@@ -345,16 +460,20 @@ def format_report(results):
         f"{results['preset']} configuration; total {results['seconds']:.0f} s.",
         "",
         "Test Dice on held-out synthetic subjects (WT whole tumour, TC tumour core, ET enhancing tumour; "
-        "*mean* is the mean of these three columns); *vs scratch* is the difference in that mean "
-        "against the same U-Net trained from random initialisation with the same labelled subjects, "
-        "seed and number of steps.",
+        "*mean* is the mean of these three columns), averaged over the label subsets (*sd*: their standard "
+        "deviation). *vs scratch* pairs every pretrained run with the scratch run on the same labelled subjects "
+        "(same seed and number of steps) and gives the mean of the differences in *mean* Dice ± their standard "
+        "deviation, a 95 % bootstrap interval over the subsets, and the verdict: *better* or *worse* when the "
+        "interval excludes zero, else *not distinguishable*. The test subjects are used for nothing else: "
+        "no model selection, every run keeps its last step.",
         "",
         "```",
         format_table(results),
         "```",
         "",
-        "These are the numbers this run produced; nothing was selected or repeated. With so few steps and "
-        "subjects they vary with the seed: read them as a demonstration of the workflow, not as a benchmark.",
+        "These are the numbers this run produced; nothing was selected or repeated, and the seeds are fixed "
+        "in the code. With few subsets the interval is wide: three subsets can only call a difference *better* "
+        "when all three favour it.",
         "",
         "## What ran",
         "",
@@ -363,9 +482,13 @@ def format_report(results):
         "`keras_ssl3d.data.synthetic.make_brats_like` (the test set uses another seed) and read back through the "
         f"BraTS layout reader, resampled to {c['size']}^3 and min-max scaled.",
         f"- Encoder: `Encoder3D(filters={tuple(c['filters'])}, norm={c['norm']!r})` (the paper: 32...512 at 128^3).",
-        f"- Pretraining: all {c['n_train']} training subjects, labels unused (foreground crop as in the paper), "
-        f"{c['pretrain_epochs']} epochs, batch {c['pretrain_batch_size']}, Adam lr {c['pretrain_lr']:g} "
-        f"(the paper's); task heads shrunk for the small inputs: `{json.dumps(results['task_hparams'])}`.",
+        (f"- Pretraining: the bundled `demo-brats-<task>` presets (built by `python -m keras_ssl3d.zoo.build_demo` "
+         "on other synthetic subjects of the same generator, never on this run's test subjects): the package's "
+         "other promise, download pretrained weights and fine-tune on few labels."
+         if c["encoder_source"] == "bundled" else
+         f"- Pretraining: all {c['n_train']} training subjects, labels unused (foreground crop as in the paper), "
+         f"{c['pretrain_epochs']} epochs, batch {c['pretrain_batch_size']}, Adam lr {c['pretrain_lr']:g}; "
+         f"task heads shrunk for the small inputs: `{json.dumps(results['task_hparams'])}`."),
         f"- Fine-tuning: U-Net (`Segmenter3D`), Dice + cross-entropy, Adam lr {c['finetune_lr']:g}, batch "
         f"{c['finetune_batch_size']}, about {c['finetune_steps']} optimizer steps per run whatever the label "
         f"fraction, in {c['finetune_epochs']} epochs (with few labels each epoch passes several times over the "
@@ -376,26 +499,26 @@ def format_report(results):
             if c["warmup_fraction"] else
             "Both models train everything from the first step (the paper's encoder warm-up is off: at this budget "
             "it would spend a large share of the few steps on a frozen encoder), so the only difference is the "
-            "initialisation.") + " Label subsets are chosen by seed and identical for both.",
+            "initialisation.") + f" {c['subsets']} label subsets per fraction below 100 % (subset r: seed 1000 x "
+        "seed + r), identical for every encoder.",
         "- Evaluation: sliding-window prediction on the held-out subjects, hard Dice per BraTS region "
         "(a region absent from both prediction and ground truth scores 1).",
         "",
         "## Runs",
         "",
-        "| run | encoder | labelled | epochs | steps | strategy | WT | TC | ET | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | encoder | labelled | subset | epochs | steps | strategy | WT | TC | ET | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         d = r["dice"]
-        lines.append(f"| `{r['run']}` | {r['encoder']} | {r['labelled_subjects']} | {r['epochs']} | {r['steps']} | "
+        lines.append(f"| `{r['run']}` | {r['encoder']} | {r['labelled_subjects']} | {r['subset']} | {r['epochs']} | "
+                     f"{r['steps']} | "
                      f"{r['strategy']}" + (f" ({r['warmup_epochs']} frozen)" if r["strategy"] == "warmup" else "")
                      + f" | {d['whole_tumor']:.3f} | {d['tumor_core']:.3f} | {d['enhancing_tumor']:.3f} | "
                      f"{r['seconds']:.0f} |")
-    lines += ["", "Pretext training (last epoch):", ""]
+    lines += ["", "Pretext tasks (scored on the held-out test subjects' images, never trained on):", ""]
     for name, p in results["pretext"].items():
-        last = p["history"][-1] if p["history"] else {}
-        metrics = ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "epoch")
-        lines.append(f"- {name}: {metrics} ({p['seconds']:.0f} s); encoder preset `{p['encoder']}`")
+        lines.append(f"- {describe_pretext(name, p)} ({p['seconds']:.0f} s); encoder `{p['encoder']}`")
     lines += ["", "## Figures", ""]
     for fig in results.get("figures", []):
         lines.append(f"![{Path(fig).stem}]({fig})")
@@ -433,21 +556,51 @@ def write_figures(out, results, test_data, examples):
             fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
         written.append(path)
 
-    # 1. Dice vs label fraction, one panel per region.
-    fig = Figure(figsize=(11, 3.4))
-    axes = fig.subplots(1, len(REGIONS), sharey=True)
-    for ax, region in zip(axes, REGIONS):
-        for name in names:
-            rows = sorted((r for r in results["runs"] if r["encoder"] == name), key=lambda r: r["label_fraction"])
-            ax.plot([100 * r["label_fraction"] for r in rows], [r["dice"][region] for r in rows], marker="o",
-                    color=colors[name], label=name if name == SCRATCH else f"{name} (pretrained)",
-                    linestyle="--" if name == SCRATCH else "-")
-        ax.set_title(region.replace("_", " "))
+    # 1. Dice vs label fraction (mean ± sd over label subsets), one panel per region and the mean, and
+    #    the paired differences to scratch with their 95 % bootstrap intervals.
+    panels = (*REGIONS, "mean")
+    fig = Figure(figsize=(3.0 * (len(panels) + 1), 3.4))
+    axes = fig.subplots(1, len(panels) + 1)
+    fractions = sorted({r["label_fraction"] for r in results["runs"]})
+    for ax, region in zip(axes, panels):
+        for k, name in enumerate(names):
+            x, y, err = [], [], []
+            for fraction in fractions:
+                values = [r["dice"][region] for r in results["runs"]
+                          if r["encoder"] == name and r["label_fraction"] == fraction]
+                if values:
+                    x.append(100 * fraction * (1 + 0.03 * (k - len(names) / 2)))  # side by side, bars visible
+                    y.append(np.mean(values))
+                    err.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+            ax.errorbar(x, y, yerr=err, marker="s" if name == SCRATCH else "o", capsize=3, color=colors[name],
+                        label=name if name == SCRATCH else f"{name} (pretrained)",
+                        linestyle="--" if name == SCRATCH else "-")
+        ax.set_title(region.replace("_", " ") + (" Dice (WT, TC, ET)" if region == "mean" else ""))
         ax.set_xlabel("% of training labels")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test Dice")
-    axes[-1].legend(fontsize=8, loc="lower right")
+    axes[0].set_ylabel("test Dice (mean ± sd over label subsets)")
+    axes[len(panels) - 1].legend(fontsize=7, loc="lower right")
+    ax = axes[-1]
+    comparisons = results.get("comparisons", [])
+    for k, name in enumerate(results["tasks"]):
+        rows = [c for c in comparisons if c["encoder"] == name]
+        for c in rows:
+            x = 100 * c["label_fraction"] * (1 + 0.03 * k)
+            low, high = c["low"], c["high"]
+            err = [[c["mean"] - low], [high - c["mean"]]] if low == low else None
+            ax.errorbar([x], [c["mean"]], yerr=err, marker="o", capsize=3, color=colors[name],
+                        label=name if c is rows[0] else None)
+            ax.annotate(c["verdict"].split(" (")[0], (x, c["mean"]), textcoords="offset points", xytext=(5, 3),
+                        fontsize=6, color=colors[name])
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_title("pretrained - scratch, mean Dice\n(paired, 95 % bootstrap interval)", fontsize=9)
+    ax.set_xlabel("% of training labels")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for a in axes:
+        if len(fractions) > 1 and max(fractions) / min(fractions) >= 4:
+            a.set_xscale("log")
     save(fig, "dice_vs_labels.png")
 
     # 2. Training curves: pretext loss and fine-tuning loss per run.
@@ -456,11 +609,15 @@ def write_figures(out, results, test_data, examples):
     axes = fig.subplots(1, 1 + len(fractions))
     for name, p in results["pretext"].items():
         axes[0].plot([h["epoch"] for h in p["history"]], [h.get("loss") for h in p["history"]], marker="o",
-                     color=colors[name], label=name)
+                     color=colors[name], label=f"{name} (training)", markersize=3)
+        if any("val_loss" in h for h in p["history"]):
+            axes[0].plot([h["epoch"] for h in p["history"]], [h.get("val_loss") for h in p["history"]],
+                         color=colors[name], linestyle="--", label=f"{name} (held-out)")
         if p.get("chance_loss") is not None:  # a loss at this line means the task has learned nothing yet
             axes[0].axhline(p["chance_loss"], color=colors[name], linestyle=":", linewidth=1,
                             label=f"{name} chance (ln {round(math.exp(p['chance_loss']))})")
-    axes[0].set_title("pretext task loss")
+    axes[0].set_title("pretext task loss" + ("" if any(p["history"] for p in results["pretext"].values())
+                                             else " (bundled presets: see their model cards)"))
     axes[0].set_xlabel("epoch")
     axes[0].legend(fontsize=8)
     for ax, fraction in zip(axes[1:], fractions):
@@ -470,8 +627,9 @@ def write_figures(out, results, test_data, examples):
             steps_per_epoch = r["steps"] / max(1, r["epochs"])
             ax.plot([h["epoch"] * steps_per_epoch for h in r["history"]], [h.get("loss") for h in r["history"]],
                     color=colors[r["encoder"]], linestyle="--" if r["encoder"] == SCRATCH else "-",
-                    marker="s" if r["encoder"] == SCRATCH else "o", markersize=4, label=r["encoder"])
-        ax.set_title(f"fine-tuning loss, {100 * fraction:.0f}% labels")
+                    marker="s" if r["encoder"] == SCRATCH else "o", markersize=4,
+                    label=r["encoder"] if r.get("subset", 0) == 0 else None)
+        ax.set_title(f"fine-tuning loss, {100 * fraction:.0f}% labels (every subset)")
         ax.set_xlabel("optimizer step")
         ax.legend(fontsize=8)
     save(fig, "training_curves.png")

@@ -13,7 +13,7 @@ from keras_ssl3d.errors import ConfigError
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    config = dataclasses.replace(tiny_config(), fractions=(0.5,))
+    config = dataclasses.replace(tiny_config(), fractions=(0.5,), subsets=2)
     lines = []
     results = run_demo(task="rotation", out=out, seed=3, config=config, log=lines.append)
     return out, results, lines
@@ -21,8 +21,8 @@ def demo(tmp_path_factory):
 
 def test_results_table_and_scores(demo):
     out, results, lines = demo
-    runs = {(r["encoder"], r["label_fraction"]): r for r in results["runs"]}
-    assert set(runs) == {("rotation", 0.5), ("scratch", 0.5)}
+    runs = {(r["encoder"], r["label_fraction"], r["subset"]): r for r in results["runs"]}
+    assert set(runs) == {(name, 0.5, k) for name in ("rotation", "scratch") for k in (0, 1)}
     for run in runs.values():
         assert set(run["dice"]) == {*REGIONS, "mean"}
         assert all(0.0 <= v <= 1.0 for v in run["dice"].values())
@@ -30,19 +30,36 @@ def test_results_table_and_scores(demo):
         assert run["history"] and run["history"][-1]["epoch"] == run["epochs"]
         assert (out / run["run"] / "model" / "metadata.json").is_file()
         assert len(run["per_subject"]) == 2  # the held-out subjects
-    assert runs[("rotation", 0.5)]["strategy"] in ("warmup", "full")
-    assert runs[("scratch", 0.5)]["strategy"] == "full"
-    # The same labelled subjects for pretrained and scratch.
-    configs = [json.loads((out / r["run"] / "run.json").read_text())["config"] for r in runs.values()]
-    assert configs[0]["train_subjects"] == configs[1]["train_subjects"]
+    assert runs[("scratch", 0.5, 0)]["strategy"] == "full"
+    # The same labelled subjects for pretrained and scratch within a subset, other subjects in the other subset.
+    subjects = {key: json.loads((out / r["run"] / "run.json").read_text())["config"]["train_subjects"]
+                for key, r in runs.items()}
+    assert subjects[("rotation", 0.5, 0)] == subjects[("scratch", 0.5, 0)]
+    assert sorted({s.split("#")[0] for s in subjects[("scratch", 0.5, 0)]}) == runs[("scratch", 0.5, 0)]["labelled_ids"]
+    assert subjects[("rotation", 0.5, 1)] == subjects[("scratch", 0.5, 1)]
+    # The paired comparison, by hand: differences of the mean Dice on the same subsets.
+    diffs = [runs[("rotation", 0.5, k)]["dice"]["mean"] - runs[("scratch", 0.5, k)]["dice"]["mean"] for k in (0, 1)]
+    (c,) = results["comparisons"]
+    assert (c["encoder"], c["label_fraction"], c["n"]) == ("rotation", 0.5, 2)
+    assert c["mean"] == pytest.approx(sum(diffs) / 2)
+    assert c["sd"] == pytest.approx(abs(diffs[0] - diffs[1]) / math.sqrt(2))
+    assert min(diffs) - 1e-9 <= c["low"] <= c["high"] <= max(diffs) + 1e-9
     table = format_table(results).splitlines()
-    assert table[0].split() == ["labels", "encoder", "WT", "TC", "ET", "mean", "vs", "scratch"]
-    rotation_row = next(line for line in table if "rotation" in line)
-    gain = runs[("rotation", 0.5)]["dice"]["mean"] - runs[("scratch", 0.5)]["dice"]["mean"]
-    assert rotation_row.split()[-1] == f"{gain:+.3f}"
+    assert table[0].split()[:8] == ["labels", "encoder", "subsets", "WT", "TC", "ET", "mean", "sd"]
+    rotation_row = next(line for line in table if " rotation " in line)
+    assert f"{c['mean']:+.3f}" in rotation_row and c["verdict"] in rotation_row
+    scratch_row = next(line for line in table if " scratch " in line)
+    mean = sum(runs[("scratch", 0.5, k)]["dice"]["mean"] for k in (0, 1)) / 2
+    assert scratch_row.split()[7] == f"{mean:.3f}"
     for run in runs.values():  # the mean column is the mean of the columns shown beside it
         assert run["dice"]["mean"] == pytest.approx(sum(run["dice"][r] for r in REGIONS) / 3)
-    assert results["pretext"]["rotation"]["chance_loss"] == pytest.approx(math.log(10))
+    pretext = results["pretext"]["rotation"]
+    assert pretext["chance_loss"] == pytest.approx(math.log(10))
+    assert pretext["chance_accuracy"] == pytest.approx(0.1)
+    # Scored on the held-out test subjects every epoch: the last epoch's numbers are the summary's.
+    last = pretext["history"][-1]
+    assert pretext["held_out_accuracy"] == last["val_accuracy"] and pretext["held_out_loss"] == last["val_loss"]
+    assert "held-out pretext accuracy" in table[-1] and "(chance 0.100)" in table[-1]
     assert any("pretraining rotation" in line for line in lines)
 
 
@@ -74,3 +91,20 @@ def test_refuses_a_foreign_folder_and_bad_task(tmp_path):
     assert (tmp_path / "mine.txt").read_text() == "user data"
     with pytest.raises(ConfigError, match="unknown demo task 'byol'"):
         run_demo(task="byol", out=tmp_path / "new", config=tiny_config())
+
+
+def test_quick_source_starts_from_the_bundled_preset(tmp_path):
+    """``encoder_source="bundled"`` (``demo --quick``) fine-tunes the zoo's demo preset instead of pretraining."""
+    config = dataclasses.replace(tiny_config(), filters=(8, 16, 32), encoder_source="bundled", fractions=(0.5,),
+                                 subsets=1)
+    results = run_demo(task="rotation", out=tmp_path / "out", config=config, log=lambda _: None)
+    pretext = results["pretext"]["rotation"]
+    assert pretext["source"] == "bundled" and pretext["encoder"] == "demo-brats-rotation"
+    assert not (tmp_path / "out" / "runs" / "pretrain-rotation").exists()
+    run = next(r for r in results["runs"] if r["encoder"] == "rotation")
+    config_json = json.loads((tmp_path / "out" / run["run"] / "run.json").read_text())["config"]
+    assert config_json["encoder"] == "demo-brats-rotation"
+    # The preset's metadata says what its pretext task reached on held-out subjects, next to chance.
+    assert 0.0 <= pretext["held_out_accuracy"] <= 1.0 and pretext["chance_accuracy"] == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="widths"):  # scratch must share the preset's architecture
+        run_demo(task="rotation", out=tmp_path / "other", config=dataclasses.replace(config, filters=(4, 8)))

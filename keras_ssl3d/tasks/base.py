@@ -216,6 +216,15 @@ class PretextTask(keras.Model):
                               "trained on; scale them (load_unlabeled_volumes does min-max per channel)",
                               stacklevel=3)
 
+    def chance_accuracy(self, batch_size):
+        """The pretext accuracy of a uniform guess (``1 / K`` for a K-class task), None without an accuracy.
+
+        Contrastive tasks override it: their candidates are the batch's other samples or patches.
+        """
+        if not isinstance(self.default_loss(), keras.losses.SparseCategoricalCrossentropy):
+            return None
+        return 1.0 / int(self.outputs[0].shape[-1])
+
     @property
     def chance_loss(self):
         """``ln K``: the cross-entropy of a uniform guess among the task's K classes (None if not a classifier)."""

@@ -67,6 +67,9 @@ class CPC(PretextTask):
 
     uses_batch_negatives = True  # every patch of the batch is a key
 
+    def chance_accuracy(self, batch_size):
+        return 1.0 / (int(batch_size) * self.grid ** self.encoder.rank)
+
     def default_loss(self):
         return InfoNCE(temperature=self.temperature)
 

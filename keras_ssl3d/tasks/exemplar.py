@@ -68,6 +68,9 @@ class Exemplar(PretextTask):
     def default_metrics(self):
         return [TripletAccuracy(name="accuracy")]
 
+    def chance_accuracy(self, batch_size):
+        return 0.5  # the positive is nearer than the negative, or not
+
     def transform(self, batch, rng):
         return transforms.exemplar_transform(batch, rng, **self.augmentation)
 

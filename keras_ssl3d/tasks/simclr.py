@@ -76,6 +76,9 @@ class SimCLR(PretextTask):
     def default_metrics(self):
         return [InfoNCEAccuracy(name="accuracy")]
 
+    def chance_accuracy(self, batch_size):
+        return 1.0 / (2 * int(batch_size) - 1)  # the partner view among the 2N - 1 other views
+
     def transform(self, batch, rng):
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim != self.rank + 2:

@@ -55,11 +55,13 @@ def load_samples(entry, data_dir, input_size, cache_root=None, echo=None):
 
 
 def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, resume=False, seed=0,
-                 encoder_overrides=None, steps_per_epoch=None, verbose="auto", plan=None):
+                 encoder_overrides=None, steps_per_epoch=None, verbose="auto", plan=None, held_out=None):
     """Pretrain the recipe's task on ``samples``; return ``(preset model, training record, final metrics)``.
 
     The preset model is the encoder, or the whole U-Net for tasks that pretrain a decoder too.
     ``plan``: a ``keras_ssl3d.distribute.DistributionPlan``; ``batch_size`` is then per device.
+    ``held_out``: samples never trained on, scored every epoch (``val_*`` metrics, one fixed batch of
+    all of them); the record then holds the per-epoch ``history`` and the task's ``chance_accuracy``.
     """
     import keras
 
@@ -80,6 +82,12 @@ def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, res
               "encoder_overrides": encoder_overrides or {}, "distribution": plan.describe(batch_size)}
     run = TrainingRun(plan.output_dir(run_dir), config=config, resume=resume, seed=seed)
     fit_kwargs = {"verbose": verbose}
+    val_batch = None
+    if held_out is not None:
+        val_batch = max(len(held_out), getattr(task, "min_batch_size", 1))
+        validation = task.dataset(held_out, batch_size=val_batch, seed=seed + 1, shuffle=False)
+        validation.set_epoch(0)  # the same held-out batch (and augmentations) every epoch
+        fit_kwargs["validation_data"] = validation
     if steps_per_epoch:
         fit_kwargs["steps_per_epoch"] = int(steps_per_epoch)
     with plan.scope():
@@ -88,6 +96,9 @@ def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, res
     record = {"epochs": epochs, "batch_size": batch_size, "input_size": input_size, "samples": int(len(samples)),
               "seed": seed, "learning_rate": float(entry.recipe["learning_rate"]),
               "steps_per_epoch": steps_per_epoch or len(dataset)}
+    if held_out is not None:
+        record.update(held_out_samples=int(len(held_out)), chance_loss=task.chance_loss,
+                      chance_accuracy=task.chance_accuracy(val_batch), history=list(getattr(history, "rows", [])))
     return task.pretrained_model(), record, final
 
 

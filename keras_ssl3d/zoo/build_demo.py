@@ -1,13 +1,17 @@
 """Build the bundled DEMO presets: tiny encoders pretrained on built-in synthetic BraTS-like data.
 
-    python -m keras_ssl3d.zoo.build_demo [--only demo-brats-rotation] [--epochs 2]
+    python -m keras_ssl3d.zoo.build_demo [--only demo-brats-rotation] [--epochs 60]
 
 Each ``demo-*`` manifest names its tiny architecture; this script trains the manifest's task on
-``keras_ssl3d.data.synthetic.brats_like_arrays`` (fixed seeds), writes the preset folder to
-``keras_ssl3d/zoo/bundled/<name>/`` and pins the weights' sha256 in the manifest. The weights
-are reproducible run to run on one machine/library stack; another stack may produce different
-bits (hence the pinned hash is refreshed whenever the script runs). The demos exist so examples
-and tests work offline; their features are not meant for real images.
+``keras_ssl3d.data.synthetic.brats_like_arrays`` (fixed seeds) at the size, shape and widths of
+``keras-ssl3d demo --quick`` (which fine-tunes from these presets), with the task heads of
+``TASKS[task].small_hparams``. The pretext task is scored every epoch on held-out subjects of
+another seed; the last epoch's held-out accuracy and its chance level go to the preset's metadata
+and the manifest (so the model card says what the encoder learned). The preset folder is written
+to ``keras_ssl3d/zoo/bundled/<name>/`` and the weights' sha256 pinned in the manifest. The
+weights are reproducible run to run on one machine/library stack; another stack may produce
+different bits (hence the pinned hash is refreshed whenever the script runs). Their features are
+not meant for real images.
 """
 
 import argparse
@@ -18,62 +22,67 @@ import numpy as np
 
 from keras_ssl3d.zoo.registry import MANIFEST_DIR, PACKAGE_DIR, load_registry
 
-DEMO_SUBJECTS = 8
-DEMO_SHAPE = (40, 40, 40)
-DEMO_INPUT_SIZE = 32
-DEMO_EPOCHS = 2
+DEMO_SUBJECTS = 40
+DEMO_HELD_OUT = 8
+DEMO_EPOCHS = 60
 DEMO_BATCH_SIZE = 4
-# Task settings that fit a 32^3 input and keep the heads tiny (the paper's values need 128^3).
-DEMO_TASK_OVERRIDES = {
-    "cpc": {"code_size": 32, "embedding_dim": 16},
-    "rpl": {"embedding_dim": 16, "hidden_units": 32, "jitter": 1},
-    "jigsaw": {"embedding_dim": 16, "hidden_units": 32, "jitter": 1, "num_permutations": 10},
-    "rotation": {"hidden_units": 32},
-    "exemplar": {"code_size": 32, "hidden_units": 32},
-}
 
 
-def demo_samples(seed=0):
-    """Synthetic 4-channel BraTS-like volumes, resized to the demo input size, in [0, 1]."""
+def demo_samples(n=DEMO_SUBJECTS, seed=0):
+    """Synthetic 4-channel BraTS-like volumes as the quick demo sees them: its shape, resized to its size."""
     from keras_ssl3d.data.preprocess import resize_volume
     from keras_ssl3d.data.synthetic import brats_like_arrays
+    from keras_ssl3d.demo import quick_config
 
-    images, _ = brats_like_arrays(n=DEMO_SUBJECTS, shape=DEMO_SHAPE, seed=seed)
-    size = (DEMO_INPUT_SIZE,) * 3
+    config = quick_config()
+    images, _ = brats_like_arrays(n=n, shape=config.shape, seed=seed)
+    size = (config.size,) * 3
     return np.stack([resize_volume(im, size) for im in images]).astype(np.float32)
 
 
 def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
-    """Train and write one demo preset; return ``(folder, weights sha256)``."""
+    """Train and write one demo preset; return ``(folder, weights sha256, pretext summary)``."""
     import dataclasses
 
+    from keras_ssl3d.demo import pretext_summary, quick_config
     from keras_ssl3d.presets.io import save_preset
+    from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.zoo.build import contract_extra, preset_metadata, train_preset
 
     entry = load_registry()[name]
     task = entry.recipe["task"]
     recipe = dict(entry.recipe)
-    recipe["task_hparams"] = dict(recipe.get("task_hparams", {}), **DEMO_TASK_OVERRIDES.get(task, {}))
+    recipe["task_hparams"] = dict(recipe.get("task_hparams", {}), **TASKS[task].small_hparams)
     entry = dataclasses.replace(entry, manifest=dict(entry.manifest, recipe=recipe))
-    samples = demo_samples(seed)
+    samples = demo_samples(seed=seed)
+    held_out = demo_samples(DEMO_HELD_OUT, seed=seed + 20_000)  # other subjects: never trained on
+    size = quick_config().size
     with tempfile.TemporaryDirectory(prefix="keras_ssl3d_demo_") as run_dir:
         encoder, record, final = train_preset(entry, samples, epochs=epochs, batch_size=DEMO_BATCH_SIZE,
-                                              input_size=DEMO_INPUT_SIZE, run_dir=run_dir, seed=seed,
-                                              verbose=verbose)
+                                              input_size=size, run_dir=run_dir, seed=seed, verbose=verbose,
+                                              held_out=held_out)
+    history = record.pop("history")
+    summary = pretext_summary(history, record.pop("chance_loss"), record.pop("chance_accuracy"))
     bundled = entry.manifest["bundled"]["path"]
     out = (PACKAGE_DIR / bundled).resolve()
     metadata = preset_metadata(entry, record, final, f"keras_ssl3d.data.synthetic.brats_like_arrays(n={DEMO_SUBJECTS}, "
-                                                     f"shape={DEMO_SHAPE}, seed={seed})")
+                                                     f"shape={quick_config().shape}, seed={seed}); held out: n="
+                                                     f"{DEMO_HELD_OUT}, seed={seed + 20_000}")
     metadata["demo"] = True
+    metadata["pretext"] = summary
     save_preset(encoder, out, metadata=metadata, input_contract_extra=contract_extra(entry))
     sha = json.loads((out / "metadata.json").read_text())["weights_sha256"]
-    return out, sha
+    return out, sha, summary
 
 
-def pin_bundled_sha(name, sha):
+def pin_bundled_sha(name, sha, pretext=None):
+    """Pin the built weights' hash (and what the pretext task reached) in the manifest."""
     path = MANIFEST_DIR / f"{name}.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest["bundled"]["weights_sha256"] = sha
+    if pretext is not None:
+        manifest["bundled"]["pretext"] = {k: pretext[k] for k in ("held_out_accuracy", "chance_accuracy",
+                                                                  "train_accuracy", "epochs")}
     from keras_ssl3d.fileio import write_json_atomic
 
     write_json_atomic(path, manifest)
@@ -87,11 +96,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     names = args.only or [n for n, e in load_registry().items() if e.manifest.get("bundled")]
     for name in names:
-        folder, sha = build_demo(name, epochs=args.epochs, seed=args.seed)
-        pin_bundled_sha(name, sha)
+        folder, sha, pretext = build_demo(name, epochs=args.epochs, seed=args.seed)
+        pin_bundled_sha(name, sha, pretext)
         size = sum(p.stat().st_size for p in folder.iterdir())
         print(json.dumps({"preset": name, "folder": str(folder.relative_to(PACKAGE_DIR.parent.parent)),
-                          "bytes": size, "weights_sha256": sha}))
+                          "bytes": size, "weights_sha256": sha, "pretext": pretext}))
 
 
 if __name__ == "__main__":

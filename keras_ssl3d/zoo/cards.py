@@ -132,6 +132,11 @@ def entry_card(entry, status=None):
     if m.get("bundled"):
         rows.append(("bundled folder", f"`keras_ssl3d/zoo/{m['bundled']['path']}`"))
         rows.append(("bundled weights sha256", m["bundled"].get("weights_sha256") or "not built yet"))
+        pretext = m["bundled"].get("pretext")
+        if pretext and pretext.get("held_out_accuracy") is not None:
+            rows.append(("pretext accuracy (held-out subjects)",
+                         f"{pretext['held_out_accuracy']:.3f} (chance {pretext['chance_accuracy']:.3f}) after "
+                         f"{pretext['epochs']} epochs; training {pretext['train_accuracy']:.3f}"))
     lines += [_table([r for r in rows if r[1] is not None]), ""]
     lines += ["**Input contract**", "", _table([(k, _fmt(v)) for k, v in contract.items()]), ""]
     lines += ["**Recipe**", "", _recipe_table(m["recipe"]), ""]
