@@ -108,6 +108,9 @@ def test_finetune_from_scratch_and_errors(brats, capsys):
     assert meta["encoder_source"] == "none" and len(meta["train_subjects"]) == 4
     result = json.loads((run / "result.json").read_text())
     assert len(result["curve"]) == 1 and 0.0 <= result["final_score"] <= 1.0
+    # Settings added later are recorded only when set, so runs made before them still resume.
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert not {"augment", "checkpoint_every", "checkpoint_seconds"} & set(config)
     # The raw folder was preprocessed once into a cache beside the run folder, and is streamed from it.
     caches = [c for c in (brats / "keras-ssl3d-cache").iterdir() if c.name.startswith("brats-32-")
               and "crop" not in c.name]
