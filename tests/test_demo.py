@@ -108,3 +108,10 @@ def test_quick_source_starts_from_the_bundled_preset(tmp_path):
     assert 0.0 <= pretext["held_out_accuracy"] <= 1.0 and pretext["chance_accuracy"] == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="widths"):  # scratch must share the preset's architecture
         run_demo(task="rotation", out=tmp_path / "other", config=dataclasses.replace(config, filters=(4, 8)))
+
+
+def test_cli_default_task_is_the_demos():
+    from keras_ssl3d.cli.demo import DEFAULT_TASK as CLI_DEFAULT
+    from keras_ssl3d.demo import DEFAULT_TASK
+
+    assert CLI_DEFAULT == DEFAULT_TASK

@@ -1,6 +1,6 @@
 """Build the bundled DEMO presets: tiny encoders pretrained on built-in synthetic BraTS-like data.
 
-    python -m keras_ssl3d.zoo.build_demo [--only demo-brats-rotation] [--epochs 60]
+    python -m keras_ssl3d.zoo.build_demo [--only demo-brats-rotation] [--epochs 30]
 
 Each ``demo-*`` manifest names its tiny architecture; this script trains the manifest's task on
 ``keras_ssl3d.data.synthetic.brats_like_arrays`` (fixed seeds) at the size, shape and widths of
@@ -24,7 +24,7 @@ from keras_ssl3d.zoo.registry import MANIFEST_DIR, PACKAGE_DIR, load_registry
 
 DEMO_SUBJECTS = 40
 DEMO_HELD_OUT = 8
-DEMO_EPOCHS = 60
+DEMO_EPOCHS = 30
 DEMO_BATCH_SIZE = 4
 
 
