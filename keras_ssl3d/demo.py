@@ -95,7 +95,7 @@ def quick_config():
     """``keras-ssl3d demo --quick``: aims at <= 2 minutes on 2 CPU cores: the same data, fine-tuned from the
     bundled ``demo-brats-<task>`` preset (no pretraining), few labels only, fewer subsets and steps."""
     return dataclasses.replace(DemoConfig(), encoder_source="bundled", fractions=(0.125,), subsets=3,
-                               finetune_steps=80, finetune_epochs=4)
+                               finetune_steps=120, finetune_epochs=4)
 
 
 def tiny_config():
@@ -250,7 +250,9 @@ def compare_to_scratch(runs, tasks):
     rows = [{"label": r["encoder"], "fraction": r["label_fraction"], "repeat": r["subset"], "score": r["dice"]["mean"]}
             for r in runs]
     found = statistics.compare_to_scratch(rows, baseline=SCRATCH)
-    return [{"encoder": name, "label_fraction": fraction, **dataclasses.asdict(found[(name, fraction)])}
+    return [{"encoder": name, "label_fraction": fraction,  # one subset: no sd or interval (None, not NaN, in JSON)
+             **{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in dataclasses.asdict(found[(name, fraction)]).items()}}
             for fraction in sorted({r["label_fraction"] for r in runs}) for name in tasks if (name, fraction) in found]
 
 
@@ -487,9 +489,10 @@ def format_report(results):
         "`keras_ssl3d.data.synthetic.make_brats_like` (the test set uses another seed) and read back through the "
         f"BraTS layout reader, resampled to {c['size']}^3 and min-max scaled.",
         f"- Encoder: `Encoder3D(filters={tuple(c['filters'])}, norm={c['norm']!r})` (the paper: 32...512 at 128^3).",
-        (f"- Pretraining: the bundled `demo-brats-<task>` presets (built by `python -m keras_ssl3d.zoo.build_demo` "
-         "on other synthetic subjects of the same generator, never on this run's test subjects): the package's "
-         "other promise, download pretrained weights and fine-tune on few labels."
+        ("- Pretraining: the bundled `demo-brats-<task>` presets (built by `python -m keras_ssl3d.zoo.build_demo` "
+         "from the unlabelled images of 40 subjects of the same generator, seed 0: with --seed 0 this run's "
+         "training subjects are among them, its test subjects never): the package's other promise, download "
+         "pretrained weights and fine-tune on few labels."
          if c["encoder_source"] == "bundled" else
          f"- Pretraining: all {c['n_train']} training subjects, labels unused (foreground crop as in the paper), "
          f"{c['pretrain_epochs']} epochs, batch {c['pretrain_batch_size']}, Adam lr {c['pretrain_lr']:g}; "
@@ -594,7 +597,7 @@ def write_figures(out, results, test_data, examples):
         for c in rows:
             x = 100 * c["label_fraction"] * (1 + 0.03 * k)
             low, high = c["low"], c["high"]
-            err = [[c["mean"] - low], [high - c["mean"]]] if low == low else None
+            err = [[c["mean"] - low], [high - c["mean"]]] if low is not None else None
             ax.errorbar([x], [c["mean"]], yerr=err, marker="o", capsize=3, color=colors[name],
                         label=name if c is rows[0] else None)
             ax.annotate(c["verdict"].split(" (")[0], (x, c["mean"]), textcoords="offset points", xytext=(5, 3),
@@ -639,7 +642,7 @@ def write_figures(out, results, test_data, examples):
                     color=colors[r["encoder"]], linestyle="--" if r["encoder"] == SCRATCH else "-",
                     marker="s" if r["encoder"] == SCRATCH else "o", markersize=4,
                     label=r["encoder"] if r.get("subset", 0) == 0 else None)
-        ax.set_title(f"fine-tuning loss, {100 * fraction:.0f}% labels (every subset)")
+        ax.set_title(f"fine-tuning loss, {100 * fraction:.0f}% labels\n(every label subset)", fontsize=10)
         ax.set_xlabel("optimizer step")
         ax.legend(fontsize=8)
     save(fig, "training_curves.png")

@@ -76,6 +76,12 @@ def test_study_outputs(setup, capsys):
         assert f"| {fraction} | enc_a | {diff:+.3f} not distinguishable (one subset) |" in summary
     printed = capsys.readouterr().out
     assert "## Pretrained minus scratch, paired by label subset" in printed  # the CLI prints the summary
+    # `evaluate --subjects test` scores a study run on its held-out test subjects: the study's own score.
+    enc = next(r for r in rows if r["label"] == "enc_a" and r["fraction"] == "1.0")
+    assert run_cli(cli, ["evaluate", "--model", enc["run_dir"], "--data", str(setup / "brats"), "--subjects", "test",
+                         "--out", str(setup / "eval.json")]) == 0
+    scored = json.loads((setup / "eval.json").read_text())
+    assert scored["num_subjects"] == 1 and scored["mean_dice"] == pytest.approx(float(enc["score"]))
 
     # Running it again reuses every finished run.
     capsys.readouterr()

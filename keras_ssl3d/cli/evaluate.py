@@ -11,8 +11,9 @@ from keras_ssl3d.cli.streaming import cache_option
               help="Run folder of `keras-ssl3d finetune` (or its model/ preset folder).")
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data set to evaluate on.")
 @click.option("--out", default=None, type=click.Path(), help="Write the scores as JSON here.")
-@click.option("--subjects", default="all", show_default=True, type=click.Choice(["all", "val", "train"]),
-              help="Evaluate every subject of --data, or only the run's validation / training subjects.")
+@click.option("--subjects", default="all", show_default=True, type=click.Choice(["all", "test", "val", "train"]),
+              help="Evaluate every subject of --data, or only the run's held-out test (a study's runs) / "
+                   "validation / training subjects.")
 @click.option("--overlap", default=0.5, show_default=True, type=options.OVERLAP, help="Sliding-window overlap (3D).")
 @click.option("--batch-size", default=1, show_default=True, type=options.BATCH_SIZE)
 @cache_option

@@ -47,7 +47,7 @@ def label_mapping(metadata):
 
 
 def select_subjects(data, metadata, subjects="all"):
-    """Indices of the subjects to evaluate: all, or the run's validation / training subjects."""
+    """Indices of the subjects to evaluate: all, or the run's test / validation / training subjects."""
     if subjects == "all":
         return np.arange(len(data))
     wanted = metadata.get(f"{subjects}_subjects")
