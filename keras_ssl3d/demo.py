@@ -34,6 +34,7 @@ import numpy as np
 from keras_ssl3d.errors import ConfigError, RunError
 from keras_ssl3d.tasks import TASK_NAMES as DEMO_TASKS
 from keras_ssl3d.tasks import TASKS, make_task
+from keras_ssl3d.tasks.base import pretext_summary
 REGIONS = ("whole_tumor", "tumor_core", "enhancing_tumor")
 REGION_LABELS = {"whole_tumor": "WT", "tumor_core": "TC", "enhancing_tumor": "ET"}
 SCRATCH = "scratch"
@@ -175,10 +176,8 @@ def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0, held_out_
     validation, val_batch = None, None
     if held_out_dir is not None:
         held_out = open_cache(ensure_cache(held_out_dir, config.size, crop_foreground=True, root=root))
-        # The same held-out batches (subjects and augmentations) every epoch: comparable accuracies.
         val_batch = max(len(held_out), TASKS[task].min_batch_size)
-        validation = model.dataset(held_out, batch_size=val_batch, seed=seed + 1, shuffle=False)
-        validation.set_epoch(0)
+        validation = model.held_out_dataset(held_out, batch_size=val_batch, seed=seed + 1)
     run = TrainingRun(run_dir, config=run_config, seed=seed, command=_command())
     history = run.fit(model, x=model.dataset(samples, batch_size=batch_size, seed=seed),
                       epochs=config.pretrain_epochs, verbose=verbose, shuffle=False, validation_data=validation)
@@ -188,15 +187,6 @@ def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0, held_out_
     model.pretrained_model().save_pretrained(folder, metadata={"task": task, "hyperparameters": run_config,
                                                                 "demo": True, "pretext": summary})
     return folder, rows, summary
-
-
-def pretext_summary(rows, chance_loss, chance_accuracy):
-    """What the pretext task learned, from its per-epoch rows: held-out accuracy (or loss) next to chance."""
-    first, last = (rows[0], rows[-1]) if rows else ({}, {})
-    return {"chance_loss": chance_loss, "chance_accuracy": chance_accuracy,
-            "train_accuracy": last.get("accuracy"), "held_out_accuracy": last.get("val_accuracy"),
-            "held_out_loss_first": first.get("val_loss"), "held_out_loss": last.get("val_loss"),
-            "epochs": len(rows)}
 
 
 def describe_pretext(name, p):
@@ -236,8 +226,9 @@ def bundled_preset(task, config):
 def bundled_pretext(handle):
     """The pretext summary a bundled preset's metadata records (written by ``keras_ssl3d.zoo.build_demo``)."""
     from keras_ssl3d.presets import resolve_handle
+    from keras_ssl3d.presets.io import read_metadata
 
-    metadata = json.loads((Path(resolve_handle(handle).path) / "metadata.json").read_text(encoding="utf-8"))
+    metadata = read_metadata(resolve_handle(handle).path)
     summary = dict(metadata.get("pretext") or {})
     summary.setdefault("epochs", (metadata.get("hyperparameters") or {}).get("epochs"))
     return {**summary, "history": [], "encoder": handle, "source": "bundled", "preset": handle}

@@ -155,11 +155,9 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
                             workers=workers, shard=plan.shard)
     validation = None
     if len(val_idx):
-        # The same held-out batches (subjects and augmentations) every epoch: comparable accuracies.
         val_batch = max(min(plan.global_batch(batch_size), len(val_idx)), least * plan.replicas)
-        validation = model.dataset(samples, batch_size=val_batch, seed=seed + 1, shuffle=False, indices=val_idx,
-                                   shard=plan.shard)
-        validation.set_epoch(0)
+        validation = model.held_out_dataset(samples, batch_size=val_batch, seed=seed + 1, indices=val_idx,
+                                            shard=plan.shard)
     out_dir = plan.output_dir(run_dir)
     run = TrainingRun(out_dir, config=config, resume=resume, seed=seed)
     write_resolved_config(ctx, out_dir)  # --config OUT/config.yaml repeats this run

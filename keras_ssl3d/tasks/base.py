@@ -11,6 +11,16 @@ DEFAULT_LEARNING_RATE = {3: 1e-3, 2: 5e-4}
 DEFAULT_INPUT_SIZE = {3: 128, 2: 224}
 
 
+
+def pretext_summary(rows, chance_loss, chance_accuracy):
+    """What a pretext task learned, from its per-epoch history rows: the last held-out accuracy (or, for
+    restoration tasks, the held-out loss of the first and last epoch) next to the task's chance level."""
+    first, last = (rows[0], rows[-1]) if rows else ({}, {})
+    return {"chance_loss": chance_loss, "chance_accuracy": chance_accuracy,
+            "train_accuracy": last.get("accuracy"), "held_out_accuracy": last.get("val_accuracy"),
+            "held_out_loss_first": first.get("val_loss"), "held_out_loss": last.get("val_loss"),
+            "epochs": len(rows)}
+
 def check_encoder(encoder, task):
     if isinstance(encoder, dict):
         encoder = keras.saving.deserialize_keras_object(encoder)
@@ -248,6 +258,13 @@ class PretextTask(keras.Model):
                           source=getattr(samples, "directory", None), value_range=samples.value_range())
         return VolumeBatches(samples, batch_size=batch_size, seed=seed, shuffle=shuffle, transform=self.transform,
                              drop_remainder=True, **kwargs)
+
+    def held_out_dataset(self, samples, batch_size, seed=0, **kwargs):
+        """Validation batches of held-out ``samples``: the same subjects and augmentations every epoch,
+        so the pretext accuracies of different epochs are comparable."""
+        batches = self.dataset(samples, batch_size=batch_size, seed=seed, shuffle=False, **kwargs)
+        batches.set_epoch(0)
+        return batches
 
     def _base_config(self):
         return {

@@ -61,7 +61,8 @@ def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, res
     The preset model is the encoder, or the whole U-Net for tasks that pretrain a decoder too.
     ``plan``: a ``keras_ssl3d.distribute.DistributionPlan``; ``batch_size`` is then per device.
     ``held_out``: samples never trained on, scored every epoch (``val_*`` metrics, one fixed batch of
-    all of them); the record then holds the per-epoch ``history`` and the task's ``chance_accuracy``.
+    all of them); the record then holds ``pretext``, what the task reached next to chance
+    (``keras_ssl3d.tasks.base.pretext_summary``).
     """
     import keras
 
@@ -85,9 +86,7 @@ def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, res
     val_batch = None
     if held_out is not None:
         val_batch = max(len(held_out), getattr(task, "min_batch_size", 1))
-        validation = task.dataset(held_out, batch_size=val_batch, seed=seed + 1, shuffle=False)
-        validation.set_epoch(0)  # the same held-out batch (and augmentations) every epoch
-        fit_kwargs["validation_data"] = validation
+        fit_kwargs["validation_data"] = task.held_out_dataset(held_out, batch_size=val_batch, seed=seed + 1)
     if steps_per_epoch:
         fit_kwargs["steps_per_epoch"] = int(steps_per_epoch)
     with plan.scope():
@@ -97,8 +96,11 @@ def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, res
               "seed": seed, "learning_rate": float(entry.recipe["learning_rate"]),
               "steps_per_epoch": steps_per_epoch or len(dataset)}
     if held_out is not None:
-        record.update(held_out_samples=int(len(held_out)), chance_loss=task.chance_loss,
-                      chance_accuracy=task.chance_accuracy(val_batch), history=list(getattr(history, "rows", [])))
+        from keras_ssl3d.tasks.base import pretext_summary
+
+        record.update(held_out_samples=int(len(held_out)),
+                      pretext=pretext_summary(list(getattr(history, "rows", [])), task.chance_loss,
+                                              task.chance_accuracy(val_batch)))
     return task.pretrained_model(), record, final
 
 

@@ -44,8 +44,8 @@ def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
     """Train and write one demo preset; return ``(folder, weights sha256, pretext summary)``."""
     import dataclasses
 
-    from keras_ssl3d.demo import pretext_summary, quick_config
-    from keras_ssl3d.presets.io import save_preset
+    from keras_ssl3d.demo import quick_config
+    from keras_ssl3d.presets.io import read_metadata, save_preset
     from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.zoo.build import contract_extra, preset_metadata, train_preset
 
@@ -61,8 +61,7 @@ def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
         encoder, record, final = train_preset(entry, samples, epochs=epochs, batch_size=DEMO_BATCH_SIZE,
                                               input_size=size, run_dir=run_dir, seed=seed, verbose=verbose,
                                               held_out=held_out)
-    history = record.pop("history")
-    summary = pretext_summary(history, record.pop("chance_loss"), record.pop("chance_accuracy"))
+    summary = record.pop("pretext")  # the preset's own entry, and the manifest's
     bundled = entry.manifest["bundled"]["path"]
     out = (PACKAGE_DIR / bundled).resolve()
     metadata = preset_metadata(entry, record, final, f"keras_ssl3d.data.synthetic.brats_like_arrays(n={DEMO_SUBJECTS}, "
@@ -71,7 +70,7 @@ def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
     metadata["demo"] = True
     metadata["pretext"] = summary
     save_preset(encoder, out, metadata=metadata, input_contract_extra=contract_extra(entry))
-    sha = json.loads((out / "metadata.json").read_text())["weights_sha256"]
+    sha = read_metadata(out)["weights_sha256"]
     return out, sha, summary
 
 
