@@ -27,6 +27,7 @@ _KERAS_NAMES = {
     "data": "keras_ssl3d.data", "losses": "keras_ssl3d.losses", "tasks": "keras_ssl3d.tasks",
     "MeanDice": "keras_ssl3d.finetune.metrics", "QuadraticKappa": "keras_ssl3d.finetune.metrics",
     "ResidualBlock": "keras_ssl3d.layers", "UNetDecoder3D": "keras_ssl3d.layers", "set_remat": "keras_ssl3d.layers",
+    "set_micro_batches": "keras_ssl3d.layers",
     "DiceCELoss": "keras_ssl3d.losses", "InfoNCE": "keras_ssl3d.losses", "SoftDiceLoss": "keras_ssl3d.losses",
     "TripletLoss": "keras_ssl3d.losses",
     "Classifier2D": "keras_ssl3d.models", "Encoder2D": "keras_ssl3d.models", "Encoder3D": "keras_ssl3d.models",

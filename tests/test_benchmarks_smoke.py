@@ -208,11 +208,13 @@ if __name__ == "__main__":  # pragma: no cover
 
 def test_memory128_remedies_and_memory_sampling():
     memory = _load("ssl3d_bench_memory128", "memory128.py")
-    assert memory.parse_remedy("none") == (False, "float32")
-    assert memory.parse_remedy("remat") == (True, "float32")
-    assert memory.parse_remedy("remat+mixed_bfloat16") == (True, "mixed_bfloat16")
-    with pytest.raises(SystemExit):
-        memory.parse_remedy("remat+fp8")
+    assert memory.parse_remedy("none") == (False, "float32", 1)
+    assert memory.parse_remedy("remat") == (True, "float32", 1)
+    assert memory.parse_remedy("remat+mixed_bfloat16") == (True, "mixed_bfloat16", 1)
+    assert memory.parse_remedy("micro4+remat") == (True, "float32", 4)
+    for bad in ("remat+fp8", "micro0", "micro2+micro4"):
+        with pytest.raises(SystemExit):
+            memory.parse_remedy(bad)
     status = memory.read_status("self")  # this process: VmHWM >= VmRSS >= RssAnon > 0
     assert status["VmHWM"] >= status["VmRSS"] >= status["RssAnon"] > 0
     assert memory.read_status(2**22 + 12345) is None  # no such process

@@ -1,4 +1,4 @@
-"""Memory remedies: rematerialised residual blocks (same numbers, saved in the config) and
+"""Memory remedies: rematerialised residual blocks (same numbers, saved in the config), micro-batches and
 Exemplar's in-batch negatives (the triplet loss against a hand computation)."""
 
 import keras
@@ -100,3 +100,79 @@ def test_exemplar_with_in_batch_negatives_round_trips(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "exemplar.keras")
     assert loaded.encoder.remat
     np.testing.assert_allclose(to_numpy(loaded(inputs, training=False)), expected, rtol=1e-5, atol=1e-6)
+
+
+def _exemplar_step(micro_batches, norm, remat=False):
+    """Loss, gradients (SGD with lr 1) and non-trainable state after one Exemplar step, batch 3 (6 volumes)."""
+    keras.utils.set_random_seed(0)
+    encoder = Encoder3D(in_channels=1, filters=(4, 8), norm=norm, micro_batches=micro_batches, remat=remat)
+    task = Exemplar(encoder, code_size=8, hidden_units=8)
+    task.compile(optimizer=keras.optimizers.SGD(1.0))
+    inputs, targets = task.make_transform(seed=0)(random_volumes(n=3, size=8, seed=1) * 3 + 1)
+    before = [to_numpy(w) for w in task.trainable_weights]
+    loss = float(to_numpy(task.train_on_batch(inputs, targets))[0])
+    grads = [b - to_numpy(w) for b, w in zip(before, task.trainable_weights)]
+    return loss, grads, [to_numpy(w) for w in task.non_trainable_weights]
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_micro_batches_keep_the_loss_and_gradients_of_a_coupled_loss(remat):
+    """Exemplar's negatives come from the other samples: the parts must still form one loss (also with
+    the blocks' own remat nested inside the parts)."""
+    loss, grads, _ = _exemplar_step(1, "group")
+    loss_m, grads_m, _ = _exemplar_step(4, "group", remat=remat)  # 6 volumes in parts of 1, 2, 1, 2
+    assert np.isclose(loss, loss_m, rtol=1e-5) and loss > 0.1
+    assert max(float(np.abs(g).max()) for g in grads) > 1e-4
+    for g, g_m in zip(grads, grads_m):
+        np.testing.assert_allclose(g_m, g, rtol=1e-4, atol=1e-6)
+
+
+def _parts_step(micro_batches):
+    """One SGD step of encoder -> pooling -> dense with a loss that couples the samples (softmax over
+    the batch). ``micro_batches=None``: the reference, the plain encoder called once per part by hand."""
+    keras.utils.set_random_seed(0)
+    encoder = Encoder3D(in_channels=1, filters=(4, 8), micro_batches=micro_batches or 1)
+    volumes = keras.Input((8, 8, 8, 1), batch_size=4)
+    if micro_batches:
+        features = encoder(volumes)
+    else:  # parts [0:1], [1:2], [2:4]... of 4 samples in 3 parts: (k * 4) // 3 -> 0, 1, 2, 4
+        features = keras.layers.Concatenate(axis=0)([encoder(volumes[a:b, ...]) for a, b in ((0, 1), (1, 2), (2, 4))])
+    scores = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling3D()(features))
+    model = keras.Model(volumes, keras.ops.reshape(scores, (1, 4)))
+    model.compile(optimizer=keras.optimizers.SGD(1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = random_volumes(n=4, size=8, seed=2) * 3 + 1
+    before = [to_numpy(w) for w in model.trainable_weights]
+    loss = float(to_numpy(model.train_on_batch(x, np.array([2]))))
+    grads = [b - to_numpy(w) for b, w in zip(before, model.trainable_weights)]
+    return loss, grads, [to_numpy(w) for w in model.non_trainable_weights]
+
+
+def test_micro_batches_with_batch_norm_equal_one_call_per_part():
+    loss, grads, state = _parts_step(None)
+    loss_m, grads_m, state_m = _parts_step(3)
+    assert np.isclose(loss, loss_m, rtol=1e-5)
+    for g, g_m in zip(grads, grads_m):
+        np.testing.assert_allclose(g_m, g, rtol=1e-4, atol=1e-6)
+    # the moving statistics move once per part, as in the three calls (and not again in the recomputation)
+    for s, s_m in zip(state, state_m):
+        np.testing.assert_allclose(s_m, s, rtol=1e-5, atol=1e-6)
+    assert any(np.abs(s).max() > 0.05 and not np.allclose(s, 1.0) for s in state)
+    whole_loss, whole_grads, _ = _parts_step(1)  # batch statistics of the whole batch: another step
+    assert max(float(np.abs(g - g_m).max()) for g, g_m in zip(whole_grads, grads_m)) > 1e-4
+
+
+def test_micro_batches_are_saved_switchable_and_checked(tmp_path):
+    from keras_ssl3d import ConfigError, set_micro_batches
+
+    task = Exemplar(Encoder3D(in_channels=1, filters=(4, 8), micro_batches=2), code_size=8, hidden_units=8)
+    task.save(tmp_path / "exemplar.keras")
+    loaded = keras.saving.load_model(tmp_path / "exemplar.keras")
+    assert loaded.encoder.micro_batches == 2 and loaded.encoder.get_config()["micro_batches"] == 2
+    assert set_micro_batches(loaded, 1).encoder.micro_batches == 1
+    with pytest.raises(ConfigError, match="positive"):
+        Encoder3D(in_channels=1, filters=(4, 8), micro_batches=0)
+    encoder = Encoder3D(in_channels=1, filters=(4, 8), micro_batches=3)
+    with pytest.raises(ConfigError, match="at least 3 samples"):
+        encoder(random_volumes(n=2, size=8), training=True)
+    np.testing.assert_allclose(to_numpy(encoder(random_volumes(n=2, size=8), training=False)).shape, (2, 4, 4, 4, 8))

@@ -1,4 +1,5 @@
-"""`pretrain --remat` and `finetune --remat --precision ...` end to end (tiny), recorded in run.json."""
+"""`pretrain --remat`, `pretrain --micro-batches` and `finetune --remat --precision ...` end to end (tiny),
+recorded in run.json."""
 
 import json
 
@@ -43,6 +44,27 @@ def test_pretrain_remat_then_finetune_remat_mixed_precision(brats, capsys):
     code = run_cli(cli, ["pretrain", "--task", "rotation", "--dims", "2", "--data", str(brats / "brats"),
                          "--out", str(brats / "bad"), "--remat"])
     assert code == 2 and "--remat applies to the 3D encoder" in capsys.readouterr().err
+
+
+def test_pretrain_exemplar_in_micro_batches(brats, capsys):
+    run = brats / "exemplar"
+    args = ["pretrain", "--task", "exemplar", "--data", str(brats / "brats"), "--size", "16", "--filters", "4,8",
+            "--epochs", "1", "--batch-size", "2", "--task-option", "code_size=8", "--task-option", "hidden_units=8"]
+    code = run_cli(cli, [*args, "--out", str(run), "--micro-batches", "4"])  # 2 samples x 2 views: parts of 1
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["micro_batches"] == 4
+    preset = json.loads((run / "encoder" / "config.json").read_text())
+    assert preset["config"]["micro_batches"] == 1  # a setting of the run, not of the preset
+    loss = np.loadtxt(run / "history.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert np.isfinite(loss).all()
+
+    code = run_cli(cli, [*args, "--out", str(brats / "too-many"), "--micro-batches", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--micro-batches 5 is more than the 4 inputs" in err and len(err.strip().splitlines()) == 1
+    assert not (brats / "too-many" / "run.json").exists()
+    code = run_cli(cli, [*args[:2], "genesis", *args[3:-4], "--out", str(brats / "genesis"), "--micro-batches", "2"])
+    assert code == 2 and "--micro-batches applies to" in capsys.readouterr().err
 
 
 def test_mixed_float16_is_refused_on_tensorflow_cpu():

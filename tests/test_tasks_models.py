@@ -53,6 +53,8 @@ EXPECTED_OUTPUT = {
 def test_forward_loss_and_train_step(name, dims):
     task, encoder = _task(name, dims)
     assert task.encoder is encoder and task.rank == dims
+    per_sample = {"rotation": 1, "exemplar": 2, "rpl": 2, "cpc": 4 ** dims, "jigsaw": 3 ** dims}[name]
+    assert task.encoder_inputs_per_sample == per_sample  # what --micro-batches cuts into parts
     task.compile()
     assert np.isclose(float(to_numpy(task.optimizer.learning_rate)), 1e-3 if dims == 3 else 5e-4)
     inputs, targets = task.make_transform(seed=0)(_batch(dims))

@@ -26,6 +26,7 @@ CHANNELS = click.IntRange(min=1)
 FIT_VERBOSITY = click.IntRange(min=0, max=2)
 CHECKPOINT_EVERY = click.IntRange(min=1)
 CHECKPOINT_SECONDS = click.FloatRange(min=0)
+MICRO_BATCHES = click.IntRange(min=1)
 
 # = keras_ssl3d.training.precision.PRECISIONS (which imports Keras; a test keeps both in step).
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

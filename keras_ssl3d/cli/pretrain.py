@@ -16,7 +16,7 @@ from keras_ssl3d.task_names import TASK_NAMES
 
 
 def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="batch", remat=False,
-               task_options=None):
+               micro_batches=1, task_options=None):
     """The encoder and task model the CLI trains (also used by the benchmarks).
 
     ``task_options``: ``{name: value}`` constructor arguments of the task (``--task-option``), already
@@ -29,7 +29,7 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
         raise ConfigError(f"--task {task} supports --dims {' or '.join(map(str, TASKS[task].ranks))}, not {dims}")
     if dims == 3:
         encoder = Encoder3D(in_channels=in_channels, filters=filters or (32, 64, 128, 256, 512), norm=norm,
-                            remat=remat)
+                            remat=remat, micro_batches=micro_batches)
     else:
         encoder = Encoder2D(in_channels=in_channels, blocks=blocks or (6, 12, 24, 16))
     task_options = dict(task_options or {})
@@ -73,12 +73,17 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
 @workers_option
 @distribution_options
 @options.memory_options("the encoder")
+@click.option("--micro-batches", type=options.MICRO_BATCHES, default=1, show_default=True,
+              help="3D: the encoder runs each step's batch in this many sequential, rematerialised parts: the "
+                   "activations of one part at a time (Exemplar and SimCLR at 128^3 on 8 GB). The loss is still "
+                   "the whole batch's (in-batch negatives stay); batch norm normalises each part on its own.")
 @options.tensorboard_option
 @click.option("--seed", type=options.SEED, default=0, show_default=True)
 @resume_option
 @click.pass_context
 def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction,
-             task_option, cache, workers, distribute_strategy, devices, remat, precision, tensorboard, seed, resume):
+             task_option, cache, workers, distribute_strategy, devices, remat, precision, micro_batches, tensorboard, seed,
+             resume):
     """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder).
 
     Genesis and MAE pretrain a decoder too: OUT/encoder/ then holds the whole U-Net, and fine-tuning
@@ -97,7 +102,7 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     from keras_ssl3d.data import open_unlabeled
     from keras_ssl3d.finetune.runner import split_indices
     from keras_ssl3d.tasks import TASKS
-    from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE
+    from keras_ssl3d.tasks.base import DEFAULT_INPUT_SIZE, DEFAULT_LEARNING_RATE, RestorationTask
     from keras_ssl3d.training import TrainingRun
     from keras_ssl3d.training.run import check_run_dir
     from keras_ssl3d.training.tensorboard import tensorboard_callbacks
@@ -106,6 +111,9 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     dims = int(dims)
     if remat and dims != 3:
         raise ConfigError("--remat applies to the 3D encoder (--dims 3)")
+    if micro_batches > 1 and (dims != 3 or issubclass(TASKS[task], RestorationTask)):
+        raise ConfigError("--micro-batches applies to the 3D encoder of the tasks that call it on their batch "
+                          f"(not --dims 2, genesis or mae), got --task {task} --dims {dims}")
     size = int(size or DEFAULT_INPUT_SIZE[dims])
     batch_size = int(batch_size or (2 if dims == 3 else 16))
     filters = parse_int_list(filters, "--filters") if dims == 3 else None
@@ -134,14 +142,20 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     with plan.scope():
         with precision_policy(precision):
             model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm, remat=remat,
-                               task_options=task_options)
+                               micro_batches=micro_batches, task_options=task_options)
         model.compile(learning_rate=learning_rate)
+    per_step = batch_size * model.encoder_inputs_per_sample  # what the encoder of one device sees in a step
+    if micro_batches > per_step:
+        raise ConfigError(f"--micro-batches {micro_batches} is more than the {per_step} inputs the encoder gets per "
+                          f"step ({task}, batch {batch_size}): every part needs at least one")
     hyperparameters = {
         "task": task, "dims": dims, "size": size, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "optimizer": "adam", "seed": seed, "precision": precision, "remat": remat,
         "encoder": {"filters": list(filters), "norm": norm} if dims == 3 else {"blocks": list(blocks)},
         "task_config": {k: v for k, v in model.get_config().items() if k not in ("encoder", "name", "trainable")},
     }
+    if micro_batches > 1:  # (only then, so runs made before the option still resume; batch norm saw the parts)
+        hyperparameters["micro_batches"] = micro_batches
     pretraining_data = {"path": str(Path(data).resolve()), "num_samples": int(len(train_idx)),
                         "num_validation_samples": int(len(val_idx)),
                         "in_channels": in_channels, "size": size,
@@ -170,10 +184,11 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
         history = run.fit(model, x=dataset, epochs=epochs, verbose=1, shuffle=False, validation_data=validation,
                           callbacks=callbacks)
     out = out_dir / "encoder"
-    if remat:  # a setting of this run (run.json), not of the preset: it loads without remat
-        from keras_ssl3d.layers import set_remat
+    if remat or micro_batches > 1:  # settings of this run (run.json), not of the preset: it loads without them
+        from keras_ssl3d.layers import set_micro_batches, set_remat
 
         set_remat(model, False)
+        set_micro_batches(model, 1)
     saved = model.pretrained_model()
     what = "encoder" if saved is model.encoder else "encoder and decoder (a U-Net preset)"
     saved.save_pretrained(out, metadata={"task": task, "hyperparameters": hyperparameters,

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_ssl3d.layers.micro_batch import check_micro_batches, micro_batched_call
 from keras_ssl3d.layers.normalization import check_norm
 from keras_ssl3d.layers.residual_block import ResidualBlock, scope_asks_remat
 from keras_ssl3d.presets.mixin import PretrainedMixin
@@ -37,12 +38,17 @@ class Encoder3D(PretrainedMixin, keras.Model):
             same loss and gradients, much less activation memory, ~1/3 more compute. Saved in
             the config; ``set_remat(model, flag)`` switches it on a built (e.g. loaded) model.
             Building under ``keras.RematScope(mode="full")`` turns it on too.
+        micro_batches: in training, run the batch in this many sequential rematerialised parts
+            (see ``layers.micro_batch``): the activations of one part at a time, for tasks whose
+            loss couples the samples; batch norm then normalises each part on its own. Saved in
+            the config; ``set_micro_batches(model, n)`` switches it on a built model.
     """
 
     def __init__(self, in_channels=1, filters=(32, 64, 128, 256, 512), blocks_per_level=1,
                  downsample="maxpool", norm="batch", channel_names=None, spatial_shape=None,
-                 remat=False, name="encoder3d", **kwargs):
+                 remat=False, micro_batches=1, name="encoder3d", **kwargs):
         remat = bool(remat) or scope_asks_remat()
+        micro_batches = check_micro_batches(micro_batches)
         if downsample not in DOWNSAMPLING:
             raise ValueError(f"downsample must be one of {DOWNSAMPLING}, got {downsample!r}")
         check_norm(norm)
@@ -81,6 +87,15 @@ class Encoder3D(PretrainedMixin, keras.Model):
         self.channel_names = channel_names
         self.spatial_shape = None if spatial_shape is None else tuple(spatial_shape)
         self.remat = remat
+        self.micro_batches = micro_batches
+
+    def call(self, inputs, training=None, mask=None):
+        if training and self.micro_batches > 1:
+            def forward(x):
+                return super(Encoder3D, self).call(x, training=True)
+
+            return micro_batched_call(forward, self, inputs, self.micro_batches)
+        return super().call(inputs, training=training, mask=mask)
 
     @property
     def rank(self):
@@ -116,6 +131,7 @@ class Encoder3D(PretrainedMixin, keras.Model):
             "channel_names": self.channel_names,
             "spatial_shape": None if self.spatial_shape is None else list(self.spatial_shape),
             "remat": self.remat,
+            "micro_batches": self.micro_batches,
         }
 
     @classmethod

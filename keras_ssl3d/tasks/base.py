@@ -132,6 +132,12 @@ class PretextTask(keras.Model):
         return self.encoder.rank
 
     @property
+    def encoder_inputs_per_sample(self):
+        """How many inputs (volumes, views, patches) one sample gives the encoder in a step: the
+        encoder's batch is ``batch_size x`` this (what ``micro_batches`` cuts into parts)."""
+        return sum(int(np.prod(x.shape[1:len(x.shape) - self.rank - 1])) for x in self.inputs)
+
+    @property
     def default_learning_rate(self):
         return DEFAULT_LEARNING_RATE[self.rank]
 
