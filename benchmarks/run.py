@@ -443,13 +443,20 @@ def targets(records, peak, settings=None):
         rows.append((f"{task}: pipeline (2 workers) / model volumes/s at {big}^3", fmt(ratio),
                      f">= {TARGETS['pipeline_over_model']:.0f}x", verdict(ratio, TARGETS["pipeline_over_model"], ">="),
                      "" if ratio else "not measured"))
+    remedied = best_memory_remedies()
     for cfg, r in step_records(records, "tasks128").items():
         check = r.get("rss_check") or {}
         value = gb(check.get("peak_rss_mb") or check.get("lower_bound_mb"))
         failure = (r.get("later_failures") or [r])[-1]
-        rows.append((f"{task_of(r)} {big}^3 batch 2: pretraining peak RSS (GB)", rss_text(check),
+        rows.append((f"{task_of(r)} {big}^3 batch 2: pretraining peak RSS, no remedy (GB)", rss_text(check),
                      f"<= {TARGETS['rss_gb']:.0f} GB", verdict(value, TARGETS["rss_gb"], "<="),
                      "" if value else failed_text(failure)))
+        best = remedied.get(task_of(r))
+        if best:
+            rows.append((f"{task_of(r)} {big}^3 batch 2: pretraining peak RSS, best remedy (GB)",
+                         fmt(best["peak_rss_gb"]), f"<= {TARGETS['rss_gb']:.0f} GB",
+                         verdict(best["peak_rss_gb"], TARGETS["rss_gb"], "<="),
+                         f"`{best['remedy']}` (benchmarks/memory128.py)"))
     perm = next(iter(by_section(records, "permutations", "permutations")), None)
     rows.append(("jigsaw: min Hamming distance, 1000 x 27", fmt(perm and perm.get("min_hamming")),
                  f">= {TARGETS['perm_min_hamming']}", verdict(perm and perm.get("min_hamming"),
@@ -464,6 +471,19 @@ def targets(records, peak, settings=None):
                      verdict(r["growth_pct"], TARGETS["streaming_growth_pct"], "<"),
                      f"{fmt(r['peak_rss_anon_mb'][0])} -> {fmt(r['peak_rss_anon_mb'][1])} MB"))
     return rows
+
+
+def best_memory_remedies():
+    """``{task: record}``: the lowest finished 128^3 batch-2 peak of ``memory128.py`` with a remedy."""
+    path = HERE / "memory128.jsonl"
+    records = parse_json_lines(path.read_text()) if path.is_file() else []
+    best = {}
+    for r in records:
+        if (r.get("kind"), r.get("size"), r.get("batch"), r.get("status")) != ("memory128", 128, 2, "ok"):
+            continue
+        if r.get("remedy") != "none" and r["peak_rss_gb"] < best.get(r["task"], {}).get("peak_rss_gb", math.inf):
+            best[r["task"]] = r
+    return best
 
 
 def verdict(value, target, op):
