@@ -17,8 +17,9 @@ out-of-memory kill would take other processes with it. Configurations run one at
 alternating (``common.time_interleaved``), so that the ratios are fair on a shared machine.
 
 Remedies: ``none``; ``remat`` (``Encoder3D(remat=True)``: every residual block rematerialised);
-``mixed_float16`` / ``mixed_bfloat16`` (``keras.mixed_precision`` policy set before building;
-combined with remat as ``remat+mixed_bfloat16``). Exemplar always uses the batch's other samples
+``microN`` (``Encoder3D(micro_batches=N)``: the encoder's batch in N sequential rematerialised parts);
+``mixed_float16`` / ``mixed_bfloat16`` (``keras.mixed_precision`` policy set before building).
+Combine them with ``+``, e.g. ``micro4+remat``. Exemplar always uses the batch's other samples
 as negatives (2 volumes per sample through the encoder; the package's only formulation).
 """
 

@@ -1,7 +1,7 @@
 """Micro-batches: run a model's training batch in sequential, rematerialised parts.
 
 Why: a training step keeps every activation of its whole batch for the backward pass. Exemplar at
-128^3 sends 2 volumes per sample through the encoder, so batch 2 is 4 volumes (> 15 GB on a CPU).
+128^3 sends 2 volumes per sample through the encoder, so batch 2 is 4 volumes (> 9 GB measured).
 Cutting the batch into parts, each under ``keras.remat``, keeps only the parts' inputs and outputs:
 the backward pass recomputes one part at a time, so the activations of a single part are alive at
 once. The gradient is exact for a loss that couples the samples (in-batch negatives) -- which

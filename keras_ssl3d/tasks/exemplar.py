@@ -7,7 +7,9 @@ positive (augmented) code of sample ``i - 1`` (cyclically; batches are shuffled 
 the pairing changes). The original code fed a third, separately augmented volume per sample as
 the negative; taking it from the batch gives the same kind of negative (another subject,
 augmented) while the encoder runs on 2 volumes per sample instead of 3: a third less compute and
-activation memory, which is what makes 128^3 fit. Code size 1024, triplet margin 1.0 on squared
+activation memory. At 128^3 the encoder's 4 volumes of a batch of 2 still need > 9 GB at once;
+``Encoder3D(micro_batches=4)`` (``pretrain --micro-batches 4``) back-propagates them one at a time
+(6.3 GB) and keeps these in-batch negatives. Code size 1024, triplet margin 1.0 on squared
 Euclidean distances of L2-normalised codes (see ``losses.TripletLoss``); batches need >= 2
 samples.
 """
