@@ -418,7 +418,7 @@ def size_labels(settings):
     return (("tasks64", f"{settings.size64}^3 b2"), ("tasks128", f"{settings.size128}^3 b1")), settings.size128
 
 
-def targets(records, peak, settings=None):
+def targets(records, peak, settings=None, memory_records=HERE / "memory128.jsonl"):
     """``[(figure, value_text, target_text, verdict, note)]`` for the Targets table."""
     rows = []
     labels, big = size_labels(settings)
@@ -443,7 +443,7 @@ def targets(records, peak, settings=None):
         rows.append((f"{task}: pipeline (2 workers) / model volumes/s at {big}^3", fmt(ratio),
                      f">= {TARGETS['pipeline_over_model']:.0f}x", verdict(ratio, TARGETS["pipeline_over_model"], ">="),
                      "" if ratio else "not measured"))
-    remedied = best_memory_remedies()
+    remedied = best_memory_remedies(memory_records)
     for cfg, r in step_records(records, "tasks128").items():
         check = r.get("rss_check") or {}
         value = gb(check.get("peak_rss_mb") or check.get("lower_bound_mb"))
@@ -473,10 +473,9 @@ def targets(records, peak, settings=None):
     return rows
 
 
-def best_memory_remedies():
-    """``{task: record}``: the lowest finished 128^3 batch-2 peak of ``memory128.py`` with a remedy."""
-    path = HERE / "memory128.jsonl"
-    records = parse_json_lines(path.read_text()) if path.is_file() else []
+def best_memory_remedies(path):
+    """``{task: record}``: the lowest finished 128^3 batch-2 peak with a remedy in ``memory128.py``'s records."""
+    records = parse_json_lines(Path(path).read_text()) if Path(path).is_file() else []
     best = {}
     for r in records:
         if (r.get("kind"), r.get("size"), r.get("batch"), r.get("status")) != ("memory128", 128, 2, "ok"):

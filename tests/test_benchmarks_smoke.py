@@ -170,22 +170,31 @@ def test_report_verdicts_and_rendering(tmp_path):
         {"section": "permutations", "config": "p", "kind": "permutations", "count": 1000, "n": 27, "seed": 0,
          "build_s": 2.0, "min_hamming": 23, "mean_hamming": 26.0, "unique": True, "random": {}, "status": "ok"},
     ]
-    rows = {row[0]: row[3] for row in runner.targets(records, runner.machine_peak(records))}
+    memory = tmp_path / "memory128.jsonl"  # memory128.py's records: the best remedy per task
+    memory.write_text("\n".join(json.dumps({"kind": "memory128", "task": "rotation", "remedy": r, "size": 128,
+                                            "batch": 2, "status": "ok", "peak_rss_gb": gb})
+                                for r, gb in (("remat", 7.6), ("micro2", 5.4), ("none", 8.6))))
+    rows = {row[0]: row[3] for row in runner.targets(records, runner.machine_peak(records), memory_records=memory)}
+    best = {row[0]: (row[1], row[4]) for row in runner.targets(records, runner.machine_peak(records),
+                                                                memory_records=memory)}
+    assert best["rotation 128^3 batch 2: pretraining peak RSS, best remedy (GB)"][1].startswith("`micro2`")
+    assert rows["rotation 128^3 batch 2: pretraining peak RSS, best remedy (GB)"] == "PASS"
+    assert "jigsaw 128^3 batch 2: pretraining peak RSS, best remedy (GB)" not in rows  # none measured
     assert rows["jigsaw 64^3 b2: step / bare encoder on the same voxels"] == "PASS"
     assert rows["jigsaw 64^3 b2: % of fp32 matmul peak (TF CPU fp32)"] == "PASS"
     assert rows["rpl 64^3 b2: step / bare encoder on the same voxels"] == "MISS"
     assert rows["rpl 64^3 b2: % of fp32 matmul peak (TF CPU fp32)"] == "MISS"
-    assert rows["rotation 128^3 batch 2: pretraining peak RSS (GB)"] == "MISS"   # 9000 MiB = 9.4 GB
+    assert rows["rotation 128^3 batch 2: pretraining peak RSS, no remedy (GB)"] == "MISS"   # 9000 MiB = 9.4 GB
     # the model consumes 1 / 5.0 s = 0.2 volumes/s; the pipeline needs >= 0.6
     assert rows["rotation: pipeline (2 workers) / model volumes/s at 128^3"] == "MISS"
     assert rows["rotation 128^3 b1: step / bare encoder on the same voxels"] == "PASS"
     assert rows["jigsaw 128^3 b1: step / bare encoder on the same voxels"] == "n/a"   # the bare run died
-    assert rows["jigsaw 128^3 batch 2: pretraining peak RSS (GB)"] == "n/a"
+    assert rows["jigsaw 128^3 batch 2: pretraining peak RSS, no remedy (GB)"] == "n/a"
     assert rows["exemplar 128^3 b1: step / bare encoder on the same voxels"] == "n/a"
     # batch 1 already above the limit: batch 2 is not run, and the check is a miss with a lower bound
-    assert rows["cpc 128^3 batch 2: pretraining peak RSS (GB)"] == "MISS"
-    measured = {row[0]: row[1] for row in runner.targets(records, runner.machine_peak(records))}
-    assert measured["cpc 128^3 batch 2: pretraining peak RSS (GB)"].startswith("> 9.96")
+    assert rows["cpc 128^3 batch 2: pretraining peak RSS, no remedy (GB)"] == "MISS"
+    measured = {row[0]: row[1] for row in runner.targets(records, runner.machine_peak(records), memory_records=memory)}
+    assert measured["cpc 128^3 batch 2: pretraining peak RSS, no remedy (GB)"].startswith("> 9.96")
     assert rows["jigsaw: min Hamming distance, 1000 x 27"] == "PASS"
     text = runner.render(records, runner.Settings.make(False), "now", 60.0, "python benchmarks/run.py")
     assert "timeout (> 600 s)" in text and "out of memory?" in text
