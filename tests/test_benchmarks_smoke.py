@@ -174,10 +174,11 @@ def test_report_verdicts_and_rendering(tmp_path):
     memory.write_text("\n".join(json.dumps({"kind": "memory128", "task": "rotation", "remedy": r, "size": 128,
                                             "batch": 2, "status": "ok", "peak_rss_gb": gb})
                                 for r, gb in (("remat", 7.6), ("micro2", 5.4), ("none", 8.6))))
-    rows = {row[0]: row[3] for row in runner.targets(records, runner.machine_peak(records), memory_records=memory)}
-    best = {row[0]: (row[1], row[4]) for row in runner.targets(records, runner.machine_peak(records),
-                                                                memory_records=memory)}
-    assert best["rotation 128^3 batch 2: pretraining peak RSS, best remedy (GB)"][1].startswith("`micro2`")
+    target_rows = runner.targets(records, runner.machine_peak(records), memory_records=memory)
+    rows = {row[0]: row[3] for row in target_rows}
+    measured = {row[0]: row[1] for row in target_rows}
+    notes = {row[0]: row[4] for row in target_rows}
+    assert notes["rotation 128^3 batch 2: pretraining peak RSS, best remedy (GB)"].startswith("`micro2`")
     assert rows["rotation 128^3 batch 2: pretraining peak RSS, best remedy (GB)"] == "PASS"
     assert "jigsaw 128^3 batch 2: pretraining peak RSS, best remedy (GB)" not in rows  # none measured
     assert rows["jigsaw 64^3 b2: step / bare encoder on the same voxels"] == "PASS"
@@ -193,7 +194,6 @@ def test_report_verdicts_and_rendering(tmp_path):
     assert rows["exemplar 128^3 b1: step / bare encoder on the same voxels"] == "n/a"
     # batch 1 already above the limit: batch 2 is not run, and the check is a miss with a lower bound
     assert rows["cpc 128^3 batch 2: pretraining peak RSS, no remedy (GB)"] == "MISS"
-    measured = {row[0]: row[1] for row in runner.targets(records, runner.machine_peak(records), memory_records=memory)}
     assert measured["cpc 128^3 batch 2: pretraining peak RSS, no remedy (GB)"].startswith("> 9.96")
     assert rows["jigsaw: min Hamming distance, 1000 x 27"] == "PASS"
     text = runner.render(records, runner.Settings.make(False), "now", 60.0, "python benchmarks/run.py")
