@@ -3,6 +3,12 @@
 A segmentation model is trained on fixed-size crops; whole volumes are covered by overlapping
 windows whose predictions are blended with a weight map (a Gaussian centred on the window by
 default, so that voxels near a window's border, which see less context, count less).
+
+The conventions are MONAI's (`monai.inferers.sliding_window_inference`, checked numerically in
+tests/test_inference_monai.py), so that results agree with PyTorch/MONAI pipelines: the window
+step is ``int(window * (1 - overlap))`` (floored, at least 1), a volume smaller than the window is
+zero-padded symmetrically (the extra voxel after), and the Gaussian weights are those of
+`monai.data.utils.compute_importance_map`.
 """
 
 import numpy as np
@@ -16,7 +22,8 @@ def window_starts(size, window, overlap):
     """Start offsets covering ``[0, size)`` with windows of ``window`` and the given overlap."""
     if size <= window:
         return [0]
-    step = max(1, int(round(window * (1.0 - overlap))))
+    # Floored as in MONAI: round() would give a longer step (less overlap than asked) for odd windows.
+    step = max(1, int(window * (1 - overlap)))
     starts = list(range(0, size - window + 1, step))
     if starts[-1] != size - window:
         starts.append(size - window)
@@ -24,27 +31,29 @@ def window_starts(size, window, overlap):
 
 
 def blend_weights(window, blend="gaussian", sigma_scale=0.125):
-    """Per-voxel weights of one window: ones, or a Gaussian with sigma = window * sigma_scale."""
+    """Per-voxel weights of one window: ones, or a Gaussian with sigma = window * sigma_scale.
+
+    As `monai.data.utils.compute_importance_map` (MONAI 1.6): the product of 1-D Gaussians
+    centred on the window, not rescaled (an even-sized window's peak is below 1), then raised to
+    at least 1e-3 so that every voxel of a window counts a little (volume borders).
+    """
     if blend not in BLENDS:
         raise ConfigError(f"unknown blend {blend!r}; choose one of {BLENDS}")
     if blend == "constant":
         return np.ones(window, dtype=np.float32)
-    weights = np.ones((), dtype=np.float64)
+    weights = np.ones((), dtype=np.float32)
     for n in window:
-        centre = (n - 1) / 2.0
-        sigma = max(n * sigma_scale, 1e-3)
-        axis = np.exp(-0.5 * ((np.arange(n) - centre) / sigma) ** 2)
-        weights = np.multiply.outer(weights, axis)
-    weights = weights / weights.max()
-    # Never exactly zero: every voxel of a window must count a little (volume borders).
-    return np.maximum(weights, 1e-3).astype(np.float32)
+        sigma = np.float32(max(n * sigma_scale, 1e-3))
+        offsets = np.arange(n, dtype=np.float32) - np.float32((n - 1) / 2.0)
+        weights = np.multiply.outer(weights, np.exp(offsets ** 2 / (-2 * sigma ** 2)))
+    return np.maximum(weights, max(float(weights.min()), 1e-3)).astype(np.float32)
 
 
 def sliding_window_predict(model, volume, window, overlap=0.5, blend="gaussian", batch_size=1):
     """Class probabilities ``(D, H, W, K)`` for a volume ``(D, H, W, C)`` (or ``(N, D, H, W, K)`` for a batch).
 
-    Volumes smaller than the window along an axis are zero-padded at the end and the prediction
-    is cropped back. ``overlap`` is the fraction of a window shared with its neighbour (0 <= overlap
+    Volumes smaller than the window along an axis are zero-padded on both sides (half before, the
+    rest after, as MONAI) and the prediction is cropped back. ``overlap`` is the fraction of a window shared with its neighbour (0 <= overlap
     < 1); ``blend`` is ``"gaussian"`` or ``"constant"`` (plain average).
     """
     volume = np.asarray(volume, dtype=np.float32)
@@ -64,8 +73,9 @@ def sliding_window_predict(model, volume, window, overlap=0.5, blend="gaussian",
 
     spatial = volume.shape[:3]
     padded_shape = tuple(max(s, w) for s, w in zip(spatial, window))
+    before = [(p - s) // 2 for p, s in zip(padded_shape, spatial)]
     if padded_shape != spatial:
-        pad = [(0, p - s) for p, s in zip(padded_shape, spatial)] + [(0, 0)]
+        pad = [(b, p - s - b) for b, p, s in zip(before, padded_shape, spatial)] + [(0, 0)]
         volume = np.pad(volume, pad)
 
     weights = blend_weights(window, blend)[..., None]
@@ -85,7 +95,7 @@ def sliding_window_predict(model, volume, window, overlap=0.5, blend="gaussian",
             accumulated[region] += p * weights
             weight_sum[region] += weights
     result = accumulated / weight_sum
-    return result[: spatial[0], : spatial[1], : spatial[2]]
+    return result[tuple(slice(b, b + s) for b, s in zip(before, spatial))]
 
 
 def predict_labels(model, volume, window, overlap=0.5, blend="gaussian", batch_size=1):
