@@ -36,7 +36,7 @@ def test_every_numeric_option_has_a_range_and_the_same_one_everywhere():
         ranges.setdefault(param.opts[0], {})[path] = rng
     differing = {name: by for name, by in ranges.items() if len(set(by.values())) > 1}
     assert not differing, differing
-    assert {"--size", "--epochs", "--batch-size", "--lr", "--seed", "--overlap"} <= set(ranges)
+    assert {"--size", "--epochs", "--batch-size", "--lr", "--seed"} <= set(ranges)
 
 
 @pytest.mark.parametrize("argv,named", [
@@ -48,7 +48,7 @@ def test_every_numeric_option_has_a_range_and_the_same_one_everywhere():
     (["finetune", "--data", ".", "--encoder", "none", "--lr", "0"], "'--lr'"),
     (["finetune", "--data", ".", "--encoder", "none", "--label-fraction", "1.5"], "'--label-fraction'"),
     (["finetune", "--data", ".", "--encoder", "none", "--val-fraction", "1"], "'--val-fraction'"),
-    (["predict", "--model", ".", "x.nii.gz", "--out", "o", "--overlap", "1"], "'--overlap'"),
+    (["predict", "--model", ".", "x.nii.gz", "--out", "o", "--batch-size", "0"], "'--batch-size'"),
     (["evaluate", "--model", ".", "--data", ".", "--batch-size", "0"], "'--batch-size'"),
     (["demo", "--seed", "-1"], "'--seed'"),
     (["finetune", "--data", ".", "--encoder", "none", "--checkpoint-every", "0"], "'--checkpoint-every'"),
@@ -60,6 +60,17 @@ def test_out_of_range_values_are_one_line_usage_errors(argv, named, tmp_path, mo
     err = capsys.readouterr().err
     assert "Traceback" not in err and named in err and "range" in err, err
     assert list(tmp_path.iterdir()) == []  # nothing written, so nothing blocks a rerun
+
+
+@pytest.mark.parametrize("command", [["predict", "--model", ".", "x.nii.gz", "--out", "o"],
+                                     ["evaluate", "--model", ".", "--data", "."]])
+def test_there_is_no_overlap_option_that_would_do_nothing(command, tmp_path, monkeypatch, capsys):
+    # predict/evaluate resize every scan to the model's input grid: one window, so no overlap to choose.
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(cli, [*command, "--overlap", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option '--overlap'" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_cli_task_names_are_the_registry():

@@ -14,10 +14,9 @@ from keras_ssl3d.cli.streaming import cache_option
 @click.option("--subjects", default="all", show_default=True, type=click.Choice(["all", "test", "val", "train"]),
               help="Evaluate every subject of --data, or only the run's held-out test (a study's runs) / "
                    "validation / training subjects.")
-@click.option("--overlap", default=0.5, show_default=True, type=options.OVERLAP, help="Sliding-window overlap (3D).")
 @click.option("--batch-size", default=1, show_default=True, type=options.BATCH_SIZE)
 @cache_option
-def evaluate(model_path, data_path, out, subjects, overlap, batch_size, cache):
+def evaluate(model_path, data_path, out, subjects, batch_size, cache):
     """Evaluate a fine-tuned model on labelled data and print a table.
 
     3D: hard Dice per class, BraTS regions (whole tumour, tumour core, enhancing) when the labels
@@ -36,7 +35,7 @@ def evaluate(model_path, data_path, out, subjects, overlap, batch_size, cache):
     run_dir = run_dir.parent if run_dir.name == "model" else run_dir
     data = load_task_data(data_path, size=model_size(metadata), task=metadata["task"], cache_dir=cache,
                           cache_root=run_dir.parent, echo=click.echo)
-    result = evaluate_model(model, metadata, data, subjects=subjects, overlap=overlap, batch_size=batch_size)
+    result = evaluate_model(model, metadata, data, subjects=subjects, batch_size=batch_size)
     result["model"] = str(model_path)
     result["data"] = str(data_path)
     click.echo(format_table(result))

@@ -19,7 +19,6 @@ LABEL_FRACTION = click.FloatRange(min=0, max=1, min_open=True)
 VAL_FRACTION = click.FloatRange(min=0, max=1, max_open=True)
 # A study scores on held-out test subjects: it needs some, and subjects left to train on.
 TEST_FRACTION = click.FloatRange(min=0, max=1, min_open=True, max_open=True)
-OVERLAP = click.FloatRange(min=0, max=1, max_open=True)
 REPEATS = click.IntRange(min=1)
 WORKERS = click.IntRange(min=1, max=256)
 CHANNELS = click.IntRange(min=1)

@@ -10,15 +10,16 @@ from keras_ssl3d.cli import options
               help="Run folder of `keras-ssl3d finetune` (or its model/ preset folder).")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(), help="Output folder for <name>_seg.nii.gz files.")
-@click.option("--overlap", default=0.5, show_default=True, type=options.OVERLAP, help="Sliding-window overlap.")
 @click.option("--batch-size", default=1, show_default=True, type=options.BATCH_SIZE)
-def predict(model_path, inputs, out, overlap, batch_size):
+def predict(model_path, inputs, out, batch_size):
     """Segment each INPUT and write OUT/<name>_seg.nii.gz.
 
     An INPUT is a NIfTI file (3D, or 4D with the channels last), comma-separated co-registered
     files (one per channel, in the model's channel order), or a subject folder holding
     <id>_<channel>.nii.gz files (BraTS style). The label map has the input file's shape and
     affine, and the original label values (BraTS 4 for enhancing tumour, not the cache's 3).
+    The scan is resized to the model's input grid, as its training data were, so the model sees it
+    in one window (there is no sliding-window overlap to choose).
     """
     from pathlib import Path
 
@@ -41,7 +42,7 @@ def predict(model_path, inputs, out, overlap, batch_size):
         raise ConfigError(f"two inputs would write the same output name: {duplicate}")
     out = Path(out)
     for name, paths in items:
-        labels, reference = predict_volume(model, metadata, paths, overlap=overlap, batch_size=batch_size)
+        labels, reference = predict_volume(model, metadata, paths, batch_size=batch_size)
         target = out / f"{name}{PREDICTION_SUFFIX}"
         save_label_map(labels, reference, target)
         values = ", ".join(str(v) for v in sorted(set(labels.ravel().tolist())))

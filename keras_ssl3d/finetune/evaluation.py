@@ -61,7 +61,7 @@ def select_subjects(data, metadata, subjects="all"):
     return np.asarray([index[s] for s in wanted], dtype=np.intp)
 
 
-def evaluate_model(model, metadata, data, subjects="all", overlap=0.5, batch_size=1):
+def evaluate_model(model, metadata, data, subjects="all", batch_size=1):
     """Scores of ``model`` on ``data`` (a `TaskData`): Dice (+ BraTS regions) in 3D, kappa/accuracy in 2D."""
     from keras_ssl3d.finetune.inference import predict_labels
 
@@ -95,9 +95,10 @@ def evaluate_model(model, metadata, data, subjects="all", overlap=0.5, batch_siz
     class_names = metadata.get("class_names") or [f"class_{k}" for k in range(num_classes)]
     regions = M.brats_regions(mapping) if M.is_brats_labels(mapping, class_names) else None
     size = model_size(metadata)
-    # Generators: one subject in memory at a time, however large the data set.
+    # Generators: one subject in memory at a time, however large the data set. The data are served at
+    # the model's input size, so each volume is one window.
     preds = (predict_labels(model, np.asarray(data.samples.image(int(i)), dtype=np.float32), window=(size,) * 3,
-                            overlap=overlap, batch_size=batch_size) for i in indices)
+                            batch_size=batch_size) for i in indices)
     trues = (np.asarray(data.samples.label(int(i))) for i in indices)
     result = M.evaluate_segmentation(preds, trues, num_classes, class_names=class_names, regions=regions)
     for row, sid in zip(result["per_subject"], ids):
@@ -157,8 +158,12 @@ def resolve_inputs(inputs, channel_names):
     return resolved
 
 
-def predict_volume(model, metadata, paths, overlap=0.5, batch_size=1):
-    """``(labels_ras in original label values, reference Volume)`` for one input."""
+def predict_volume(model, metadata, paths, batch_size=1):
+    """``(labels_ras in original label values, reference Volume)`` for one input.
+
+    The scan is resized to the model's input grid (as its training data were: a model trained on
+    whole scans at ``size``^3 would see another anatomy scale in windows of the native grid), so the
+    model sees it in one window."""
     from keras_ssl3d.data import labels_to_original, load_volume, resize_volume, scale_intensity
     from keras_ssl3d.finetune.inference import predict_labels
 
@@ -169,8 +174,7 @@ def predict_volume(model, metadata, paths, overlap=0.5, batch_size=1):
                         f"({', '.join(names)})", path=paths[0])
     size = model_size(metadata)
     image = scale_intensity(resize_volume(volume.array, (size,) * 3), "minmax")
-    pred = predict_labels(model, image.astype(np.float32), window=(size,) * 3, overlap=overlap,
-                          batch_size=batch_size)
+    pred = predict_labels(model, image.astype(np.float32), window=(size,) * 3, batch_size=batch_size)
     mapping = label_mapping(metadata)
     inverse = None if mapping is None else {v: k for k, v in mapping.items()}
     ras_shape = [int(n) for n in volume.array.shape[:3]]
