@@ -61,8 +61,28 @@ def select_subjects(data, metadata, subjects="all"):
     return np.asarray([index[s] for s in wanted], dtype=np.intp)
 
 
+def grid_spacing(info, shape):
+    """Voxel spacing (mm) of a cached subject served at ``shape``: the scan's spacing times the cropped
+    extent over ``shape`` (the resize keeps the extent: half-voxel-centred, as torch / tf.image)."""
+    spacing = info.get("spacing")
+    box = info.get("crop_bbox") or [[0, n] for n in info.get("ras_shape") or []]
+    if not spacing or len(spacing) != 3 or len(box) != 3 or len(shape) != 3:
+        raise DataError(f"the cache manifest has no voxel spacing for subject {info.get('id')!r}: "
+                        "preprocess the data again to score surface distances in mm")
+    return tuple(float(s) * (hi - lo) / n for s, (lo, hi), n in zip(spacing, box, shape))
+
+
+def subject_spacings(samples, indices):
+    """The voxel spacing of each subject as served, or ``None`` for in-memory arrays (no geometry)."""
+    if not hasattr(samples, "info"):
+        return None
+    shape = tuple(int(n) for n in samples.spatial_shape)
+    return [grid_spacing(samples.info(int(i)), shape) for i in indices]
+
+
 def evaluate_model(model, metadata, data, subjects="all", batch_size=1):
-    """Scores of ``model`` on ``data`` (a `TaskData`): Dice (+ BraTS regions) in 3D, kappa/accuracy in 2D."""
+    """Scores of ``model`` on ``data`` (a `TaskData`): Dice (+ BraTS regions) and surface distances (HD95,
+    MSD in mm, on the model's grid) in 3D, kappa/accuracy in 2D."""
     from keras_ssl3d.finetune.inference import predict_labels
 
     if data.task != metadata["task"]:
@@ -100,7 +120,8 @@ def evaluate_model(model, metadata, data, subjects="all", batch_size=1):
     preds = (predict_labels(model, np.asarray(data.samples.image(int(i)), dtype=np.float32), window=(size,) * 3,
                             batch_size=batch_size) for i in indices)
     trues = (np.asarray(data.samples.label(int(i))) for i in indices)
-    result = M.evaluate_segmentation(preds, trues, num_classes, class_names=class_names, regions=regions)
+    result = M.evaluate_segmentation(preds, trues, num_classes, class_names=class_names, regions=regions,
+                                     spacings=subject_spacings(data.samples, indices))
     for row, sid in zip(result["per_subject"], ids):
         row["id"] = sid
     return {"task": "segmentation", "num_subjects": int(len(indices)), **result}
@@ -120,6 +141,11 @@ def format_table(result):
     for name, value in (result.get("regions") or {}).items():
         lines.append(f"{'  ' + name:<32}{value:>8.4f}")
     lines.append(f"{'mean (no background)':<32}{result['mean_dice']:>8.4f}")
+    if "hd95" in result:
+        lines.append(f"{'Surface distance (mm)':<32}{'HD95':>8}{'MSD':>8}")
+        for name in result["hd95"]:
+            lines.append(f"{'  ' + name:<32}{result['hd95'][name]:>8.2f}{result['msd'][name]:>8.2f}")
+        lines.append(f"{'mean':<32}{result['mean_hd95']:>8.2f}{result['mean_msd']:>8.2f}")
     return "\n".join(lines)
 
 

@@ -1,5 +1,8 @@
 """Evaluation metrics: hard Dice on full volumes, BraTS regions, quadratic-weighted kappa, accuracy.
 
+Surface distances (HD95, mean surface distance, in mm) are in `keras_ssl3d.finetune.surface`;
+`evaluate_segmentation` reports them next to Dice when it is given the voxel spacings.
+
 The numpy functions evaluate predicted label maps after inference; `MeanDice` is a Keras metric
 (keras.ops only) to monitor training.
 
@@ -93,17 +96,28 @@ def region_dice(pred_labels, true_labels, regions):
             for name, labels in regions.items()}
 
 
-def evaluate_segmentation(pred_volumes, true_volumes, num_classes, class_names=None, regions=None):
+def surface_structures(pred_labels, true_labels, names, regions=None):
+    """``{name: (pred_mask, true_mask)}`` scored by surface distance: the BraTS regions, else each
+    foreground class."""
+    if regions:
+        return {name: (np.isin(pred_labels, labels), np.isin(true_labels, labels)) for name, labels in regions.items()}
+    return {names[k]: (pred_labels == k, true_labels == k) for k in range(1, len(names))}
+
+
+def evaluate_segmentation(pred_volumes, true_volumes, num_classes, class_names=None, regions=None, spacings=None):
     """Dice over a set of volumes (per class, per region, mean without background).
 
     The volumes may be iterators (one subject in memory at a time). Returns ``{"per_subject": [...], "per_class": {name: mean}, "regions": {name: mean},
     "mean_dice": float}`` where means are over subjects (each subject's Dice follows the
-    empty-mask convention above).
+    empty-mask convention above). With ``spacings`` (one voxel spacing in mm per subject), also
+    ``"hd95"`` and ``"msd"`` ``{structure: mean mm}`` and ``"mean_hd95"``, ``"mean_msd"`` (over the
+    structures): per BraTS region, else per foreground class (`keras_ssl3d.finetune.surface`).
     """
     if hasattr(pred_volumes, "__len__") and hasattr(true_volumes, "__len__") and \
             len(pred_volumes) != len(true_volumes):
         raise ConfigError(f"{len(pred_volumes)} predictions for {len(true_volumes)} ground truths")
     names = list(class_names) if class_names else [f"class_{k}" for k in range(num_classes)]
+    spacings = None if spacings is None else list(spacings)
     per_subject = []
     pairs = zip(pred_volumes, true_volumes, strict=True)
     while True:
@@ -119,6 +133,10 @@ def evaluate_segmentation(pred_volumes, true_volumes, num_classes, class_names=N
         row["mean_dice"] = float(np.mean(list(row["per_class"].values()))) if num_classes > 1 else float("nan")
         if regions:
             row["regions"] = region_dice(pred, true, regions)
+        if spacings is not None:
+            if len(per_subject) >= len(spacings):
+                raise ConfigError(f"{len(spacings)} voxel spacings for more subjects")
+            row.update(_surface_row(pred, true, names[:num_classes], regions, spacings[len(per_subject)]))
         per_subject.append(row)
     result = {
         "per_subject": per_subject,
@@ -127,7 +145,23 @@ def evaluate_segmentation(pred_volumes, true_volumes, num_classes, class_names=N
     }
     if regions:
         result["regions"] = {n: float(np.mean([r["regions"][n] for r in per_subject])) for n in regions}
+    if spacings is not None and per_subject:
+        if len(spacings) != len(per_subject):
+            raise ConfigError(f"{len(spacings)} voxel spacings for {len(per_subject)} subjects")
+        for metric in ("hd95", "msd"):
+            result[metric] = {n: float(np.mean([r[metric][n] for r in per_subject])) for n in per_subject[0][metric]}
+            result[f"mean_{metric}"] = float(np.mean(list(result[metric].values()))) if result[metric] else float("nan")
     return result
+
+
+def _surface_row(pred, true, names, regions, spacing):
+    from keras_ssl3d.finetune.surface import surface_scores
+
+    scores = {name: surface_scores(p, t, spacing) for name, (p, t) in
+              surface_structures(pred, true, names, regions).items()}
+    return {"spacing": [float(s) for s in spacing],
+            "hd95": {n: v["hd95"] for n, v in scores.items()},
+            "msd": {n: v["msd"] for n, v in scores.items()}}
 
 
 def confusion_matrix(y_true, y_pred, num_classes):
