@@ -76,6 +76,8 @@ def test_finetune_pretrained_then_evaluate_and_predict(brats, pretrained, capsys
     assert scores["num_subjects"] == 5
     assert set(scores["regions"]) == {"whole_tumor", "tumor_core", "enhancing_tumor"}
     assert 0.0 <= scores["mean_dice"] <= 1.0 and len(scores["per_subject"]) == 5
+    assert set(scores["hd95"]) == set(scores["msd"]) == set(scores["regions"]) and "HD95" in printed
+    assert all(len(row["spacing"]) == 3 and row["hd95"]["whole_tumor"] >= 0 for row in scores["per_subject"])
 
     src = brats / "brats" / "BraTS_Synth_001"
     code = run_cli(cli, ["predict", "--model", str(run), str(src), "--out", str(brats / "pred")])

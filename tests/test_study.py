@@ -40,6 +40,9 @@ def test_study_outputs(setup, capsys):
     for r in rows:
         assert 0.0 <= float(r["score"]) <= 1.0 and r["score_name"] == "mean_dice"
         assert r["whole_tumor"] != "" and int(r["epochs"]) == 2
+        # surface distances in mm: the mean over the BraTS regions, and each region
+        regions = [float(r[f"hd95_{region}"]) for region in ("whole_tumor", "tumor_core", "enhancing_tumor")]
+        assert float(r["hd95"]) == pytest.approx(np.mean(regions)) and min(regions) >= 0 and r["msd_tumor_core"] != ""
         # 5 subjects: 1 held out for the test, 1 of the other 4 for validation
         assert (r["test_size"], r["val_size"]) == ("1", "1") and r["selected_epoch"] in ("1", "2")
     # label subsets: identical across encoders, fixed by the repeat's seed, nested across fractions
@@ -70,6 +73,7 @@ def test_study_outputs(setup, capsys):
             assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
     summary = (out / "summary.md").read_text()
     assert "| % labels | scratch (full) | enc_a (warmup) |" in summary and "held-out test subjects" in summary
+    assert "## Surface distances" in summary and "| % labels | scratch HD95 | scratch MSD | enc_a HD95 |" in summary
     for fraction, r in ((50, "0.5"), (100, "1.0")):
         pair = {x["label"]: float(x["score"]) for x in rows if x["fraction"] == r}
         diff = pair["enc_a"] - pair["scratch"]
@@ -82,6 +86,7 @@ def test_study_outputs(setup, capsys):
                          "--out", str(setup / "eval.json")]) == 0
     scored = json.loads((setup / "eval.json").read_text())
     assert scored["num_subjects"] == 1 and scored["mean_dice"] == pytest.approx(float(enc["score"]))
+    assert scored["mean_hd95"] == pytest.approx(float(enc["hd95"]))
 
     # Running it again reuses every finished run.
     capsys.readouterr()

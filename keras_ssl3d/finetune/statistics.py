@@ -22,7 +22,8 @@ BOOTSTRAP_SEED = 0
 ONE_SUBSET = "not distinguishable (one subset)"
 _INT_COLUMNS = ("repeat", "seed", "train_size", "val_size", "test_size", "selected_epoch", "epochs")
 _FLOAT_COLUMNS = ("fraction", "score", "whole_tumor", "tumor_core", "enhancing_tumor", "final_val_metric",
-                  "best_val_metric", "wall_s")
+                  "best_val_metric", "wall_s", "hd95", "msd", "hd95_whole_tumor", "hd95_tumor_core",
+                  "hd95_enhancing_tumor", "msd_whole_tumor", "msd_tumor_core", "msd_enhancing_tumor")
 _REQUIRED = ("label", "fraction", "repeat", "score")
 
 

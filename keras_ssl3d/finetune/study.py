@@ -31,9 +31,13 @@ from keras_ssl3d.finetune.statistics import compare_to_scratch, format_compariso
 
 SCRATCH = "none"
 RUNS_FILE = "runs.csv"
+# Surface distances on the test subjects in mm (`keras_ssl3d.finetune.surface`): HD95 and the mean surface
+# distance, averaged over the structures (BraTS regions, else foreground classes), then per BraTS region.
+SURFACE_COLUMNS = ["hd95", "msd", "hd95_whole_tumor", "hd95_tumor_core", "hd95_enhancing_tumor",
+                   "msd_whole_tumor", "msd_tumor_core", "msd_enhancing_tumor"]
 COLUMNS = ["encoder", "label", "strategy", "fraction", "repeat", "seed", "train_size", "val_size", "test_size",
            "score", "score_name", "whole_tumor", "tumor_core", "enhancing_tumor", "final_val_metric",
-           "best_val_metric", "selected_epoch", "epochs", "wall_s", "run_dir"]
+           "best_val_metric", "selected_epoch", "epochs", "wall_s", "run_dir", *SURFACE_COLUMNS]
 # The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
 SCRATCH_STRATEGY = "full"
 
@@ -168,6 +172,10 @@ def _row(label, handle, fraction, repeat, result, wall, run_dir):
     task = result.get("task")
     score_name = "mean_dice" if task == "segmentation" else "kappa"
     regions = evaluation.get("regions") or {}
+    surface = {"hd95": evaluation.get("mean_hd95"), "msd": evaluation.get("mean_msd")}
+    for metric in ("hd95", "msd"):
+        for region in ("whole_tumor", "tumor_core", "enhancing_tumor"):
+            surface[f"{metric}_{region}"] = (evaluation.get(metric) or {}).get(region)
     return {
         "encoder": handle, "label": label, "strategy": (result.get("config") or {}).get("strategy"),
         "fraction": float(fraction), "repeat": int(repeat), "seed": int(repeat),
@@ -180,6 +188,7 @@ def _row(label, handle, fraction, repeat, result, wall, run_dir):
         "selected_epoch": result.get("selected_epoch"), "epochs": len(result.get("curve") or []),
         "wall_s": None if wall is None else round(float(wall), 2),
         "run_dir": str(run_dir),
+        **surface,
     }
 
 
@@ -208,9 +217,9 @@ def _by_label(rows):
     return labels, fractions
 
 
-def _scores(rows, label, fraction):
-    return np.array([r["score"] for r in rows if r["label"] == label and r["fraction"] == fraction
-                     and r["score"] is not None], dtype=float)
+def _scores(rows, label, fraction, column="score"):
+    return np.array([r[column] for r in rows if r["label"] == label and r["fraction"] == fraction
+                     and r.get(column) is not None], dtype=float)
 
 
 def _style(label, i):
@@ -355,6 +364,7 @@ def summary_markdown(rows, settings, task):
             cells.append("n/a" if not s.size else f"{mean:.4f} (n=1)" if s.size == 1
                          else f"{mean:.4f} ± {sd:.4f} (n={s.size})")
         lines.append(f"| {f * 100:g} | " + " | ".join(cells) + " |")
+    lines += _surface_table(rows, labels, fractions)
     comparisons = compare_to_scratch(rows)
     if comparisons:
         lines += ["", "## Pretrained minus scratch, paired by label subset", "",
@@ -376,6 +386,28 @@ def summary_markdown(rows, settings, task):
               "", "Figures: `data_efficiency.png`, `convergence.png`; every run: `runs.csv` "
               "(`keras_ssl3d.finetune.statistics.read_runs_csv` + `compare_to_scratch` recompute the tables).", ""]
     return "\n".join(lines)
+
+
+def _surface_table(rows, labels, fractions):
+    """Summary lines: HD95 and MSD (mm) per encoder and fraction, mean ± sd over label subsets."""
+    if not any(r.get("hd95") is not None for r in rows):
+        return []
+    over = "the BraTS regions" if any(r.get("hd95_whole_tumor") is not None for r in rows) else "the foreground classes"
+    lines = ["", "## Surface distances", "",
+             f"HD95 and mean surface distance (MSD) in mm on the same test subjects, mean over {over}; lower is "
+             "better; a structure missed (or found where there is none) counts as the volume's diagonal. Mean ± sd "
+             "over label subsets.", "",
+             "| % labels | " + " | ".join(f"{label} HD95 | {label} MSD" for label in labels) + " |",
+             "|---|" + "---|---|" * len(labels)]
+    for f in fractions:
+        cells = []
+        for label in labels:
+            for column in ("hd95", "msd"):
+                s = _scores(rows, label, f, column)
+                mean, sd = _mean_sd(s)
+                cells.append("n/a" if not s.size else f"{mean:.2f}" if s.size == 1 else f"{mean:.2f} ± {sd:.2f}")
+        lines.append(f"| {f * 100:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _selection_rule(settings):
