@@ -308,6 +308,9 @@ def finetune_and_evaluate(train_data, test_data, encoder, run_dir, config, seed,
         # contradict itself (the per-class mean Dice, over other sets than WT/TC/ET, could).
         "dice": {**{r: float(scores["regions"][r]) for r in REGIONS},
                  "mean": float(np.mean([scores["regions"][r] for r in REGIONS]))},
+        # surface distances in mm (HD95, mean surface distance), each with the mean of its three regions
+        **{metric: {**{r: float(scores[metric][r]) for r in REGIONS},
+                    "mean": float(np.mean([scores[metric][r] for r in REGIONS]))} for metric in ("hd95", "msd")},
         "per_subject": scores["per_subject"],
         "history": _read_history(Path(run_dir) / "history.csv"),
     }
@@ -501,12 +504,15 @@ def format_report(results):
             "initialisation.") + f" {c['subsets']} label subsets per fraction below 100 % (subset r: seed 1000 x "
         "seed + r), identical for every encoder.",
         "- Evaluation: sliding-window prediction on the held-out subjects, hard Dice per BraTS region "
-        "(a region absent from both prediction and ground truth scores 1).",
+        "(a region absent from both prediction and ground truth scores 1) and the 95th-percentile Hausdorff "
+        "distance (HD95, mm, from the NIfTI voxel spacing; 0 when both are empty, the volume's diagonal when "
+        "only one is: the BraTS convention).",
         "",
         "## Runs",
         "",
-        "| run | encoder | labelled | subset | epochs | steps | strategy | WT | TC | ET | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | encoder | labelled | subset | epochs | steps | strategy | WT | TC | ET | HD95 WT | TC | ET (mm) "
+        "| seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         d = r["dice"]
@@ -514,7 +520,7 @@ def format_report(results):
                      f"{r['steps']} | "
                      f"{r['strategy']}" + (f" ({r['warmup_epochs']} frozen)" if r["strategy"] == "warmup" else "")
                      + f" | {d['whole_tumor']:.3f} | {d['tumor_core']:.3f} | {d['enhancing_tumor']:.3f} | "
-                     f"{r['seconds']:.0f} |")
+                     + "".join(f"{h:.1f} | " for h in _hd95_cells(r)) + f"{r['seconds']:.0f} |")
     lines += ["", "Pretext tasks, scored on subjects they were never trained on (this run's test subjects when "
               "pretrained here, the preset's own held-out subjects for a bundled preset):", ""]
     for name, p in results["pretext"].items():
@@ -528,6 +534,12 @@ def format_report(results):
               "preset folders (`model/`, `encoder/`) that `keras-ssl3d evaluate`/`predict` and "
               "`Encoder3D.from_pretrained` accept.", ""]
     return "\n".join(lines)
+
+
+def _hd95_cells(run):
+    """HD95 per region (mm) of a run; nan for results.json files written before HD95 was reported."""
+    hd = run.get("hd95") or {}
+    return [float(hd.get(region, float("nan"))) for region in REGIONS]
 
 
 def _reproduce(results):

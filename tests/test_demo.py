@@ -26,6 +26,8 @@ def test_results_table_and_scores(demo):
     for run in runs.values():
         assert set(run["dice"]) == {*REGIONS, "mean"}
         assert all(0.0 <= v <= 1.0 for v in run["dice"].values())
+        assert set(run["hd95"]) == set(run["msd"]) == {*REGIONS, "mean"} and min(run["hd95"].values()) >= 0
+        assert run["hd95"]["mean"] == pytest.approx(sum(run["hd95"][r] for r in REGIONS) / 3)
         assert run["labelled_subjects"] == 2  # ceil(0.5 * 4)
         assert run["history"] and run["history"][-1]["epoch"] == run["epochs"]
         assert (out / run["run"] / "model" / "metadata.json").is_file()
@@ -72,6 +74,9 @@ def test_files_report_and_figures(demo):
     assert json.loads((out / "results.json").read_text())["runs"] == json.loads(json.dumps(results["runs"]))
     report = (out / "report.md").read_text()
     assert format_table(results) in report and "lr 0.001" in report
+    assert "| HD95 WT | TC | ET (mm) |" in report
+    first = results["runs"][0]
+    assert "".join(f"{first['hd95'][r]:.1f} | " for r in REGIONS) in report
     assert sorted(results["figures"]) == ["figures/dice_vs_labels.png", "figures/example_segmentation.png",
                                           "figures/training_curves.png"]
     for fig in results["figures"]:
