@@ -21,7 +21,9 @@ def evaluate(model_path, data_path, out, subjects, batch_size, cache):
 
     3D: hard Dice per class, BraTS regions (whole tumour, tumour core, enhancing) when the labels
     are BraTS, and the mean Dice without background, each averaged over subjects; a structure
-    absent from both prediction and ground truth scores 1. 2D: quadratic-weighted kappa and
+    absent from both prediction and ground truth scores 1. HD95 and mean surface distance in mm
+    (from the scans' voxel spacing) per BraTS region, else per class: 0 when a structure is absent
+    from both, the volume's diagonal when from one (BraTS). 2D: quadratic-weighted kappa and
     accuracy. Volumes are scored on the model's input grid (resampled like the training data).
     """
     from keras_ssl3d.fileio import write_json_atomic

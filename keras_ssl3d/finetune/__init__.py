@@ -5,7 +5,8 @@ Submodules are imported lazily (the CLI imports ``parsing`` without loading Kera
 - ``adapt``: `adapt_input_channels` (c1 -> c2 input channels: duplicate / mean / random / by_name);
 - ``warmup``: `EncoderWarmup`, `apply_strategy` (frozen / warmup / full);
 - ``metrics``: Dice, BraTS regions, quadratic-weighted kappa, `MeanDice`, `QuadraticKappa`;
-- ``inference``: `sliding_window_predict`, `predict_labels`;
+- ``surface``: `hd95`, `mean_surface_distance` in mm (BraTS empty-mask convention);
+- ``inference``: `sliding_window_predict`, `predict_labels` (MONAI's sliding-window conventions);
 - ``runner`` / ``evaluation`` / ``study``: what ``keras-ssl3d finetune / evaluate / predict / study`` run;
 - ``selection``: `BestEpoch` keeps the best validation epoch's weights for ``model/``;
 - ``statistics`` (numpy only): `paired_comparison` of a pretrained encoder vs scratch on the same label
@@ -21,6 +22,8 @@ _EXPORTS = {
     "dice_score": "keras_ssl3d.finetune.metrics",
     "brats_regions": "keras_ssl3d.finetune.metrics",
     "quadratic_weighted_kappa": "keras_ssl3d.finetune.metrics",
+    "hd95": "keras_ssl3d.finetune.surface",
+    "mean_surface_distance": "keras_ssl3d.finetune.surface",
     "sliding_window_predict": "keras_ssl3d.finetune.inference",
     "predict_labels": "keras_ssl3d.finetune.inference",
     "paired_comparison": "keras_ssl3d.finetune.statistics",
