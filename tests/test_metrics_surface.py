@@ -150,7 +150,8 @@ def test_evaluate_segmentation_reports_surface_distances_per_region():
 
 
 def test_grid_spacing_is_the_scan_extent_over_the_grid():
-    info = {"id": "s1", "spacing": [1.0, 1.0, 5.0], "crop_bbox": [[0, 240], [0, 240], [0, 31]], "ras_shape": [240, 240, 31]}
+    info = {"id": "s1", "spacing": [1.0, 1.0, 5.0], "crop_bbox": [[0, 240], [0, 240], [0, 31]],
+            "ras_shape": [240, 240, 31]}
     assert grid_spacing(info, (64, 64, 64)) == pytest.approx((3.75, 3.75, 155 / 64))
     cropped = {**info, "crop_bbox": [[10, 230], [0, 240], [0, 31]]}
     assert grid_spacing(cropped, (64, 64, 64))[0] == pytest.approx(220 / 64)
