@@ -29,8 +29,9 @@ def is_disk_full(err):
 def disk_full_message(path, err):
     """One line for a write that ran out of space: which path, and that the disk (or a limit) is full."""
     why = {errno.EFBIG: "the file-size limit (ulimit -f) was reached", errno.EDQUOT: "the disk quota is exceeded"}
+    fix = "raise the limit" if err.errno == errno.EFBIG else "free some space"
     return (f"{path}: cannot write, {why.get(err.errno, 'the disk is full')} ({err.strerror or err}); "
-            "free some space and run the command again")
+            f"{fix} and run the command again")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +92,7 @@ def claim_output_file(path, is_own, what, *, overwrite=True, option=None):
     if not path.exists() and not path.is_symlink():
         return False
     if not path.is_file() or path.is_symlink() or not is_own(path):
-        raise OutputError(f"exists and is not a {what} written by keras-ssl3d; choose a new file name "
+        raise OutputError(f"exists and was not written by keras-ssl3d as a {what}; choose a new file name "
                           "(nothing was written)", path=path)
     if not overwrite:
         raise OutputError(f"holds an earlier {what}; {flag} to replace it, or choose a new file name", path=path)

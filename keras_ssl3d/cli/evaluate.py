@@ -39,7 +39,7 @@ def evaluate(model_path, data_path, out, subjects, overlap, batch_size, cache):
     from pathlib import Path
 
     if out:  # an earlier score file is replaced; any other file (an input, the user's) is refused, before any work
-        claim_output_file(out, is_evaluation_file, "score file of keras-ssl3d evaluate")
+        claim_output_file(out, is_evaluation_file, "score file of evaluate")
     model, metadata = load_finetuned(model_path)
     run_dir = Path(model_path).resolve()
     run_dir = run_dir.parent if run_dir.name == "model" else run_dir
@@ -50,6 +50,6 @@ def evaluate(model_path, data_path, out, subjects, overlap, batch_size, cache):
     result["data"] = str(data_path)
     click.echo(format_table(result))
     if out:
-        claim_output_file(out, is_evaluation_file, "score file of keras-ssl3d evaluate")
+        claim_output_file(out, is_evaluation_file, "score file of evaluate")
         write_json_atomic(out, {**EVALUATION_TAG, **result})
         click.echo(f"scores written to {out}")

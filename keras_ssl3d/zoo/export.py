@@ -54,7 +54,7 @@ from keras_ssl3d.fileio import (
 FORMATS = ("saved_model", "tfhub-tgz")
 EXPORT_MARKER = ".keras-ssl3d-export"
 _MARKER_TEXT = b"written by keras-ssl3d export; only such a folder or archive is replaced by a later export\n"
-SAVED_MODEL_OUTPUT = marker_kind("keras-ssl3d SavedModel export",
+SAVED_MODEL_OUTPUT = marker_kind("SavedModel export",
                                  ("saved_model.pb", "variables", "assets", "fingerprint.pb"), EXPORT_MARKER)
 
 
@@ -100,7 +100,7 @@ def claim_export(out, format="saved_model", overwrite=False, option=None):
     """Refuse (`OutputError`) unless ``out`` is new/empty or an earlier export (and ``overwrite``)."""
     if format == "saved_model":
         return claim_output_dir(out, SAVED_MODEL_OUTPUT, overwrite=overwrite, replace=True, option=option)
-    return claim_output_file(out, is_tfhub_archive, "keras-ssl3d TF Hub archive", overwrite=overwrite, option=option)
+    return claim_output_file(out, is_tfhub_archive, "TF Hub archive", overwrite=overwrite, option=option)
 
 
 def is_tfhub_archive(path):
