@@ -114,16 +114,17 @@ def _tasks(task):
     return [task]
 
 
-def prepare_output(out):
-    """Make ``out`` ready: new or empty, or a previous demo (whose outputs are replaced).
+def prepare_output(out, overwrite=False):
+    """Make ``out`` ready: new or empty, or a previous demo (whose outputs are replaced with ``overwrite``).
 
-    Anything else is refused, so that a typo never deletes a user's folder.
+    Anything else is refused, and so is a previous demo's folder holding anything the demo does not write:
+    a typo never deletes a user's file.
     """
+    from keras_ssl3d.fileio import claim_output_dir, marker_kind
+
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError("the demo output is not a folder", path=out)
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
-        raise ConfigError("the folder is not empty and holds no previous demo; choose another --out", path=out)
+    claim_output_dir(out, marker_kind("demo", OWNED, MARKER), overwrite=overwrite, replace=True,
+                     option="--overwrite")
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text("written by keras-ssl3d demo; its outputs here are replaced by the next demo\n")
@@ -316,17 +317,19 @@ def finetune_and_evaluate(train_data, test_data, encoder, run_dir, config, seed,
     }
 
 
-def run_demo(task=DEFAULT_TASK, out="keras-ssl3d-demo", quick=False, seed=0, config=None, verbose=0, log=None):
+def run_demo(task=DEFAULT_TASK, out="keras-ssl3d-demo", quick=False, seed=0, config=None, verbose=0, log=None,
+             overwrite=False):
     """Run the whole demo into ``out``; returns the results dict (also written to ``out/results.json``).
 
     Args:
         task: a pretext task name or ``"all"``.
-        out: output folder (new, empty, or a previous demo's, which is replaced).
+        out: output folder (new, empty, or a previous demo's, which is replaced only with ``overwrite``).
         quick: the ~2-minute configuration instead of the ~10-minute one.
         seed: seeds the data, the label subsets, the initialisations and the batch order.
         config: a `DemoConfig` overriding ``quick``.
         verbose: Keras ``fit`` verbosity.
         log: ``callable(str)`` for progress lines (default: print to stderr).
+        overwrite: replace a previous demo's outputs in ``out``.
     """
     from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
     from keras_ssl3d.finetune.runner import load_task_data
@@ -343,7 +346,7 @@ def run_demo(task=DEFAULT_TASK, out="keras-ssl3d-demo", quick=False, seed=0, con
     config.check()
     seed = int(seed)
     start = time.time()
-    out = prepare_output(out)
+    out = prepare_output(out, overwrite=overwrite)
 
     def step(text):
         log(f"[{time.time() - start:6.1f}s] {text}")

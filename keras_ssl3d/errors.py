@@ -31,3 +31,7 @@ class ConfigError(SSL3DError, ValueError):
 
 class RunError(SSL3DError, RuntimeError):
     """A training run cannot be started, resumed or saved."""
+
+
+class OutputError(ConfigError):
+    """An output path would replace, delete or overwrite something the package did not write."""

@@ -260,7 +260,7 @@ CASES = [
     (offline_not_cached, r"not in the local cache .*HF_HUB_OFFLINE=1"),
     (out_not_writable_pretrain, r"cannot create the run directory \(Not a directory\)"),
     (out_not_writable_predict, r"Not a directory"),
-    (out_not_writable_demo, r"the demo output is not a folder"),
+    (out_not_writable_demo, r"exists and is not a folder"),
     # issue 16
     (data_case(four_d_modality, "finetune"), r"has 5 volumes along its 4th axis .*one modality must be 3D"),
     (data_case(four_d_modality, "pretrain"), r"has 5 volumes along its 4th axis"),

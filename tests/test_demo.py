@@ -91,7 +91,7 @@ def test_files_report_and_figures(demo):
 
 def test_refuses_a_foreign_folder_and_bad_task(tmp_path):
     (tmp_path / "mine.txt").write_text("user data")
-    with pytest.raises(ConfigError, match="not empty and holds no previous demo"):
+    with pytest.raises(ConfigError, match="not empty and holds no demo written by keras-ssl3d"):
         run_demo(out=tmp_path, config=tiny_config())
     assert (tmp_path / "mine.txt").read_text() == "user data"
     with pytest.raises(ConfigError, match="unknown demo task 'byol'"):

@@ -82,7 +82,7 @@ def test_finetune_pretrained_then_evaluate_and_predict(brats, pretrained, capsys
     src = brats / "brats" / "BraTS_Synth_001"
     code = run_cli(cli, ["predict", "--model", str(run), str(src), "--out", str(brats / "pred")])
     assert code == 0
-    written = nib.load(str(brats / "pred" / "BraTS_Synth_001_seg.nii.gz"))
+    written = nib.load(str(brats / "pred" / "BraTS_Synth_001_pred.nii.gz"))
     reference = nib.load(str(src / "BraTS_Synth_001_t1.nii.gz"))
     assert written.shape == reference.shape == (36, 32, 28)
     np.testing.assert_allclose(written.affine, reference.affine)

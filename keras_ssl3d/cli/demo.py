@@ -13,13 +13,15 @@ DEFAULT_TASK = "exemplar"  # = keras_ssl3d.demo.DEFAULT_TASK (not imported: --he
 @click.option("--task", type=click.Choice(TASK_CHOICES), default=DEFAULT_TASK, show_default=True,
               help="Pretext task to pretrain with (all: every task, one after the other; several times as long).")
 @click.option("--out", type=click.Path(), default="keras-ssl3d-demo", show_default=True,
-              help="Output folder (data, runs, figures, report.md); a previous demo's outputs are replaced.")
+              help="Output folder (data, runs, figures, report.md): new or empty, or a previous demo's with "
+                   "--overwrite.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous demo's outputs in OUT (never anything else).")
 @click.option("--quick", is_flag=True, help="Start from the bundled demo-brats-TASK preset instead of pretraining, "
               "few labels only, fewer label subsets and steps: about 2 minutes on 2 CPU cores.")
 @click.option("--seed", type=options.SEED, default=0, show_default=True,
               help="Seed of the data, label subsets, initialisations and batch order.")
 @click.option("--verbose", type=options.FIT_VERBOSITY, default=0, show_default=True, help="Keras fit verbosity.")
-def demo(task, out, quick, seed, verbose):
+def demo(task, out, quick, seed, verbose, overwrite):
     """Show what self-supervised pretraining buys when labels are scarce, on built-in synthetic data.
 
     Writes synthetic BraTS-like NIfTI subjects, pretrains a small encoder with TASK on all training
@@ -31,7 +33,8 @@ def demo(task, out, quick, seed, verbose):
     """
     from keras_ssl3d.demo import format_table, run_demo
 
-    results = run_demo(task=task, out=out, quick=quick, seed=seed, verbose=verbose, log=lambda s: click.echo(s, err=True))
+    results = run_demo(task=task, out=out, quick=quick, seed=seed, verbose=verbose,
+                       log=lambda s: click.echo(s, err=True), overwrite=overwrite)
     click.echo("")
     click.echo(f"Test Dice on {results['data']['test_subjects']} held-out subjects "
                f"(pretrained with {task} vs from scratch; seed {seed}, {results['seconds']:.0f} s):")

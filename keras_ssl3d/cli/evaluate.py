@@ -10,7 +10,7 @@ from keras_ssl3d.cli.streaming import cache_option
 @click.option("--model", "model_path", required=True, type=click.Path(),
               help="Run folder of `keras-ssl3d finetune` (or its model/ preset folder).")
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled data set to evaluate on.")
-@click.option("--out", default=None, type=click.Path(), help="Write the scores as JSON here.")
+@click.option("--out", default=None, type=click.Path(), help="Write the scores as JSON here (a new file, or an earlier score file, which is replaced).")
 @click.option("--subjects", default="all", show_default=True, type=click.Choice(["all", "test", "val", "train"]),
               help="Evaluate every subject of --data, or only the run's held-out test (a study's runs) / "
                    "validation / training subjects.")
@@ -26,12 +26,21 @@ def evaluate(model_path, data_path, out, subjects, batch_size, cache):
     from both, the volume's diagonal when from one (BraTS). 2D: quadratic-weighted kappa and
     accuracy. Volumes are scored on the model's input grid (resampled like the training data).
     """
-    from keras_ssl3d.fileio import write_json_atomic
-    from keras_ssl3d.finetune.evaluation import evaluate_model, format_table, load_finetuned, model_size
+    from keras_ssl3d.fileio import claim_output_file, write_json_atomic
+    from keras_ssl3d.finetune.evaluation import (
+        EVALUATION_TAG,
+        evaluate_model,
+        format_table,
+        is_evaluation_file,
+        load_finetuned,
+        model_size,
+    )
     from keras_ssl3d.finetune.runner import load_task_data
 
     from pathlib import Path
 
+    if out:  # an earlier score file is replaced; any other file (an input, the user's) is refused, before any work
+        claim_output_file(out, is_evaluation_file, "score file of evaluate")
     model, metadata = load_finetuned(model_path)
     run_dir = Path(model_path).resolve()
     run_dir = run_dir.parent if run_dir.name == "model" else run_dir
@@ -42,5 +51,6 @@ def evaluate(model_path, data_path, out, subjects, batch_size, cache):
     result["data"] = str(data_path)
     click.echo(format_table(result))
     if out:
-        write_json_atomic(out, result)
+        claim_output_file(out, is_evaluation_file, "score file of evaluate")
+        write_json_atomic(out, {**EVALUATION_TAG, **result})
         click.echo(f"scores written to {out}")

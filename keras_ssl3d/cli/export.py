@@ -12,9 +12,13 @@ from keras_ssl3d.cli import options
               show_default=True, help="A SavedModel folder, or the compressed TF Hub module (.tar.gz).")
 @click.option("--in-channels", type=options.CHANNELS, default=None, help="Adapt the input layer first.")
 @click.option("--revision", default=None, help="Hub revision of HANDLE.")
-def export(handle, out, fmt, in_channels, revision):
+@click.option("--overwrite", is_flag=True,
+              help="Replace an earlier keras-ssl3d export at OUT (never anything else: a folder or file that is "
+                   "not an earlier export is refused).")
+def export(handle, out, fmt, in_channels, revision, overwrite):
     """Export the encoder of HANDLE (zoo name, hub repo, preset folder or .keras file) to OUT.
 
+    OUT must be new (or an empty folder); an earlier export there is replaced only with --overwrite.
     Load the result with `m = tensorflow_hub.load(OUT)` (keep `m` referenced) or with
     `keras.layers.TFSMLayer(OUT, call_endpoint="serve")` in a Keras 3 model (TensorFlow backend).
     `hub.KerasLayer` is tf-keras and cannot sit in a Keras 3 model.
@@ -26,9 +30,10 @@ def export(handle, out, fmt, in_channels, revision):
     if keras.backend.backend() != "tensorflow":
         raise ConfigError(f"export needs KERAS_BACKEND=tensorflow (this process uses {keras.backend.backend()!r})")
     from keras_ssl3d.presets.mixin import PretrainedMixin
-    from keras_ssl3d.zoo.export import export_saved_model
+    from keras_ssl3d.zoo.export import claim_export, export_saved_model
 
+    claim_export(out, fmt, overwrite=overwrite, option="--overwrite")  # before loading anything
     model = PretrainedMixin.from_pretrained.__func__(keras.Model, handle, in_channels=in_channels,
                                                      revision=revision)
-    export_saved_model(model, out, format=fmt)
+    export_saved_model(model, out, format=fmt, overwrite=overwrite, option="--overwrite")
     click.echo(f"exported {handle} ({type(model).__name__}, {model.count_params()} parameters) to {out} [{fmt}]")

@@ -57,7 +57,10 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
     from keras_ssl3d import distribute
     from keras_ssl3d.finetune.parsing import parse_float_list, parse_int_list, parse_name_list
     from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder, load_task_data
-    from keras_ssl3d.finetune.study import SCRATCH, run_study, split_encoder_spec
+    from keras_ssl3d.fileio import claim_output_dir
+    from keras_ssl3d.finetune.study import SCRATCH, STUDY_OUTPUT, run_study, split_encoder_spec
+
+    claim_output_dir(out, STUDY_OUTPUT, option="--out")  # before any data is read or cached
 
     encoder_list = parse_name_list(encoders, "--encoders")
     fraction_list = parse_float_list(fractions, "--fractions")

@@ -19,7 +19,7 @@ import numpy as np
 from keras_ssl3d.data.layouts import discover
 from keras_ssl3d.data.nifti import load_label_volume, load_volume
 from keras_ssl3d.errors import DataError
-from keras_ssl3d.fileio import atomic_path, write_json_atomic
+from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_json_atomic
 
 SCALE_MODES = ("minmax", "percentile", "ct_window")
 DEFAULT_PERCENTILES = (0.5, 99.5)
@@ -324,6 +324,7 @@ def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False,
     A run that fails before any subject is written leaves no cache behind (nothing to refuse a rerun).
     """
     out = Path(out)
+    claim_output_dir(out, CACHE_OUTPUT)  # new, empty or a cache (resumed): never a folder of the user's files
     created = not out.exists()
     try:
         return _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale,
@@ -331,6 +332,23 @@ def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False,
     except BaseException:
         _discard_if_empty(out, created)
         raise
+
+
+def _is_cache_folder(folder):
+    """A cache written by the package: its manifest or settings say so, or it holds only cache folders."""
+    folder = Path(folder)
+    for name, key in (("manifest.json", "format"), ("settings.json", "layout")):
+        try:
+            record = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and key in record and "source" in record:
+            return True
+    return all(p.name in ("images", "labels", "subjects") for p in folder.iterdir())
+
+
+CACHE_OUTPUT = OutputKind("preprocessed cache", frozenset(("images", "labels", "subjects", "settings.json",
+                                                           "manifest.json")), _is_cache_folder)
 
 
 def _holds_subjects(out):

@@ -1,13 +1,18 @@
 """Evaluate and apply fine-tuned models (the ``evaluate`` and ``predict`` commands)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.errors import ConfigError, DataError, PresetError
+from keras_ssl3d.errors import ConfigError, DataError, OutputError, PresetError
 from keras_ssl3d.finetune import metrics as M
 
-PREDICTION_SUFFIX = "_seg.nii.gz"
+# Not BraTS' "_seg": a prediction must never take the name of a ground-truth label file.
+PREDICTION_SUFFIX = "_pred.nii.gz"
+# The predictions a `predict` wrote in an output folder ({file name: sha256}): only these are its own.
+PREDICTIONS_RECORD = "keras-ssl3d-predictions.json"
+EVALUATION_TAG = {"written_by": "keras-ssl3d evaluate"}
 
 
 def load_finetuned(path):
@@ -206,3 +211,83 @@ def predict_volume(model, metadata, paths, batch_size=1):
     ras_shape = [int(n) for n in volume.array.shape[:3]]
     info = {"crop_bbox": [[0, n] for n in ras_shape], "ras_shape": ras_shape}
     return labels_to_original(pred, info, inverse), volume
+
+
+# ---------------------------------------------------------------- where predictions go
+
+
+def is_evaluation_file(path):
+    """Whether ``path`` is a score file `evaluate --out` wrote (tagged with ``EVALUATION_TAG``)."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and all(record.get(k) == v for k, v in EVALUATION_TAG.items())
+
+
+def plan_predictions(inputs, items, out, overwrite=False, option="--overwrite"):
+    """``[(target, paths)]`` for ``resolve_inputs``' ``items`` (one per INPUT of ``inputs``) into ``out``.
+
+    Refused (one line, nothing written): two inputs that map to one output name, an output that is one of
+    the inputs, and an existing file that no earlier `predict` recorded as its own (an own one only with
+    ``overwrite``).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError("the prediction output exists and is not a folder", path=out)
+    record = read_prediction_record(out)
+    sources = {p.resolve() for _, paths in items for p in paths}
+    seen = {}
+    planned = []
+    for spec, (name, paths) in zip(inputs, items):
+        target = out / f"{name}{PREDICTION_SUFFIX}"
+        if target.name in seen:
+            raise ConfigError(f"inputs {seen[target.name]} and {spec} would both write {target}; "
+                              "predict them into different --out folders")
+        seen[target.name] = spec
+        if target.resolve() in sources:
+            raise OutputError(f"the prediction of {spec} would overwrite an input file; choose another --out",
+                              path=target)
+        if target.exists() or target.is_symlink():
+            if not _recorded(record, target):
+                raise OutputError("exists and was not written by keras-ssl3d predict; choose another --out "
+                                  "(nothing was written)", path=target)
+            if not overwrite:
+                raise OutputError(f"holds an earlier prediction; pass {option} to replace it, or choose another "
+                                  "--out", path=target)
+        planned.append((target, paths))
+    return planned
+
+
+def read_prediction_record(out):
+    """``{file name: sha256 or None}`` of the predictions written in ``out``; refuses a foreign record file."""
+    path = Path(out) / PREDICTIONS_RECORD
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    if not (isinstance(record, dict) and record.get("written_by") == "keras-ssl3d predict"
+            and isinstance(record.get("files"), dict)):
+        raise OutputError("is not a record of keras-ssl3d predict; choose another --out", path=path)
+    return record["files"]
+
+
+def _recorded(record, target):
+    """Whether ``target`` is a prediction this package wrote, unchanged since (a None hash: being written)."""
+    from keras_ssl3d.presets.io import sha256_file
+
+    if target.name not in record or target.is_symlink() or not target.is_file():
+        return False
+    return record[target.name] is None or record[target.name] == sha256_file(target)
+
+
+def record_prediction(out, target, written):
+    """Record ``target`` in ``out``'s prediction record: before writing (hash None) and once ``written``."""
+    from keras_ssl3d.fileio import write_json_atomic
+    from keras_ssl3d.presets.io import sha256_file
+
+    files = read_prediction_record(out)
+    files[Path(target).name] = sha256_file(target) if written else None
+    write_json_atomic(Path(out) / PREDICTIONS_RECORD, {"written_by": "keras-ssl3d predict", "files": files})

@@ -14,11 +14,12 @@ from pathlib import Path
 import keras
 
 from keras_ssl3d.errors import RunError
-from keras_ssl3d.fileio import atomic_directory
+from keras_ssl3d.fileio import atomic_directory, marker_kind
 
 BEST_DIR = "best"
 WEIGHTS = "model.weights.h5"
 RECORD = "best.json"
+BEST_OUTPUT = marker_kind("best-epoch folder", (WEIGHTS,), RECORD)
 
 
 def read_best(run_dir):
@@ -104,6 +105,6 @@ class BestEpoch(keras.callbacks.Callback):
         if keras.backend.backend() == "jax" and hasattr(self.model, "jax_state_sync"):
             self.model.jax_state_sync()
         self.best = {"epoch": int(epoch), "score": float(score), "monitor": self.monitor}
-        with atomic_directory(self.run_dir / BEST_DIR) as tmp:
+        with atomic_directory(self.run_dir / BEST_DIR, BEST_OUTPUT) as tmp:
             self.model.save_weights(str(tmp / WEIGHTS))
             (tmp / RECORD).write_text(json.dumps(self.best, indent=2) + "\n", encoding="utf-8")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_ssl3d.errors import ConfigError
-from keras_ssl3d.fileio import atomic_path, write_text_atomic
+from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_text_atomic
 from keras_ssl3d.finetune.statistics import compare_to_scratch, format_comparison
 
 SCRATCH = "none"
@@ -40,6 +40,10 @@ COLUMNS = ["encoder", "label", "strategy", "fraction", "repeat", "seed", "train_
            "best_val_metric", "selected_epoch", "epochs", "wall_s", "run_dir", *SURFACE_COLUMNS]
 # The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
 SCRATCH_STRATEGY = "full"
+# A study folder: its runs/ (or runs.csv) says so; the package writes only these names in it.
+STUDY_FILES = frozenset(("runs", RUNS_FILE, "summary.md", "data_efficiency.png", "convergence.png"))
+STUDY_OUTPUT = OutputKind("study", STUDY_FILES, lambda folder: (Path(folder) / "runs").is_dir()
+                          or (Path(folder) / RUNS_FILE).is_file())
 
 
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -77,6 +81,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
     from keras_ssl3d.finetune.runner import RESULT_FILE, run_finetune
 
     out = Path(out)
+    claim_output_dir(out, STUDY_OUTPUT)  # new, empty or an earlier study (resumed): never the user's folder
     settings = settings.resolved(data.task)
     specs = [("scratch", SCRATCH)] + [split_encoder_spec(e) for e in encoders if e != SCRATCH]
     labels = [label for label, _ in specs]

@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 
 from keras_ssl3d.errors import PresetError
-from keras_ssl3d.fileio import atomic_directory
+from keras_ssl3d.fileio import OutputKind, atomic_directory
 from keras_ssl3d.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -29,6 +29,18 @@ DEFAULT_INPUT_CONTRACT = {
     "intensity_normalization": "per-channel min-max to [0, 1]",
     "layout": "channels_last",
 }
+
+
+def _is_preset_folder(folder):
+    """Whether ``folder`` holds a preset written by keras-ssl3d (its metadata says so)."""
+    try:
+        meta = json.loads((Path(folder) / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and "keras_ssl3d_version" in meta and (Path(folder) / CONFIG_FILE).is_file()
+
+
+PRESET_OUTPUT = OutputKind("preset", frozenset((CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)), _is_preset_folder)
 
 
 def sha256_file(path, chunk_size=1 << 20):
@@ -56,10 +68,14 @@ def input_contract(model, extra=None):
 
 
 def save_preset(model, directory, metadata=None, input_contract_extra=None):
-    """Write ``model`` as a preset folder, atomically (the folder appears complete or not at all)."""
+    """Write ``model`` as a preset folder, atomically (the folder appears complete or not at all).
+
+    ``directory`` must be new, empty or an earlier preset holding only the preset's files (which are
+    replaced); anything else is an `OutputError` and nothing is written.
+    """
     directory = Path(directory)
     config = keras.saving.serialize_keras_object(model)
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, PRESET_OUTPUT) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         model.save_weights(str(tmp / WEIGHTS_FILE))
         meta = {

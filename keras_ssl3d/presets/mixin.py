@@ -22,7 +22,11 @@ class PretrainedMixin:
                                token=token)
 
     def save_pretrained(self, directory, metadata=None, input_contract=None):
-        """Write this model as a preset folder (config.json, model.weights.h5, metadata.json)."""
+        """Write this model as a preset folder (config.json, model.weights.h5, metadata.json).
+
+        ``directory`` must be new, empty or an earlier preset (replaced); a folder holding anything
+        else is refused with an `OutputError`, so a user's files are never deleted.
+        """
         from keras_ssl3d.presets.io import save_preset
 
         return save_preset(self, directory, metadata=metadata, input_contract_extra=input_contract)

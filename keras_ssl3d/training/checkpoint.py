@@ -17,12 +17,13 @@ import keras
 import numpy as np
 
 from keras_ssl3d.errors import RunError
-from keras_ssl3d.fileio import atomic_directory, write_text_atomic
+from keras_ssl3d.fileio import atomic_directory, marker_kind, write_text_atomic
 
 WEIGHTS = "model.weights.h5"
 OPTIMIZER = "optimizer.h5"
 STATE = "state.json"
 LATEST = "latest"
+CHECKPOINT_OUTPUT = marker_kind("checkpoint", (WEIGHTS, OPTIMIZER), STATE)
 
 
 def checkpoints_dir(run_dir):
@@ -35,7 +36,7 @@ def save_checkpoint(model, run_dir, state, keep=2):
     name = f"epoch-{int(state['epoch']):04d}" + ("-partial" if state.get("partial") else "")
     target = root / name
     try:
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, CHECKPOINT_OUTPUT) as tmp:
             model.save_weights(str(tmp / WEIGHTS))
             _save_optimizer(model, tmp / OPTIMIZER)
             (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")

@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 
 from keras_ssl3d.errors import RunError
-from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
+from keras_ssl3d.fileio import OutputKind, claim_output_dir, write_json_atomic, write_text_atomic
 from keras_ssl3d.training import checkpoint as ckpt
 from keras_ssl3d.version import __version__
 
@@ -33,6 +33,11 @@ RUN_FILE = "run.json"
 _BATCH_DELAY = float(os.environ.get("KERAS_SSL3D_TEST_BATCH_DELAY", "0") or 0)
 HISTORY_FILE = "history.csv"
 _clock = time.monotonic  # the clock of checkpoint_seconds (a test replaces it)
+# A run folder is one with run.json, or the leftover of a start that failed before its first checkpoint
+# (`discard_if_unstarted` leaves at most these); any other non-empty folder is the user's and refused.
+_LEFTOVERS = frozenset((HISTORY_FILE, "checkpoints", "tensorboard"))
+RUN_OUTPUT = OutputKind("training run", frozenset(), lambda folder: (Path(folder) / RUN_FILE).is_file() or all(
+    p.name in _LEFTOVERS for p in Path(folder).iterdir()))
 
 
 def environment_versions():
@@ -52,8 +57,10 @@ def environment_versions():
 def check_run_dir(run_dir):
     """Fail early, before any data is read or cached beside it, if ``run_dir`` cannot be created.
 
-    Creates nothing: the nearest existing folder above it must be a writable folder.
+    Creates nothing: the nearest existing folder above it must be a writable folder, and ``run_dir`` new,
+    empty or a run folder (never a folder of the user's files).
     """
+    claim_output_dir(run_dir, RUN_OUTPUT)
     path = Path(run_dir).absolute()
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
@@ -97,6 +104,7 @@ class TrainingRun:
 
     # -- run directory --------------------------------------------------------------------------
     def _prepare(self):
+        claim_output_dir(self.run_dir, RUN_OUTPUT)
         self._created_dir = not self.run_dir.exists()
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +191,7 @@ class TrainingRun:
         """
         if self.resume or self.checkpoint is not None:
             return
-        for name in (RUN_FILE, HISTORY_FILE):
+        for name in (RUN_FILE, HISTORY_FILE, "config.yaml"):  # config.yaml: written when this run started
             (self.run_dir / name).unlink(missing_ok=True)
         for folder in (ckpt.checkpoints_dir(self.run_dir), self.run_dir if self._created_dir else None):
             if folder is not None and folder.is_dir() and not any(folder.iterdir()):
