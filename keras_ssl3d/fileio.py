@@ -1,8 +1,10 @@
 """Atomic file and folder writes: a crash or a full disk never leaves a half-written output."""
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -65,3 +67,20 @@ def _fsync_file(path):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def disk_full_message(error):
+    """The words for a write that failed for lack of room, or ``None`` for another ``OSError``.
+
+    ENOSPC/EDQUOT (disk or quota full), EFBIG (a file-size limit), and numpy's short write
+    ("131072 requested and 118752 written", no errno) all mean the same to a user.
+    """
+    code = getattr(error, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full (no space left on the device)"
+    if code == errno.EFBIG:
+        return "disk full (file too large: the file-size limit or the file system's limit was reached)"
+    short = re.search(r"(\d+) requested and (\d+) written", str(error))
+    if short:
+        return f"disk full (only {short.group(2)} of {short.group(1)} bytes could be written)"
+    return None
