@@ -467,7 +467,9 @@ def _discover_csv(path, modalities):
                         f"{', '.join(columns)})", path=path)
     unread = [c for c in columns if c not in skip and c not in mod_cols]
     if unread:
-        warn_data(f"columns {', '.join(unread)} are not read (neither images, id, label nor split)", path=path)
+        several = len(unread) > 1
+        warn_data(f"column{'s' if several else ''} {', '.join(unread)} {'are' if several else 'is'} not read (neither "
+                  "images, id, label nor split)", path=path)
     root = path.parent
     subjects = []
     outside = []
