@@ -30,7 +30,8 @@ from keras_ssl3d.data.preprocess import SCALE_MODES
               help="Parallel worker processes.")
 @click.option("--skip-bad", is_flag=True, help="Report bad subjects and go on instead of stopping.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def preprocess(src, out, layout, size, crop_foreground, scale, modalities, label_convention, workers, skip_bad, quiet):
+def preprocess(src, out, layout, size, crop_foreground, scale, modalities, label_convention, workers, skip_bad,
+               quiet):
     """Preprocess the data set at SRC into the cache folder OUT.
 
     Resumable: subjects already in OUT are skipped; every file is written atomically.
