@@ -90,7 +90,8 @@ def _read(path):
     check_voxel_type(img.header.get_data_dtype(), path)
     stored = _check_declared_size(img.header, path)
     if str(path).lower().endswith(".gz"):
-        verify_gzip(path, limit=stored + (1 << 20))
+        # The one full read: checked, then handed to nibabel (no second decompression).
+        img = type(img).from_bytes(verify_gzip(path, limit=stored + (1 << 20)))
     check_affine(img.affine, path)
     try:
         data = np.asanyarray(img.dataobj)
@@ -156,20 +157,21 @@ def _check_declared_size(header, path):
 
 
 def verify_gzip(path, limit=None):
-    """Decompress the whole file once, so gzip checks every member's CRC and length (nibabel stops before).
+    """Decompress the whole file, so gzip checks every member's CRC and length (nibabel stops before);
+    returns the decompressed bytes.
 
     ``limit``: the most bytes the file may expand to (its header's voxel data); more is refused
     before it fills the memory.
     """
-    total = 0
+    data = bytearray()
     try:
         with gzip.open(path, "rb") as f:
             while True:
                 chunk = f.read(1 << 22)
                 if not chunk:
                     break
-                total += len(chunk)
-                if limit is not None and total > limit:
+                data += chunk
+                if limit is not None and len(data) > limit:
                     raise DataError(f"refused: the gzip stream expands beyond the {_size_text(limit)} its header "
                                     "declares (corrupt or a decompression bomb)", path=path)
     except EOFError:
@@ -177,6 +179,7 @@ def verify_gzip(path, limit=None):
     except (OSError, zlib.error) as e:
         raise DataError(f"corrupt gzip file ({_short(e)}): the data are damaged; copy or download it again",
                         path=path) from None
+    return bytes(data)
 
 
 def check_affine(affine, path):
