@@ -147,7 +147,7 @@ def _check_declared_size(header, path):
                f"({_size_text(nbytes)})"
     gz = str(path).lower().endswith(".gz")
     if (offset + nbytes > size * GZIP_MAX_RATIO) if gz else (offset + nbytes > size):
-        raise DataError(f"corrupt: {declared} but the {_size_text(size)} file cannot hold them (header size "
+        raise DataError(f"corrupt: {declared} but the file ({_size_text(size)}) cannot hold them (header size "
                         "inconsistent with file size)", path=path)
     limit_gb = float(os.environ.get("KERAS_SSL3D_MAX_SCAN_GB") or MAX_SCAN_GB)
     if nbytes > limit_gb * 1e9:
