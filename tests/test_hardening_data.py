@@ -482,3 +482,18 @@ def test_a_file_size_limit_in_a_subprocess(data, tmp_path):
 def test_disk_full_message_knows_other_errors():
     assert disk_full_message(OSError(errno.EFBIG, "File too large")).startswith("disk full (file too large")
     assert disk_full_message(OSError(errno.EACCES, "Permission denied")) is None
+
+
+def test_brats_2023_fine_tuned_and_evaluated_with_its_regions(data, tmp_path, capsys):
+    _to_2023(data)
+    run = tmp_path / "ft"
+    argv = ["finetune", "--data", str(data), "--encoder", "none", "--out", str(run), "--size", "8", "--filters",
+            "4,8", "--epochs", "1", "--batch-size", "1", "--verbose", "0"]
+    assert run_cli(cli, argv) == 0, capsys.readouterr().err
+    metadata = json.loads((run / "model" / "metadata.json").read_text())
+    assert {int(k): v for k, v in metadata["label_mapping"].items()} == {0: 0, 1: 1, 2: 2, 3: 3}
+    scores = tmp_path / "scores.json"
+    assert run_cli(cli, ["evaluate", "--model", str(run), "--data", str(data), "--out", str(scores)]) == 0
+    regions = json.loads(scores.read_text())["regions"]
+    assert sorted(regions) == ["enhancing_tumor", "tumor_core", "whole_tumor"]
+    assert all(0.0 <= v <= 1.0 for v in regions.values())
