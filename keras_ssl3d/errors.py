@@ -35,3 +35,33 @@ class RunError(SSL3DError, RuntimeError):
 
 class OutputError(ConfigError):
     """An output path would replace, delete or overwrite something the package did not write."""
+
+
+class DataWarning(UserWarning):
+    """Something in the data a user must hear about although the run goes on (printed as one line)."""
+
+
+def warn_data(message, path=None):
+    """Warn about the data in one line, ``Warning: <path>: <message>`` (a warning, so the API can filter it)."""
+    import warnings
+
+    warnings.warn(DataWarning(f"{path}: {message}" if path is not None else str(message)), stacklevel=2)
+
+
+def _format_warning(message, category, filename, lineno, line=None, _default=None):
+    if issubclass(category, DataWarning):
+        return f"Warning: {message}\n"
+    return _default(message, category, filename, lineno, line)
+
+
+def _install_one_line_format():
+    import functools
+    import warnings
+
+    if not getattr(warnings.formatwarning, "_keras_ssl3d", False):
+        fmt = functools.partial(_format_warning, _default=warnings.formatwarning)
+        fmt._keras_ssl3d = True
+        warnings.formatwarning = fmt
+
+
+_install_one_line_format()

@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,12 +19,10 @@ from typing import Callable
 
 from keras_ssl3d.errors import OutputError
 
-_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
 
 def is_disk_full(err):
     """Whether ``err`` (an OSError) means the disk, a quota or a file-size limit is full."""
-    return isinstance(err, OSError) and err.errno in _DISK_FULL
+    return isinstance(err, OSError) and disk_full_reason(err) is not None
 
 
 def disk_full_message(path, err):
@@ -163,3 +162,20 @@ def _fsync_file(path):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def disk_full_reason(error):
+    """The words for a write that failed for lack of room, or ``None`` for another ``OSError``.
+
+    ENOSPC/EDQUOT (disk or quota full), EFBIG (a file-size limit), and numpy's short write
+    ("131072 requested and 118752 written", no errno) all mean the same to a user.
+    """
+    code = getattr(error, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full (no space left on the device)"
+    if code == errno.EFBIG:
+        return "disk full (file too large: the file-size limit or the file system's limit was reached)"
+    short = re.search(r"(\d+) requested and (\d+) written", str(error))
+    if short:
+        return f"disk full (only {short.group(2)} of {short.group(1)} bytes could be written)"
+    return None

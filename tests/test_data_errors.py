@@ -12,7 +12,7 @@ from keras_ssl3d.cli.errors import run_cli
 from keras_ssl3d.cli.main import cli
 from keras_ssl3d.data import load_labeled_volumes, load_unlabeled_volumes, open_cache, preprocess_dataset
 from keras_ssl3d.data.layouts import discover
-from keras_ssl3d.data.preprocess import label_mapping_for, preprocess_subject
+from keras_ssl3d.data.preprocess import cache_name, label_mapping_for, preprocess_subject
 from keras_ssl3d.data.synthetic import make_brats_like
 from keras_ssl3d.errors import DataError
 
@@ -198,8 +198,8 @@ def test_preprocess_stops_or_skips(broken, breaker, message, tmp_path):
     out = tmp_path / "cache"
     with pytest.raises(DataError, match=message):
         preprocess_dataset(broken, out, size=8)
-    assert not (out / "images" / f"{SID}.npy").exists()
-    assert not (out / "subjects" / f"{SID}.json").exists()
+    assert not (out / "images" / f"{cache_name(SID)}.npy").exists()
+    assert not (out / "subjects" / f"{cache_name(SID)}.json").exists()
     summary = preprocess_dataset(broken, out, size=8, skip_bad=True)
     assert [sid for sid, _ in summary["failed"]] == [SID]
     cache = open_cache(out)
@@ -217,7 +217,7 @@ def test_cli_error_is_one_line_and_skip_bad_reports(broken, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err == [f"Error: {bad}: contains 2 NaN/Inf voxels"]
-    assert not (out / "images" / f"{SID}.npy").exists()
+    assert not (out / "images" / f"{cache_name(SID)}.npy").exists()
     code = run_cli(cli, ["preprocess", str(broken), str(out), "--size", "8", "--quiet", "--skip-bad",
                          "--workers", "2"])
     text = capsys.readouterr().out

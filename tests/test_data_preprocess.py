@@ -11,6 +11,7 @@ from keras_ssl3d.cli.main import cli
 from keras_ssl3d.data import labels_to_original, load_volume, open_cache, preprocess_dataset, save_label_map
 from keras_ssl3d.data.layouts import discover
 from keras_ssl3d.data.preprocess import (
+    cache_name,
     crop_to_foreground,
     foreground_bbox,
     label_mapping_for,
@@ -166,16 +167,16 @@ def test_preprocess_dataset_parallel_and_resumable(brats_dir, tmp_path):
     assert m["inverse_label_mapping"]["3"] == 4
     assert m["subjects"][0]["original_affine"][0][0] == -1.0
     # Simulate an interruption: one subject's record and label are gone, another left a temp file.
-    rec = out / "subjects" / "BraTS_Synth_002.json"
+    rec = out / "subjects" / f"{cache_name('BraTS_Synth_002')}.json"
     rec.unlink()
-    (out / "labels" / "BraTS_Synth_003.npy").unlink()
+    (out / "labels" / f"{cache_name('BraTS_Synth_003')}.npy").unlink()
     (out / "images" / ".BraTS_Synth_004.npy.abc.tmp.npy").write_bytes(b"partial")
-    before = os.stat(out / "images" / "BraTS_Synth_001.npy").st_mtime_ns
+    before = os.stat(out / "images" / f"{cache_name('BraTS_Synth_001')}.npy").st_mtime_ns
     seen.clear()
     summary = preprocess_dataset(brats_dir, out, size=8, workers=1, progress=lambda sid, st: seen.append(st))
     assert summary["done"] == 2 and summary["already_done"] == 2
     assert sorted(seen) == ["done", "done", "skipped", "skipped"]
-    assert os.stat(out / "images" / "BraTS_Synth_001.npy").st_mtime_ns == before  # not rewritten
+    assert os.stat(out / "images" / f"{cache_name('BraTS_Synth_001')}.npy").st_mtime_ns == before  # not rewritten
     assert rec.is_file()
     cache = open_cache(out)
     assert len(cache) == 4

@@ -6,7 +6,7 @@ import click
 
 from keras_ssl3d.cli import options
 
-from keras_ssl3d.data.layouts import LAYOUTS
+from keras_ssl3d.data.layouts import LABEL_CONVENTIONS, LAYOUTS
 from keras_ssl3d.data.preprocess import SCALE_MODES
 
 
@@ -23,11 +23,15 @@ from keras_ssl3d.data.preprocess import SCALE_MODES
               help="Intensity scaling to [0, 1] per channel.")
 @click.option("--modalities", default=None,
               help="Comma-separated modality names to keep, in channel order (e.g. t1,flair).")
+@click.option("--label-convention", type=click.Choice(list(LABEL_CONVENTIONS)), default=None,
+              help="Label values of the label maps: brats2021 (enhancing tumor 4) or brats2023 (3); BraTS folders "
+                   "pick it from their file names (*_t1ce / *-t1c).")
 @click.option("--workers", type=options.WORKERS, default=1, show_default=True,
               help="Parallel worker processes.")
 @click.option("--skip-bad", is_flag=True, help="Report bad subjects and go on instead of stopping.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def preprocess(src, out, layout, size, crop_foreground, scale, modalities, workers, skip_bad, quiet):
+def preprocess(src, out, layout, size, crop_foreground, scale, modalities, label_convention, workers, skip_bad,
+               quiet):
     """Preprocess the data set at SRC into the cache folder OUT.
 
     Resumable: subjects already in OUT are skipped; every file is written atomically.
@@ -36,7 +40,7 @@ def preprocess(src, out, layout, size, crop_foreground, scale, modalities, worke
     from keras_ssl3d.data.preprocess import preprocess_dataset
 
     mods = [m.strip() for m in modalities.split(",") if m.strip()] if modalities else None
-    total = len(discover(src, layout=layout, modalities=mods).subjects)
+    total = len(discover(src, layout=layout, modalities=mods, label_convention=label_convention).subjects)
     start = time.perf_counter()
     bar = None
     if not quiet:
@@ -50,7 +54,7 @@ def preprocess(src, out, layout, size, crop_foreground, scale, modalities, worke
     try:
         summary = preprocess_dataset(src, out, layout=layout, size=size, crop_foreground=crop_foreground,
                                      workers=workers, skip_bad=skip_bad, progress=progress, scale=scale,
-                                     modalities=mods)
+                                     modalities=mods, label_convention=label_convention)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

@@ -124,6 +124,12 @@ def load_labeled_volumes(path, size=128, layout="auto", modalities=None, crop_fo
     subjects = dataset.labeled
     if not subjects:
         raise DataError("data set has no label files", path=path)
+    if len(subjects) < len(dataset.subjects):
+        from keras_ssl3d.errors import warn_data
+
+        unlabeled = [s.id for s in dataset.subjects if s.label is None]
+        warn_data(f"{len(unlabeled)} subject(s) without a label file are left out of the labelled subjects "
+                  f"({', '.join(unlabeled[:5])}{', ...' if len(unlabeled) > 5 else ''})", path=path)
     kw = _raw_kwargs(dataset)
     images, labels, infos = [], [], []
     for s in subjects:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.data.preprocess import CACHE_FORMAT, resize_labels, resize_volume
-from keras_ssl3d.errors import DataError
+from keras_ssl3d.data.preprocess import CACHE_FORMAT, CACHE_VERSION, resize_labels, resize_volume
+from keras_ssl3d.errors import DataError, warn_data
 
 
 def is_cache(path):
@@ -38,7 +38,13 @@ class CachedDataset:
         if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
             raise DataError("manifest.json is not a keras-ssl3d cache manifest", path=path)
         self.manifest = manifest
+        _check_one_file_per_subject(manifest.get("subjects", []), path)
         self.subjects = [s for s in manifest.get("subjects", []) if s.get("label") or not labeled_only]
+        unlabeled = [s["id"] for s in manifest.get("subjects", []) if not s.get("label")]
+        if labeled_only and unlabeled and self.subjects:
+            shown = ", ".join(str(i) for i in unlabeled[:5]) + (", ..." if len(unlabeled) > 5 else "")
+            warn_data(f"{len(unlabeled)} subject(s) without a label file are left out of the labelled subjects "
+                      f"({shown})", path=self.directory)
         for subject in self.subjects:  # batches stack subjects: name an odd one now, not in numpy later
             if subject.get("num_channels", self.num_channels) != self.num_channels:
                 source = (subject.get("source_images") or [self.directory / subject["image"]])[0]
@@ -140,6 +146,19 @@ class CachedDataset:
         return np.stack(out)
 
 
+def _check_one_file_per_subject(subjects, manifest_path):
+    """Older caches (version 1) could map two ids to one file, so one scan replaced the other: refuse those."""
+    owner = {}
+    for s in subjects:
+        for rel in (s.get("image"), s.get("label")):
+            if rel and rel in owner and owner[rel] != s.get("id"):
+                raise DataError(f"subjects {owner[rel]!r} and {s.get('id')!r} share the file {rel} (a cache made by an "
+                                "older keras-ssl3d: one overwrote the other); preprocess the data again into a new "
+                                "folder", path=manifest_path)
+            if rel:
+                owner[rel] = s.get("id")
+
+
 def open_cache(directory, mmap=True, size=None, labeled_only=False):
     return CachedDataset(directory, mmap=mmap, size=size, labeled_only=labeled_only)
 
@@ -152,7 +171,9 @@ def default_cache_dir(src, root, size, crop_foreground):
     (pretrain, finetune, study) share one cache per setting.
     """
     src = Path(src).resolve()
-    digest = hashlib.sha256(str(src).encode("utf-8")).hexdigest()[:8]
+    # The cache version is hashed too: a cache in an older format is not reused (nor refused), a new one is made.
+    key = f"{src}\0v{CACHE_VERSION}"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:8]
     name = f"{src.name}-{int(size)}{'-crop' if crop_foreground else ''}-{digest}"
     return Path(root) / "keras-ssl3d-cache" / name
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_ssl3d.data.nifti import is_nifti, nifti_stem
-from keras_ssl3d.errors import DataError
+from keras_ssl3d.errors import DataError, warn_data
 
 LAYOUTS = ("auto", "brats", "msd", "folder", "csv")
 
-# BraTS file suffixes per modality; the 2023 names (t1n, t1c, t2w, t2f) are accepted as aliases.
+# BraTS file suffixes per modality (``x_t1.nii.gz``, ``x-t1n.nii.gz`` or bare ``t1.nii.gz``); the
+# BraTS 2023/2024 names (t1n, t1c, t2w, t2f) are aliases, and they also select the 2023 labels.
 BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
 BRATS_ALIASES = {
     "t1": ("t1", "t1n"),
@@ -21,11 +22,18 @@ BRATS_ALIASES = {
     "flair": ("flair", "t2f"),
     "seg": ("seg",),
 }
-BRATS_LABEL_NAMES = {0: "background", 1: "necrotic/non-enhancing core", 2: "edema", 4: "enhancing tumor"}
+BRATS2023_NAMES = ("t1n", "t1c", "t2w", "t2f")
+# Label values of the BraTS label maps: up to 2021 enhancing tumour is 4, from 2023 it is 3.
+LABEL_CONVENTIONS = {
+    "brats2021": {0: "background", 1: "necrotic/non-enhancing core", 2: "edema", 4: "enhancing tumor"},
+    "brats2023": {0: "background", 1: "non-enhancing tumor core", 2: "surrounding FLAIR hyperintensity (edema)",
+                  3: "enhancing tumor"},
+}
+BRATS_LABEL_NAMES = LABEL_CONVENTIONS["brats2021"]
 LABEL_SUFFIXES = ("_seg", "_label", "_labels", "_mask", "_gt")
 LABEL_DIRS = ("labels", "labelsTr", "masks", "segmentations")
 IMAGE_DIRS = ("images", "imagesTr", "imagesTs")
-ID_COLUMNS = ("id", "subject", "subject_id", "case", "case_id", "name")
+ID_COLUMNS = ("id", "subject", "subject_id", "case", "case_id", "name", "eid")
 LABEL_COLUMNS = ("label", "seg", "segmentation", "mask", "labels")
 
 
@@ -75,19 +83,26 @@ class Dataset:
         return [s for s in self.subjects if s.label is not None]
 
 
-def discover(path, layout="auto", modalities=None):
+def discover(path, layout="auto", modalities=None, label_convention=None):
     """Find the subjects of a data set at ``path``.
 
     ``layout="auto"`` picks the one layout whose markers are present (``dataset.json`` -> msd; a
     ``.csv`` file -> csv; subject folders holding ``*_flair``/``*_t1``... files -> brats; NIfTI
     files at the top or in ``images/`` -> folder) and fails with a clear message when several or
     none match. ``modalities`` selects and orders the channels (names as in the data set).
+    ``label_convention`` (``brats2021`` or ``brats2023``) says which label values the label maps use;
+    BraTS folders pick it from their file names (``*_t1ce`` -> 2021, ``*-t1c`` -> 2023).
+    Folders (and files) that are not taken as subjects are reported, each with the reason, as a
+    ``DataWarning``; two subjects with one id are an error naming both.
     """
     path = Path(path)
     if not path.exists():
         raise DataError("data set path not found", path=path)
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}", path=path)
+    if label_convention is not None and label_convention not in LABEL_CONVENTIONS:
+        raise DataError(f"unknown label convention {label_convention!r}; choose one of "
+                        f"{', '.join(LABEL_CONVENTIONS)}", path=path)
     if layout == "auto":
         layout = detect_layout(path)
     reader = {"brats": _discover_brats, "msd": _discover_msd, "folder": _discover_folder, "csv": _discover_csv}
@@ -96,11 +111,26 @@ def discover(path, layout="auto", modalities=None):
         raise DataError(f"no subjects found for layout {layout!r}", path=path)
     if all(s.problem for s in dataset.subjects):
         raise DataError(dataset.subjects[0].problem)
-    ids = [s.id for s in dataset.subjects]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
-        raise DataError(f"duplicate subject ids {dup}", path=path)
+    seen = {}
+    for s in dataset.subjects:
+        if s.id in seen:
+            raise DataError(f"two subjects have the id {s.id!r}: {_where(seen[s.id])} and {_where(s)}; rename one",
+                            path=path)
+        seen[s.id] = s
+    if label_convention is not None:
+        dataset.label_names = dict(LABEL_CONVENTIONS[label_convention])
+        dataset.extra["label_convention"] = label_convention
+    elif dataset.extra.get("mixed_names"):
+        raise DataError(dataset.extra["mixed_names"], path=path)
+    for folder, why in dataset.extra.get("not_subjects", []):
+        warn_data(f"not taken as a subject: {why}", path=folder)
     return dataset
+
+
+def _where(subject):
+    """The folder (BraTS) or first file of a subject, to tell two subjects apart in a message."""
+    first = subject.image_paths[0] if subject.images else None
+    return str(first.parent if subject.images and len(subject.image_paths) > 1 else first)
 
 
 def detect_layout(path):
@@ -152,28 +182,41 @@ def _folder_images(path):
 
 
 def _brats_role(stem):
-    """Which BraTS role (t1, t1ce, ..., seg) a file stem has, from its last ``_``/``-`` part."""
+    """Which BraTS role (t1, t1ce, ..., seg) a file stem has, from its last ``_``/``-`` part or the whole
+    (bare) name."""
     m = re.search(r"[_-]([A-Za-z0-9]+)$", stem)
-    if not m:
-        return None
-    tail = m.group(1).lower()
+    tail = (m.group(1) if m else stem).lower()
     for role, names in BRATS_ALIASES.items():
         if tail in names:
             return role
     return None
 
 
-def _brats_folders(path):
-    """``{folder: {role: [files]}}`` for the sub-folders of ``path`` holding BraTS-named NIfTI files."""
+def _brats_folders(path, not_subjects=None):
+    """``{folder: {role: [files]}}`` for the sub-folders of ``path`` holding BraTS-named NIfTI files.
+
+    ``not_subjects``: a list that gets ``(folder or file, why)`` for everything else at the top of ``path``.
+    """
     found = {}
-    for d in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for d in sorted(p for p in path.iterdir() if not p.name.startswith(".")):
+        if not d.is_dir():
+            if not_subjects is not None and is_nifti(d):
+                not_subjects.append((d, "a NIfTI file beside the subject folders (BraTS reads one folder per "
+                                        "subject)"))
+            continue
         roles = {}
-        for f in _nifti_files(d):
+        niftis = _nifti_files(d)
+        for f in niftis:
             role = _brats_role(nifti_stem(f))
             if role is not None:
                 roles.setdefault(role, []).append(f)
         if roles:
             found[d] = roles
+        elif not_subjects is not None:
+            names = ", ".join(f.name for f in niftis[:3]) + (", ..." if len(niftis) > 3 else "")
+            not_subjects.append((d, f"none of its NIfTI files ({names}) has a BraTS modality name (t1, t1ce, t2, "
+                                    "flair, seg or the 2023 t1n, t1c, t2w, t2f)" if niftis else
+                                 "it holds no NIfTI files"))
     return found
 
 
@@ -196,12 +239,17 @@ def _discover_brats(path, modalities):
     subjects = []
     if not _brats_subject_dirs(path):
         raise DataError("no BraTS subject folders (with *_t1/_t1ce/_t2/_flair files) found", path=path)
+    not_subjects = []
+    styles = {}  # file-name style -> a folder using it (2021 or 2023 names)
     # Every folder with a BraTS-named file is a subject, complete or not: none is dropped unreported.
-    for d in _brats_folders(path):
+    for d in _brats_folders(path, not_subjects):
         files = {}
         problem = None
         for f in _nifti_files(d):
             role = _brats_role(nifti_stem(f))
+            if role is not None and role != "seg":
+                tail = re.split(r"[_-]", nifti_stem(f))[-1].lower()
+                styles.setdefault("brats2023" if tail in BRATS2023_NAMES else "brats2021", d)
             if role is not None:
                 if role in files and problem is None:
                     problem = str(DataError(f"two files for {role}: {files[role].name} and {f.name} "
@@ -213,8 +261,16 @@ def _discover_brats(path, modalities):
                                     path=d))
         subjects.append(Subject(id=d.name, images={m: files[m] for m in modalities if m in files},
                                 label=files.get("seg"), problem=problem))
-    return Dataset(subjects=subjects, modalities=modalities, label_names=dict(BRATS_LABEL_NAMES),
-                   layout="brats", root=path)
+    convention = next(iter(styles), "brats2021")
+    ds = Dataset(subjects=subjects, modalities=modalities, label_names=dict(LABEL_CONVENTIONS[convention]),
+                 layout="brats", root=path)
+    ds.extra["label_convention"] = convention
+    ds.extra["not_subjects"] = not_subjects
+    if len(styles) > 1:  # an error unless --label-convention says which labels the maps hold
+        ds.extra["mixed_names"] = (f"mixes BraTS 2021 file names ({styles['brats2021'].name}) and BraTS 2023 names "
+                                   f"({styles['brats2023'].name}), whose label values differ (enhancing tumor 4 or "
+                                   "3); keep one release per folder or pass --label-convention brats2021|brats2023")
+    return ds
 
 
 # ---------------------------------------------------------------- MSD
@@ -244,6 +300,7 @@ def _discover_msd(path, modalities):
         return root / str(p)
 
     subjects = []
+    outside = []
     for entry in meta.get("training", []):
         if not isinstance(entry, dict) or "image" not in entry:
             raise DataError("dataset.json: each 'training' entry needs 'image' (and 'label')", path=json_path)
@@ -253,6 +310,9 @@ def _discover_msd(path, modalities):
     for entry in meta.get("test", []):
         img = resolve(entry["image"] if isinstance(entry, dict) else entry)
         subjects.append(Subject(id=nifti_stem(img), images={m: img for m in select}, label=None, split="test"))
+    for n, s in enumerate(subjects):
+        outside += [(n + 1, p) for p in [*s.image_paths, s.label] if p is not None and not _inside(p, root)]
+    _warn_outside([(f"entry {n}", p) for n, p in outside], root, json_path)
     ds = Dataset(subjects=subjects, modalities=select, label_names=label_names, layout="msd", root=root)
     if select != all_mods:
         # 4D files hold every modality: remember which channels to keep.
@@ -345,6 +405,10 @@ def _discover_folder(path, modalities):
             labels[_split_label(stem) or stem] = f
     if not cases:
         raise DataError("no NIfTI images found", path=path)
+    read = set(IMAGE_DIRS) | set(LABEL_DIRS)
+    not_subjects = [(d, f"the folder layout reads NIfTI files at the top and in {', '.join(IMAGE_DIRS)} (labels in "
+                        f"{', '.join(LABEL_DIRS)}), not in other sub-folders")
+                    for d in sorted(path.iterdir()) if d.is_dir() and d.name not in read and not d.name.startswith(".")]
     all_mods = sorted({m for mods in cases.values() for m in mods})
     if wanted:
         numbered = all(re.fullmatch(r"\d{4}", m) for m in all_mods)
@@ -364,13 +428,22 @@ def _discover_folder(path, modalities):
             problem = str(DataError(f"case {case!r}: missing modality {', '.join(missing)}", path=where))
         subjects.append(Subject(id=case, images={m: mods[m] for m in mod_order if m in mods},
                                 label=labels.get(case), split=splits.get(case), problem=problem))
-    return Dataset(subjects=subjects, modalities=list(mod_order), label_names=None, layout="folder", root=path)
+    ds = Dataset(subjects=subjects, modalities=list(mod_order), label_names=None, layout="folder", root=path)
+    ds.extra["not_subjects"] = not_subjects
+    return ds
 
 
 # ---------------------------------------------------------------- CSV manifest
 
 
 def _discover_csv(path, modalities):
+    """A CSV manifest: one row per subject; image columns hold NIfTI paths relative to the CSV's folder.
+
+    Known columns: an id (``id``, ``subject``, ``eid``...), a label (``label``, ``seg``...), ``split``, and the
+    image columns (those holding ``.nii``/``.nii.gz`` paths, or the ``modalities`` asked for); any
+    other column (age, sex...) is named in a warning and not read. The delimiter (``,`` ``;`` tab)
+    is detected.
+    """
     if path.is_dir():
         files = _csv_files(path)
         if len(files) != 1:
@@ -378,22 +451,29 @@ def _discover_csv(path, modalities):
         path = files[0]
     rows = read_csv_rows(path, "CSV manifest")
     columns = [c.strip() for c in rows[0].keys() if c is not None]
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
     lower = {c.lower(): c for c in columns}
     id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
     label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
     skip = {id_col, label_col, lower.get("split")}
-    mod_cols = [c for c in columns if c not in skip]
+    mod_cols = [c for c in columns if c not in skip and any(is_nifti(row.get(c, "")) for row in rows)]
     if modalities:
         for m in modalities:
             if m not in columns and m.lower() not in lower:
                 raise DataError(f"missing modality column {m!r} (columns: {', '.join(columns)})", path=path)
         mod_cols = [m if m in columns else lower[m.lower()] for m in modalities]
     if not mod_cols:
-        raise DataError("CSV manifest has no image columns", path=path)
+        raise DataError(f"CSV manifest has no image columns (no column holds .nii/.nii.gz paths; columns: "
+                        f"{', '.join(columns)})", path=path)
+    unread = [c for c in columns if c not in skip and c not in mod_cols]
+    if unread:
+        several = len(unread) > 1
+        warn_data(f"column{'s' if several else ''} {', '.join(unread)} {'are' if several else 'is'} not read (neither "
+                  "images, id, label nor split)", path=path)
     root = path.parent
     subjects = []
+    outside = []
     for n, row in enumerate(rows, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         images = {}
         for c in mod_cols:
             if not row.get(c):
@@ -402,15 +482,41 @@ def _discover_csv(path, modalities):
         sid = row.get(id_col) if id_col else None
         sid = sid or nifti_stem(images[mod_cols[0]])
         label = root / row[label_col] if label_col and row.get(label_col) else None
+        outside += [(n, p) for p in [*images.values(), label] if p is not None and not _inside(p, root)]
         subjects.append(Subject(id=sid, images=images, label=label, split=row.get("split") or None))
+    _warn_outside(outside, root, path)
     return Dataset(subjects=subjects, modalities=mod_cols, label_names=None, layout="csv", root=root)
 
 
+def _inside(p, root):
+    try:
+        Path(p).resolve().relative_to(Path(root).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _warn_outside(outside, root, manifest):
+    """Paths of a manifest leading outside the data folder (``../``, absolute) are read, but said."""
+    if outside:
+        where, first = outside[0]
+        where = f"line {where}" if isinstance(where, int) else where
+        warn_data(f"{len(outside)} path(s) lead outside the data folder {root} (e.g. {where}: {first}); they are "
+                  "read as given", path=manifest)
+
+
 def read_csv_rows(path, what):
-    """All rows of a CSV file as dicts; a one-line ``DataError`` naming ``what`` when unreadable or empty."""
+    """All rows of a CSV file as dicts (delimiter ``,`` ``;`` or tab, detected); a one-line ``DataError``
+    naming ``what`` when unreadable or empty."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
+            sample = f.read(1 << 16)
+            f.seek(0)
+            try:
+                delimiter = csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t").delimiter
+            except csv.Error:  # one column: no delimiter to find
+                delimiter = ","
+            rows = list(csv.DictReader(f, delimiter=delimiter))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"unreadable {what} ({e})", path=path) from None
     if not rows:

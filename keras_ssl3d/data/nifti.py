@@ -1,6 +1,7 @@
 """NIfTI reading and writing: channels-last float32 arrays in RAS, and label maps written back in
 the geometry of the scan they were predicted from."""
 
+import errno
 import gzip
 import os
 import zlib
@@ -61,14 +62,18 @@ def _nib():
     return nibabel
 
 
+# Deflate cannot shrink data more than ~1032:1, so a header promising more is lying about the file.
+GZIP_MAX_RATIO = 1100
+# One scan's voxels, as stored, above this are refused (a corrupt header or a decompression bomb);
+# KERAS_SSL3D_MAX_SCAN_GB raises it for the rare real scan that large.
+MAX_SCAN_GB = 8.0
+
+
 def _read(path):
     """Load the header and the raw voxel array of one file; bad files raise a one-line DataError."""
     nib = _nib()
     path = Path(path)
-    if not path.exists():
-        if path.is_symlink():
-            raise DataError(f"broken symbolic link (its target {os.readlink(path)} does not exist)", path=path)
-        raise DataError("file not found", path=path)
+    _check_exists(path)
     if path.is_dir():
         raise DataError("is a folder, expected a .nii or .nii.gz file", path=path)
     if path.stat().st_size == 0:
@@ -82,12 +87,99 @@ def _read(path):
         raise DataError(f"unreadable or corrupt file ({_short(e)})", path=path) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"not a NIfTI file (nibabel read it as {type(img).__name__})", path=path)
+    check_voxel_type(img.header.get_data_dtype(), path)
+    stored = _check_declared_size(img.header, path)
+    if str(path).lower().endswith(".gz"):
+        # The one full read: checked, then handed to nibabel (no second decompression).
+        img = type(img).from_bytes(verify_gzip(path, limit=stored + (1 << 20)))
     check_affine(img.affine, path)
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
         raise DataError(f"corrupt or truncated voxel data ({_short(e)})", path=path) from None
     return img, data
+
+
+def _check_exists(path):
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError("symbolic link loop (following its links leads back to itself); replace it with a link "
+                            "to the real file", path=path) from None
+        if path.is_symlink():
+            raise DataError(f"broken symbolic link (its target {os.readlink(path)} does not exist)",
+                            path=path) from None
+        raise DataError("file not found", path=path) from None
+
+
+def check_voxel_type(dtype, path):
+    """Only real scalar voxels are images: complex or RGB data would be cut down to a number silently."""
+    dtype = np.dtype(dtype)
+    if dtype.fields is not None:
+        raise DataError(f"has RGB/structured voxels ({', '.join(dtype.names)}), expected one real number per voxel; "
+                        "convert it to grey values (or one channel per file) first", path=path)
+    if dtype.kind == "c":
+        raise DataError(f"has complex-valued voxels ({dtype}): the imaginary part would be lost; save the magnitude "
+                        "(or the real part) as a real-valued NIfTI first", path=path)
+    if dtype.kind not in "iuf":
+        raise DataError(f"has voxels of type {dtype}, expected real numbers (integer or float)", path=path)
+
+
+def _size_text(n):
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _check_declared_size(header, path):
+    """Bytes of voxel data the header declares, checked against the file before anything is allocated.
+
+    A header claiming more than the file can hold is corrupt (not a machine too small); one claiming
+    more than ``KERAS_SSL3D_MAX_SCAN_GB`` is refused before decompressing (a gzip bomb).
+    """
+    shape = tuple(int(n) for n in header.get_data_shape())
+    nbytes = int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
+    offset = int(header.get("vox_offset", 0) or 0)
+    size = path.stat().st_size
+    declared = f"its header declares {'x'.join(str(n) for n in shape)} voxels of {header.get_data_dtype()} " \
+               f"({_size_text(nbytes)})"
+    gz = str(path).lower().endswith(".gz")
+    if (offset + nbytes > size * GZIP_MAX_RATIO) if gz else (offset + nbytes > size):
+        raise DataError(f"corrupt: {declared} but the file ({_size_text(size)}) cannot hold them (header size "
+                        "inconsistent with file size)", path=path)
+    limit_gb = float(os.environ.get("KERAS_SSL3D_MAX_SCAN_GB") or MAX_SCAN_GB)
+    if nbytes > limit_gb * 1e9:
+        raise DataError(f"refused: {declared}, over the {limit_gb:g} GB limit for one scan (a corrupt header or a "
+                        "decompression bomb; set KERAS_SSL3D_MAX_SCAN_GB to read a real scan this large)", path=path)
+    return offset + nbytes
+
+
+def verify_gzip(path, limit=None):
+    """Decompress the whole file, so gzip checks every member's CRC and length (nibabel stops before);
+    returns the decompressed bytes.
+
+    ``limit``: the most bytes the file may expand to (its header's voxel data); more is refused
+    before it fills the memory.
+    """
+    data = bytearray()
+    try:
+        with gzip.open(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                data += chunk
+                if limit is not None and len(data) > limit:
+                    raise DataError(f"refused: the gzip stream expands beyond the {_size_text(limit)} its header "
+                                    "declares (corrupt or a decompression bomb)", path=path)
+    except EOFError:
+        raise DataError("corrupt or truncated gzip file (the download or copy is incomplete)", path=path) from None
+    except (OSError, zlib.error) as e:
+        raise DataError(f"corrupt gzip file ({_short(e)}): the data are damaged; copy or download it again",
+                        path=path) from None
+    return bytes(data)
 
 
 def check_affine(affine, path):

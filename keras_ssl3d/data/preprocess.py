@@ -7,6 +7,7 @@ nearest for labels), scale each channel to [0, 1], and remap label values to ``0
 ``manifest.json`` holding what is needed to map predictions back to the original scans.
 """
 
+import hashlib
 import json
 import multiprocessing
 import re
@@ -18,15 +19,18 @@ import numpy as np
 
 from keras_ssl3d.data.layouts import discover
 from keras_ssl3d.data.nifti import load_label_volume, load_volume
-from keras_ssl3d.errors import DataError
-from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_json_atomic
+from keras_ssl3d.errors import DataError, warn_data
+from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, disk_full_reason, write_json_atomic
 
 SCALE_MODES = ("minmax", "percentile", "ct_window")
 DEFAULT_PERCENTILES = (0.5, 99.5)
 # Abdominal soft-tissue window (level 40 HU, width 400 HU), the usual choice for the pancreas.
 DEFAULT_CT_WINDOW = (-160.0, 240.0)
 CACHE_FORMAT = "keras-ssl3d-cache"
-CACHE_VERSION = 1
+# 2: file names are unique per subject id (a readable part and a hash); 1 mapped "Sub 1" and "Sub_1" to one file.
+CACHE_VERSION = 2
+# Voxels longer than this many times their shortest side are stretched visibly by the cubic resize.
+ANISOTROPY_WARNING = 2.0
 
 
 # ---------------------------------------------------------------- array operations
@@ -181,7 +185,10 @@ def remap_labels(labels, mapping, path=None):
     bad = [int(v) for v in values if v < 0 or v > 255 or lut[int(v)] == 255]
     if bad:
         expected = ", ".join(str(k) for k in sorted(mapping))
-        raise DataError(f"unexpected label values {bad} (expected {expected})", path=path)
+        hint = ""
+        if set(mapping) == {0, 1, 2, 4} and 3 in bad:
+            hint = "; BraTS 2023 labels (enhancing 3)? preprocess with --label-convention brats2023"
+        raise DataError(f"unexpected label values {bad} (expected {expected}){hint}", path=path)
     return lut[labels.astype(np.intp)].astype(np.uint8)
 
 
@@ -207,6 +214,7 @@ def preprocess_subject(subject, size=128, crop_foreground=False, scale="minmax",
     volume = load_volume(subject.image_paths, single_channel=subject.single_channel_paths)
     image = volume.array
     where = subject.image_paths[0]
+    warn_if_anisotropic(volume.spacing, shape, where)
     if channel_indices is not None:
         if max(channel_indices) >= image.shape[-1]:
             raise DataError(f"has {image.shape[-1]} channels, dataset.json names more", path=where)
@@ -243,6 +251,16 @@ def preprocess_subject(subject, size=128, crop_foreground=False, scale="minmax",
     return image, label, info
 
 
+def warn_if_anisotropic(spacing, shape, path):
+    """Say so when a resize to ``shape`` stretches voxels much longer along one axis (e.g. 1 x 1 x 5 mm)."""
+    spacing = [float(v) for v in spacing]
+    if min(spacing) > 0 and max(spacing) / min(spacing) > ANISOTROPY_WARNING:
+        text = " x ".join(f"{v:g}" for v in spacing)
+        warn_data(f"anisotropic voxels of {text} mm (ratio {max(spacing) / min(spacing):.1f}): resizing to "
+                  f"{'x'.join(str(n) for n in shape)} stretches the scan along its coarse axis; resample it to "
+                  "isotropic spacing first if shapes matter", path=path)
+
+
 def labels_to_original(pred, info, inverse_mapping=None):
     """Undo resize and crop for a ``(S, S, S)`` prediction: returns the RAS-ordered map of the
     full scan (``info["ras_shape"]``) in raw label values, ready for ``save_label_map``."""
@@ -266,6 +284,27 @@ def safe_name(subject_id):
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(subject_id)) or "subject"
 
 
+def cache_name(subject_id):
+    """The file name of a subject in the cache: readable, and unique per id (``Sub 1`` -> ``Sub_1-<hash>``).
+
+    ``safe_name`` alone maps ``Sub 1`` and ``Sub_1`` (and every non-ASCII id of one length) to one name.
+    """
+    digest = hashlib.sha256(str(subject_id).encode("utf-8")).hexdigest()[:10]
+    return f"{safe_name(subject_id)[:60]}-{digest}"
+
+
+def _write_or_say_disk_full(path, write):
+    """Run ``write()``; a full disk (or a file-size limit) becomes one line naming ``path``."""
+    try:
+        write()
+    except OSError as e:
+        words = disk_full_reason(e)
+        if words is None:
+            raise
+        raise DataError(f"{words}; free some space and rerun the same command (finished subjects are kept)",
+                        path=path) from None
+
+
 def _process_and_write(job):
     """Worker: preprocess one subject and write its files; returns ``(id, info, error)``."""
     subject, out, kwargs = job
@@ -277,23 +316,27 @@ def _process_and_write(job):
         return subject.id, None, f"{subject.id}: out of memory"
     except Exception as e:  # a malformed file nibabel does not describe well: still one line
         return subject.id, None, f"{subject.image_paths[0]}: unreadable ({type(e).__name__}: {e})"
-    name = safe_name(subject.id)
+    name = cache_name(subject.id)
     out = Path(out)
     info["image"] = f"images/{name}.npy"
-    with atomic_path(out / info["image"]) as tmp:
-        np.save(tmp, image)
+    _write_or_say_disk_full(out / info["image"], lambda: _save_npy(out / info["image"], image))
     info["label"] = None
     if label is not None:
         info["label"] = f"labels/{name}.npy"
-        with atomic_path(out / info["label"]) as tmp:
-            np.save(tmp, label)
+        _write_or_say_disk_full(out / info["label"], lambda: _save_npy(out / info["label"], label))
     # The record is written last: its presence marks the subject as done (resume).
-    write_json_atomic(out / "subjects" / f"{name}.json", info)
+    record = out / "subjects" / f"{name}.json"
+    _write_or_say_disk_full(record, lambda: write_json_atomic(record, info))
     return subject.id, info, None
 
 
+def _save_npy(path, array):
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+
+
 def _done_record(out, subject):
-    rec = out / "subjects" / f"{safe_name(subject.id)}.json"
+    rec = out / "subjects" / f"{cache_name(subject.id)}.json"
     if not rec.is_file():
         return None
     try:
@@ -314,7 +357,7 @@ def _pool_context():
 
 
 def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False, workers=1, skip_bad=False,
-                       progress=None, scale="minmax", modalities=None, margin=0):
+                       progress=None, scale="minmax", modalities=None, margin=0, label_convention=None):
     """Preprocess every subject of the data set at ``src`` into the cache folder ``out``.
 
     Resumable: subjects whose files are complete are skipped; every file is written atomically.
@@ -322,13 +365,14 @@ def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False,
     records it and goes on. ``progress(subject_id, status)`` is called as subjects finish.
     Returns a summary dict: ``done``, ``already_done``, ``failed`` (``[(id, message)]``), ``total``.
     A run that fails before any subject is written leaves no cache behind (nothing to refuse a rerun).
+    ``label_convention`` (``brats2021``/``brats2023``) overrides the one read from BraTS file names.
     """
     out = Path(out)
     claim_output_dir(out, CACHE_OUTPUT)  # new, empty or a cache (resumed): never a folder of the user's files
     created = not out.exists()
     try:
         return _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale,
-                                   modalities, margin)
+                                   modalities, margin, label_convention)
     except BaseException:
         _discard_if_empty(out, created)
         raise
@@ -366,11 +410,11 @@ def _discard_if_empty(out, created):
 
 
 def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale, modalities,
-                        margin):
+                        margin, label_convention):
     if scale not in SCALE_MODES:
         raise DataError(f"unknown scale mode {scale!r}; choose one of {', '.join(SCALE_MODES)}")
     out = Path(out)
-    dataset = discover(src, layout=layout, modalities=modalities)
+    dataset = discover(src, layout=layout, modalities=modalities, label_convention=label_convention)
     shape = _as_shape3(size)
     mapping = label_mapping_for(dataset.label_names)
     settings = {
@@ -381,6 +425,8 @@ def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_b
         "scale": scale,
         "modalities": list(dataset.modalities),
         "margin": int(margin),
+        "label_convention": dataset.extra.get("label_convention"),
+        "cache_version": CACHE_VERSION,
     }
     if out.exists() and not out.is_dir():
         raise DataError("output exists and is not a folder", path=out)
@@ -390,12 +436,15 @@ def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_b
             old = json.loads(settings_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             old = None
+        if isinstance(old, dict) and old.get("cache_version") != CACHE_VERSION:
+            raise DataError("cache was made by an older keras-ssl3d whose file names were not unique per subject "
+                            "(one subject could overwrite another's); preprocess into a new output folder", path=out)
         if old != settings:
             diff = sorted(k for k in settings if (old or {}).get(k) != settings[k])
             raise DataError(f"cache was made with other settings ({', '.join(diff)}); use a new output folder",
                             path=out)
     else:
-        write_json_atomic(settings_path, settings)
+        _write_or_say_disk_full(settings_path, lambda: write_json_atomic(settings_path, settings))
 
     kwargs = {
         "size": shape,
@@ -503,5 +552,5 @@ def _write_manifest(out, dataset, settings, mapping, infos, failed):
         "subjects": subjects,
         "skipped": [{"id": sid, "error": msg} for sid, msg in failed],
     }
-    write_json_atomic(out / "manifest.json", manifest)
+    _write_or_say_disk_full(out / "manifest.json", lambda: write_json_atomic(out / "manifest.json", manifest))
     return manifest

@@ -156,6 +156,7 @@ def format_table(result):
 
 def resolve_inputs(inputs, channel_names):
     """Each INPUT (a NIfTI file, comma-separated files, or a subject folder) -> ``(name, [paths])``."""
+    from keras_ssl3d.data.layouts import BRATS_ALIASES
     from keras_ssl3d.data.nifti import is_nifti, nifti_stem
 
     resolved = []
@@ -177,8 +178,10 @@ def resolve_inputs(inputs, channel_names):
             files = sorted(p for p in path.iterdir() if is_nifti(p))
             paths = []
             for name in channel_names:
-                match = [p for p in files if nifti_stem(p).lower().endswith(("_" + name.lower(), "-" + name.lower()))
-                         or nifti_stem(p).lower() == name.lower()]
+                # BraTS channels also match their other names (t1ce: t1c, as BraTS 2023 names them).
+                names = BRATS_ALIASES.get(name.lower(), (name.lower(),))
+                match = [p for p in files if nifti_stem(p).lower().endswith(tuple(s + n for n in names for s in "_-"))
+                         or nifti_stem(p).lower() in names]
                 if len(match) != 1:
                     raise DataError(f"expected one file for channel {name!r} (e.g. *_{name}.nii.gz), "
                                     f"found {len(match)}", path=path)

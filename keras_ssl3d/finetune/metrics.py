@@ -17,11 +17,17 @@ from keras import ops
 
 from keras_ssl3d.errors import ConfigError
 
-# BraTS label values in the original files: 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing.
+# BraTS label values in the original files: 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing
+# (BraTS up to 2021); from BraTS 2023 enhancing tumour is 3.
 BRATS_REGIONS = {
     "whole_tumor": (1, 2, 4),
     "tumor_core": (1, 4),
     "enhancing_tumor": (4,),
+}
+BRATS2023_REGIONS = {
+    "whole_tumor": (1, 2, 3),
+    "tumor_core": (1, 3),
+    "enhancing_tumor": (3,),
 }
 
 
@@ -68,7 +74,9 @@ def brats_regions(label_mapping=None):
     """
     mapping = normalize_label_mapping(label_mapping)
     regions = {}
-    for name, originals in BRATS_REGIONS.items():
+    # The original values say the release: 4 (enhancing up to 2021) or 0..3 without 4 (2023/2024).
+    table = BRATS2023_REGIONS if mapping is not None and set(mapping) == {0, 1, 2, 3} else BRATS_REGIONS
+    for name, originals in table.items():
         if mapping is None:
             regions[name] = tuple(originals)
         else:
@@ -80,9 +88,13 @@ def brats_regions(label_mapping=None):
 
 
 def is_brats_labels(label_mapping=None, label_names=None, num_classes=None):
-    """Whether the labels look like BraTS (original values {0, 1, 2, 4}), so regions apply."""
+    """Whether the labels look like BraTS, so regions apply: original values {0, 1, 2, 4}, or BraTS 2023's
+    {0, 1, 2, 3} with BraTS class names (enhancing tumor)."""
     mapping = normalize_label_mapping(label_mapping)
     if mapping is not None:
+        if set(mapping) == {0, 1, 2, 3}:
+            names = " ".join(str(n).lower() for n in (label_names or []))
+            return "enhanc" in names and ("edema" in names or "oedema" in names)
         return set(mapping) == {0, 1, 2, 4}
     if label_names is not None:
         names = " ".join(str(n).lower() for n in label_names)
