@@ -1,6 +1,7 @@
 """Atomic file and folder writes: a crash or a full disk never leaves a half-written output."""
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -22,6 +23,12 @@ def atomic_path(path):
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if e.filename is None or str(e.filename) == str(tmp):  # name the file the user asked for, not ours
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -56,6 +63,16 @@ def atomic_directory(path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def disk_full_message(error):
+    """``"the disk is full (...)"`` when ``error`` is an out-of-space error (ENOSPC, EDQUOT, EFBIG), else None."""
+    code = getattr(error, "errno", None)
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "the disk is full (No space left on device)"
+    if code == errno.EFBIG:
+        return "the disk is full for a file this size (File too large: a file-size limit such as ulimit -f)"
+    return None
 
 
 def _fsync_file(path):
