@@ -10,6 +10,12 @@ any attribute access does the same.
 import os as _os
 import sys as _sys
 
+# TensorFlow's C++ start-up lines (oneDNN notices, "failed call to cuInit ... CUDA error" on machines without
+# a GPU) are noise for a user of the Python API, as they are for the CLI: quiet them unless the user chose a
+# level. Only effective before TensorFlow is imported, hence first thing here.
+_TF_LEVEL_CHOSEN = "TF_CPP_MIN_LOG_LEVEL" in _os.environ
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
 # AVX2 machines they make 3D convolutions ~2.4x faster (64^3 step 14.6 s -> 6.1 s here). This only
 # takes effect when TensorFlow is not imported yet, and a value the user set wins.
@@ -61,7 +67,13 @@ def _launched_as_cli():
 
 
 if not _launched_as_cli():
-    import_all()
+    if _TF_LEVEL_CHOSEN or "keras" in _sys.modules:
+        import_all()
+    else:  # lines TensorFlow prints before its log level applies (port.cc, cudart_stub.cc) are dropped too
+        from keras_ssl3d.cli.runtime import native_logs_filtered as _native_logs_filtered
+
+        with _native_logs_filtered():
+            import_all()
 
 __all__ = sorted([*_KERAS_NAMES, "ConfigError", "DataError", "PresetError", "RunError", "SSL3DError",
                   "__version__", "import_all"])

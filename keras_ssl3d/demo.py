@@ -627,8 +627,13 @@ def write_figures(out, results, test_data, examples):
     fig = Figure(figsize=(4 * (1 + len(fractions)), 3.4))
     axes = fig.subplots(1, 1 + len(fractions))
     for name, p in results["pretext"].items():
-        axes[0].plot([h["epoch"] for h in p["history"]], [h.get("loss") for h in p["history"]], marker="o",
-                     color=colors[name], label=f"{name} (training)", markersize=3)
+        if p["history"]:
+            axes[0].plot([h["epoch"] for h in p["history"]], [h.get("loss") for h in p["history"]], marker="o",
+                         color=colors[name], label=f"{name} (training)", markersize=3)
+        if not p["history"] and p.get("held_out_loss_first") is not None and p.get("epochs"):
+            # a bundled preset records its held-out loss at the first and last epoch only (no history)
+            axes[0].plot([1, p["epochs"]], [p["held_out_loss_first"], p["held_out_loss"]], color=colors[name],
+                         linestyle="--", marker="o", markersize=3, label=f"{name} (held-out, first/last epoch)")
         if any("val_loss" in h for h in p["history"]):
             axes[0].plot([h["epoch"] for h in p["history"]], [h.get("val_loss") for h in p["history"]],
                          color=colors[name], linestyle="--", label=f"{name} (held-out)")

@@ -27,10 +27,8 @@ def is_disk_full(err):
 
 def disk_full_message(path, err):
     """One line for a write that ran out of space: which path, and that the disk (or a limit) is full."""
-    why = {errno.EFBIG: "the file-size limit (ulimit -f) was reached", errno.EDQUOT: "the disk quota is exceeded"}
-    fix = "raise the limit" if err.errno == errno.EFBIG else "free some space"
-    return (f"{path}: cannot write, {why.get(err.errno, 'the disk is full')} ({err.strerror or err}); "
-            f"{fix} and run the command again")
+    fix = "raise the limit" if getattr(err, "errno", None) == errno.EFBIG else "free some space"
+    return f"{path}: cannot write, {disk_full_reason(err)}; {fix} and run the command again"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +110,12 @@ def atomic_path(path):
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if e.filename is None or str(e.filename) == str(tmp):  # name the file the user asked for, not ours
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -165,17 +169,19 @@ def _fsync_file(path):
 
 
 def disk_full_reason(error):
-    """The words for a write that failed for lack of room, or ``None`` for another ``OSError``.
+    """The words for a write that failed for lack of room, or ``None`` for another error.
 
-    ENOSPC/EDQUOT (disk or quota full), EFBIG (a file-size limit), and numpy's short write
-    ("131072 requested and 118752 written", no errno) all mean the same to a user.
+    ENOSPC/EDQUOT (disk or quota full), EFBIG (a file-size limit such as ``ulimit -f``), and numpy's short
+    write ("131072 requested and 118752 written", no errno) all mean the same to a user.
     """
     code = getattr(error, "errno", None)
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        return "disk full (no space left on the device)"
+    if code == errno.ENOSPC:
+        return "the disk is full (No space left on device)"
+    if code == errno.EDQUOT:
+        return "the disk quota is exceeded (Disk quota exceeded)"
     if code == errno.EFBIG:
-        return "disk full (file too large: the file-size limit or the file system's limit was reached)"
+        return "the disk is full for a file this size (File too large: a file-size limit such as ulimit -f)"
     short = re.search(r"(\d+) requested and (\d+) written", str(error))
     if short:
-        return f"disk full (only {short.group(2)} of {short.group(1)} bytes could be written)"
+        return f"the disk is full (only {short.group(2)} of {short.group(1)} bytes could be written)"
     return None

@@ -437,8 +437,8 @@ def test_anisotropic_voxels_are_said(data):
 
 
 @pytest.mark.parametrize("error,words", [
-    (OSError(errno.ENOSPC, "No space left on device"), r"disk full \(no space left on the device\)"),
-    (OSError("131072 requested and 118752 written"), r"disk full \(only 118752 of 131072 bytes could be written\)"),
+    (OSError(errno.ENOSPC, "No space left on device"), r"the disk is full \(No space left on device\)"),
+    (OSError("131072 requested and 118752 written"), r"the disk is full \(only 118752 of 131072 bytes could be written\)"),
 ])
 def test_a_full_disk_in_preprocess_is_one_line_and_resumes(data, tmp_path, capsys, monkeypatch, error, words):
     out = tmp_path / "cache"
@@ -473,14 +473,14 @@ def test_a_file_size_limit_in_a_subprocess(data, tmp_path):
                           env=env, timeout=300)
     lines = [line for line in proc.stderr.splitlines() if line.startswith(("Error", "Traceback"))]
     assert proc.returncode == 2, proc.stderr
-    assert len(lines) == 1 and re.search(r"images/BraTS_Synth_001-\w+\.npy: disk full", lines[0]), proc.stderr
+    assert len(lines) == 1 and re.search(r"images/BraTS_Synth_001-\w+\.npy: the disk is full", lines[0]), proc.stderr
     assert _leftovers(tmp_path) == []
     summary = preprocess_dataset(data, out, size=24)  # the limit is gone: the same command completes
     assert summary["done"] == 3 and len(open_cache(out)) == 3
 
 
 def test_disk_full_reason_knows_other_errors():
-    assert disk_full_reason(OSError(errno.EFBIG, "File too large")).startswith("disk full (file too large")
+    assert disk_full_reason(OSError(errno.EFBIG, "File too large")).startswith("the disk is full for a file this size (File too large")
     assert disk_full_reason(OSError(errno.EACCES, "Permission denied")) is None
 
 

@@ -17,6 +17,7 @@ from keras_ssl3d.errors import ConfigError
 CONFIG_FILE = "config.yaml"
 NOT_IN_FILE = ("config", "resume")  # a file cannot name another file, nor resume a run
 NOT_WRITTEN = ("config", "resume", "out")  # where a run goes is not part of what it is
+MAX_CONFIG_BYTES = 1024 * 1024  # options, not data
 
 
 def option_key(param):
@@ -38,17 +39,32 @@ def _as_default(param, value, path, key):
     return value
 
 
+def load_plain_yaml(text, path=None, what="a config file"):
+    """``yaml.safe_load`` without anchors and aliases (``&a`` / ``*a``): options never need them, and nested
+    aliases expand exponentially (a 500-byte "billion laughs" file takes all memory)."""
+    import yaml
+
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing is expanded here
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ConfigError(f"YAML anchors and aliases (&name, *name) are not allowed in {what}", path=path)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not a valid YAML file ({str(e).splitlines()[0]})", path=path) from None
+
+
 def _load(ctx, param, value):
     if value is None:
         return value
-    import yaml
-
     path = Path(value)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"a config file is at most {MAX_CONFIG_BYTES // 1024} KiB of options, this one has "
+                              f"{path.stat().st_size} bytes", path=path)
+        data = load_plain_yaml(path.read_text(encoding="utf-8"), path=path)
     except OSError as e:
         raise ConfigError(f"cannot read the config file ({e.strerror or e})", path=path) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise ConfigError(f"not a valid YAML file ({str(e).splitlines()[0]})", path=path) from None
     data = {} if data is None else data
     if not isinstance(data, dict):

@@ -33,8 +33,10 @@ def run_cli(group, args=None):
         click.echo(f"Interrupted: {e}" if str(e) else "Interrupted.", err=True)
         return 130
     except OSError as e:  # disk full, permission denied, ...: name the file
+        from keras_ssl3d.fileio import disk_full_reason
+
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        click.echo(f"Error: {where}{e.strerror or e}", err=True)
+        click.echo(f"Error: {where}{disk_full_reason(e) or e.strerror or e}", err=True)
         return 2
     except click.exceptions.Exit as e:
         return e.exit_code

@@ -71,7 +71,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         if value is None:
             raise click.UsageError(f"Missing option '{option}'.")
     from keras_ssl3d import distribute
-    from keras_ssl3d.finetune.runner import FinetuneSettings, load_task_data, run_finetune
+    from keras_ssl3d.finetune.runner import FinetuneSettings, detect_task, load_task_data, run_finetune
+    from keras_ssl3d.cli.runtime import check_size
     from keras_ssl3d.training.run import check_run_dir
 
     settings = FinetuneSettings(
@@ -81,6 +82,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         precision=precision, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
         augment=augment)
     settings.check()
+    if detect_task(data_path) == "segmentation":  # 3D: refuse a --filters/--size typo before reading any data
+        check_size(settings.filters if str(encoder).lower() == "none" else None, size or 128, batch_size)
     check_run_dir(out)
     plan = distribute.plan(distribute_strategy, devices)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
@@ -88,7 +91,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv, workers=workers,
                           plan=plan, log=click.echo, config_text=resolved_config(ctx),
                           tensorboard=options.tensorboard_dir(tensorboard, out))
-    score = result["final_score"]
+    score = result["selected_score"]
     shown = "n/a" if score is None else f"{score:.4f}"
     click.echo(f"{data.task}: {result['train_size']} training / {result['val_size']} validation subjects; "
-               f"final {result['monitor']} = {shown}; model saved to {out}/model")
+               f"{result['monitor']} = {shown} at epoch {result['selected_epoch']} of {len(result['curve'])} "
+               f"({result['selection']}); that epoch's model saved to {out}/model")

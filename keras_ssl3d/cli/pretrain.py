@@ -10,6 +10,7 @@ from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.cli.task_options import parse_task_options
+from keras_ssl3d.cli.runtime import check_size
 from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
 from keras_ssl3d.task_names import TASK_NAMES
@@ -120,6 +121,8 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
     blocks = parse_int_list(blocks, "--blocks") if dims == 2 else None
     learning_rate = float(lr or DEFAULT_LEARNING_RATE[dims])
     task_options = parse_task_options(task_option, task, TASKS[task])
+    if dims == 3:  # before any data is read: a typo in --filters/--size is refused in words, not by an OOM
+        check_size(filters, size, max(1, batch_size // micro_batches))
 
     check_run_dir(run_dir)
     plan = distribute.plan(distribute_strategy, devices)

@@ -54,6 +54,35 @@ def recorded_arguments(run_dir, command):
 
 
 def rerun_recorded(ctx, run_dir, command):
-    """Invoke ``ctx.command`` again with the recorded options, resuming ``run_dir``."""
-    args = [*recorded_arguments(run_dir, command), "--out", str(run_dir), "--resume"]
+    """Invoke ``ctx.command`` again with the recorded options, resuming ``run_dir``.
+
+    Options given on this command line come after the recorded ones, so they win: ``--resume RUN --epochs 20``
+    trains on to epoch 20 (a setting that changes what is trained is refused by `TrainingRun`).
+    """
+    args = [*recorded_arguments(run_dir, command), *_given_arguments(ctx), "--out", str(run_dir), "--resume"]
     return ctx.command.main(args=args, prog_name=ctx.command_path, standalone_mode=False)
+
+
+def _given_arguments(ctx):
+    """The options typed on this command line (not --resume/--out/--config), as arguments again."""
+    from click.core import ParameterSource
+
+    args = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        if param.name in ("resume", "out", "run_dir", "config"):
+            continue
+        value = ctx.params.get(param.name)
+        name = max(param.opts, key=len)
+        if param.is_flag:
+            if value:
+                args.append(name)
+            elif param.secondary_opts:
+                args.append(max(param.secondary_opts, key=len))
+        elif param.multiple:
+            for item in value or ():
+                args += [name, str(item)]
+        elif value is not None:
+            args += [name, str(value)]
+    return args

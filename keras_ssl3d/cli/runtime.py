@@ -61,15 +61,33 @@ def start_keras(verbose=False):
         keras_ssl3d.import_all()
         return
     if not quiet_wanted(verbose):
-        keras_ssl3d.import_all()
+        _import_backend(keras_ssl3d)
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with native_logs_filtered():
-        keras_ssl3d.import_all()
+        _import_backend(keras_ssl3d)
     if "tensorflow" in sys.modules:  # TF's Python-side notices (retracing, ...) go through absl
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def _import_backend(keras_ssl3d):
+    """``import_all()``; an unknown or missing backend (KERAS_BACKEND=foo) is a one-line ConfigError."""
+    from keras_ssl3d.errors import ConfigError
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    try:
+        keras_ssl3d.import_all()
+    except ValueError as e:  # Keras: "Unable to import backend : foo"
+        if "Unable to import backend" not in str(e):
+            raise
+        raise ConfigError(f"KERAS_BACKEND={backend}: not a Keras backend; use tensorflow, jax or torch") from None
+    except ImportError as e:
+        if (e.name or "").split(".")[0] != backend:
+            raise
+        raise ConfigError(f"KERAS_BACKEND={backend}: {backend} is not installed ({e}); install it or use "
+                          "another backend") from None
 
 
 def light(command_callback):
@@ -100,3 +118,16 @@ def needs_keras(command):
     run.starts_keras = True
     command.callback = run
     return command
+
+
+def check_size(filters, size, batch=1):
+    """Refuse a 3D encoder that cannot fit this machine's memory, and warn before a huge --size is cached."""
+    import click
+
+    from keras_ssl3d.training.budget import cache_warning, check_encoder_fits
+
+    if filters:
+        check_encoder_fits(filters, size, batch)
+    warning = cache_warning(size)
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)

@@ -261,7 +261,7 @@ class FinetuneSettings:
         if out.lr is None:
             out.lr = PAPER_LR[task]
         if out.warmup_epochs is None:
-            out.warmup_epochs = PAPER_WARMUP[task]
+            out.warmup_epochs = default_warmup(task, out.strategy, out.epochs)
         if out.filters is not None:
             out.filters = tuple(int(f) for f in out.filters)
         return out
@@ -275,6 +275,10 @@ class FinetuneSettings:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        if self.strategy == "warmup" and self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"--warmup-epochs {self.warmup_epochs} is not less than --epochs {self.epochs}: the "
+                              "pretrained encoder would stay frozen for the whole run; use fewer warm-up epochs, "
+                              "more epochs, or --strategy frozen")
         from keras_ssl3d.finetune.warmup import STRATEGIES
 
         if self.strategy not in STRATEGIES:
@@ -299,6 +303,40 @@ class FinetuneSettings:
             raise ConfigError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
 
 
+def default_warmup(task, strategy, epochs):
+    """The paper's warm-up (25 epochs 3D, 5 2D), or a quarter of ``epochs`` when the run is not longer than that.
+
+    The paper's warm-up in a shorter run would keep the encoder frozen throughout (``--strategy frozen`` in
+    disguise); an explicit ``--warmup-epochs`` that long is refused instead (`FinetuneSettings.check`).
+    """
+    paper = PAPER_WARMUP[task]
+    return paper if strategy != "warmup" or paper < int(epochs) else int(epochs) // 4
+
+
+def warmup_note(task, settings, pretrained=None):
+    """A line saying the warm-up of a pretrained encoder was shortened to fit the run, or None.
+
+    ``pretrained``: True where ``settings.encoder`` is not yet the encoder (a study's settings).
+    """
+    s = settings.resolved(task)
+    if settings.warmup_epochs is not None or s.strategy != "warmup" or s.warmup_epochs == PAPER_WARMUP[task] \
+            or (pretrained is None and str(s.encoder).lower() == "none"):
+        return None
+    return (f"Warm-up: {s.warmup_epochs} epoch(s), a quarter of --epochs {s.epochs} (the paper's "
+            f"{PAPER_WARMUP[task]} would keep the pretrained encoder frozen for the whole run); "
+            "set --warmup-epochs to choose")
+
+
+def effective_warmup(config):
+    """Epochs a run's encoder is frozen, from its recorded config: 0 (full), its warm-up, or all (frozen)."""
+    strategy = config.get("strategy")
+    if strategy == "full":
+        return 0
+    if strategy == "frozen":
+        return config.get("epochs")
+    return config.get("warmup_epochs")
+
+
 def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None,
                  tensorboard=None, config_text=None):
     """Train one fine-tuning run on ``data`` (a `TaskData`) into ``out``; returns the result dict.
@@ -314,8 +352,14 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
 
     from keras_ssl3d.distribute import DistributionPlan
 
+    if resume and settings.warmup_epochs is None and "warmup_epochs" in _recorded_config(out):
+        # the warm-up the run started with (it may be a quarter of the --epochs it had then)
+        settings = dataclasses.replace(settings, warmup_epochs=_recorded_config(out)["warmup_epochs"])
     settings.check()
     s = settings.resolved(data.task)
+    note = warmup_note(data.task, settings)
+    if note and log is not None:
+        log(note)
     plan = plan or DistributionPlan("none", [])
     out = plan.output_dir(out)
     rest, test_idx = split_test(len(data), s.test_fraction, s.split_seed)
@@ -476,6 +520,8 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "task": data.task,
         "monitor": val_key,
         "final_score": curve[-1] if curve else None,
+        # the score of the epoch model/ holds (what the CLI reports), not of the last epoch
+        "selected_score": curve[selected_epoch - 1] if 0 < selected_epoch <= len(curve) else None,
         "best_score": max((c for c in curve if c is not None), default=None),
         "curve": curve,
         "train_size": int(len(train_idx)),
@@ -491,12 +537,9 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
 
 def _recorded_config(out):
     """The config in ``out/run.json`` ({} when there is none)."""
-    import json
+    from keras_ssl3d.training.run import RUN_FILE, read_run_record
 
-    from keras_ssl3d.training.run import RUN_FILE
-
-    path = Path(out) / RUN_FILE
-    return json.loads(path.read_text(encoding="utf-8")).get("config", {}) if path.is_file() else {}
+    return read_run_record(out).get("config", {}) if (Path(out) / RUN_FILE).is_file() else {}
 
 
 def _resume_epoch(out, resume):
@@ -510,7 +553,12 @@ def _resume_epoch(out, resume):
         return 0
     import json
 
-    return int(json.loads((latest / STATE).read_text(encoding="utf-8")).get("epoch", 0))
+    from keras_ssl3d.errors import RunError
+
+    try:
+        return int(json.loads((latest / STATE).read_text(encoding="utf-8")).get("epoch", 0))
+    except (OSError, ValueError, AttributeError) as e:
+        raise RunError(f"cannot resume: the checkpoint's {STATE} is truncated or corrupt ({e})", path=latest) from None
 
 
 def _rows(history):

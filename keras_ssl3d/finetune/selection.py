@@ -15,6 +15,7 @@ import keras
 
 from keras_ssl3d.errors import RunError
 from keras_ssl3d.fileio import atomic_directory, marker_kind
+from keras_ssl3d.training.checkpoint import save_weights_file
 
 BEST_DIR = "best"
 WEIGHTS = "model.weights.h5"
@@ -106,5 +107,5 @@ class BestEpoch(keras.callbacks.Callback):
             self.model.jax_state_sync()
         self.best = {"epoch": int(epoch), "score": float(score), "monitor": self.monitor}
         with atomic_directory(self.run_dir / BEST_DIR, BEST_OUTPUT) as tmp:
-            self.model.save_weights(str(tmp / WEIGHTS))
+            save_weights_file(self.model, tmp / WEIGHTS)
             (tmp / RECORD).write_text(json.dumps(self.best, indent=2) + "\n", encoding="utf-8")

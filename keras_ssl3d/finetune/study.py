@@ -35,7 +35,8 @@ RUNS_FILE = "runs.csv"
 # distance, averaged over the structures (BraTS regions, else foreground classes), then per BraTS region.
 SURFACE_COLUMNS = ["hd95", "msd", "hd95_whole_tumor", "hd95_tumor_core", "hd95_enhancing_tumor",
                    "msd_whole_tumor", "msd_tumor_core", "msd_enhancing_tumor"]
-COLUMNS = ["encoder", "label", "strategy", "fraction", "repeat", "seed", "train_size", "val_size", "test_size",
+COLUMNS = ["encoder", "label", "strategy", "warmup_epochs", "fraction", "used_fraction", "repeat", "seed",
+           "train_size", "val_size", "test_size",
            "score", "score_name", "whole_tumor", "tumor_core", "enhancing_tumor", "final_val_metric",
            "best_val_metric", "selected_epoch", "epochs", "wall_s", "run_dir", *SURFACE_COLUMNS]
 # The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
@@ -78,10 +79,13 @@ def encoder_label(handle):
 def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None):
     """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows."""
     from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
-    from keras_ssl3d.finetune.runner import RESULT_FILE, run_finetune
+    from keras_ssl3d.finetune.runner import RESULT_FILE, run_finetune, warmup_note
 
     out = Path(out)
     claim_output_dir(out, STUDY_OUTPUT)  # new, empty or an earlier study (resumed): never the user's folder
+    note = warmup_note(data.task, settings, pretrained=True)
+    if note and any(e != SCRATCH for e in encoders):
+        log(note)
     settings = settings.resolved(data.task)
     specs = [("scratch", SCRATCH)] + [split_encoder_spec(e) for e in encoders if e != SCRATCH]
     labels = [label for label, _ in specs]
@@ -99,6 +103,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
         raise ConfigError(f"a study scores on held-out test subjects: --test-fraction must be in (0, 1), "
                           f"got {settings.test_fraction}")
     test_subjects = _test_subjects(data, settings)
+    pool_size = _label_pool_size(data, settings)
     rows = []
     total = len(encoders) * len(fractions) * int(repeats)
     done, stale = 0, False
@@ -130,7 +135,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                     from keras_ssl3d.fileio import write_json_atomic
 
                     write_json_atomic(result_path, result)
-                rows.append(_row(label, handle, fraction, repeat, result, wall, run_dir))
+                rows.append(_row(label, handle, fraction, repeat, result, wall, run_dir, pool_size))
                 write_runs_csv(out / RUNS_FILE, rows)
                 # Figures and summary after every trained run (an interrupted study still shows what it
                 # has); reused runs are drawn once, at the end.
@@ -147,6 +152,14 @@ def _test_subjects(data, settings):
     from keras_ssl3d.finetune.runner import _subject_id, split_test
 
     return [_subject_id(data, i) for i in split_test(len(data), settings.test_fraction, settings.split_seed)[1]]
+
+
+def _label_pool_size(data, settings):
+    """Subjects a label fraction is taken of (those left after the test and validation splits)."""
+    from keras_ssl3d.finetune.runner import split_indices, split_test
+
+    rest = split_test(len(data), settings.test_fraction, settings.split_seed)[0]
+    return len(split_indices(len(rest), settings.val_fraction, settings.split_seed)[0])
 
 
 def _check_reused(path, result, test_subjects, strategy):
@@ -172,8 +185,11 @@ def _strip(scores):
     return {k: v for k, v in scores.items() if k != "per_subject"}
 
 
-def _row(label, handle, fraction, repeat, result, wall, run_dir):
+def _row(label, handle, fraction, repeat, result, wall, run_dir, pool_size=None):
+    from keras_ssl3d.finetune.runner import effective_warmup
+
     evaluation = result.get("evaluation") or {}
+    train_size = result.get("train_size")
     task = result.get("task")
     score_name = "mean_dice" if task == "segmentation" else "kappa"
     regions = evaluation.get("regions") or {}
@@ -183,7 +199,10 @@ def _row(label, handle, fraction, repeat, result, wall, run_dir):
             surface[f"{metric}_{region}"] = (evaluation.get(metric) or {}).get(region)
     return {
         "encoder": handle, "label": label, "strategy": (result.get("config") or {}).get("strategy"),
-        "fraction": float(fraction), "repeat": int(repeat), "seed": int(repeat),
+        "warmup_epochs": effective_warmup(result.get("config") or {}),
+        "fraction": float(fraction),  # as asked; a label subset has at least one subject:
+        "used_fraction": round(train_size / pool_size, 6) if train_size and pool_size else None,
+        "repeat": int(repeat), "seed": int(repeat),
         "train_size": result.get("train_size"), "val_size": result.get("val_size"),
         "test_size": result.get("test_size"),
         "score": evaluation.get(score_name), "score_name": score_name,
@@ -297,9 +316,19 @@ def plot_data_efficiency(path, rows, score_name):
 
 
 def _strategies(rows, label):
-    """The strategy (or strategies, for a study folder resumed with another --strategy) of ``label``."""
-    found = list(dict.fromkeys(r.get("strategy") for r in rows if r["label"] == label and r.get("strategy")))
-    return "/".join(found) or "?"
+    """The strategy (or strategies, for a study folder resumed with another --strategy) of ``label``, each with
+    the warm-up its runs had in effect (epochs the encoder was frozen)."""
+    found = list(dict.fromkeys((r.get("strategy"), r.get("warmup_epochs")) for r in rows
+                               if r["label"] == label and r.get("strategy")))
+    return "/".join(strategy if warmup is None else f"{strategy}, warm-up {warmup}" for strategy, warmup in found) or "?"
+
+
+def _fraction_label(rows, fraction):
+    """``10`` when 10 % of the labels were used; ``0.1 (used 50)`` when the subset had to round up."""
+    used = sorted({r["used_fraction"] for r in rows if r["fraction"] == fraction and r.get("used_fraction")})
+    if not used or all(abs(u - fraction) < 0.005 for u in used):
+        return f"{fraction * 100:g}"
+    return f"{fraction * 100:g} (used {'/'.join(f'{u * 100:.3g}' for u in used)})"
 
 
 def plot_convergence(path, curves, score_name):
@@ -368,7 +397,7 @@ def summary_markdown(rows, settings, task):
             mean, sd = _mean_sd(s)
             cells.append("n/a" if not s.size else f"{mean:.4f} (n=1)" if s.size == 1
                          else f"{mean:.4f} ± {sd:.4f} (n={s.size})")
-        lines.append(f"| {f * 100:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_fraction_label(rows, f)} | " + " | ".join(cells) + " |")
     lines += _surface_table(rows, labels, fractions)
     comparisons = compare_to_scratch(rows)
     if comparisons:
@@ -377,7 +406,7 @@ def summary_markdown(rows, settings, task):
                   "mean] and the verdict: better / worse when the interval excludes 0, else not distinguishable.",
                   "", "| % labels | encoder | difference to scratch |", "|---|---|---|"]
         for (label, f), c in sorted(comparisons.items(), key=lambda item: (item[0][1], labels.index(item[0][0]))):
-            lines.append(f"| {f * 100:g} | {label} | {format_comparison(c)} |")
+            lines.append(f"| {_fraction_label(rows, f)} | {label} | {format_comparison(c)} |")
     walls = [r["wall_s"] for r in rows if r.get("wall_s") is not None]
     lines += ["", f"Runs: {len(rows)}; total training+evaluation time: {sum(walls):.0f} s.",
               f"Settings: epochs {settings.epochs}, strategy {settings.strategy}"
@@ -411,7 +440,7 @@ def _surface_table(rows, labels, fractions):
                 s = _scores(rows, label, f, column)
                 mean, sd = _mean_sd(s)
                 cells.append("n/a" if not s.size else f"{mean:.2f}" if s.size == 1 else f"{mean:.2f} ± {sd:.2f}")
-        lines.append(f"| {f * 100:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_fraction_label(rows, f)} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -11,14 +11,18 @@ Loading never unpickles anything: configs are deserialized with ``safe_mode=True
 import hashlib
 import json
 import platform
+import warnings
 from pathlib import Path
 
 import keras
 
 from keras_ssl3d.errors import PresetError
 from keras_ssl3d.fileio import OutputKind, atomic_directory
+from keras_ssl3d.training.checkpoint import save_weights_file
 from keras_ssl3d.version import __version__
 
+# Keras's UserWarning when a weights file holds optimizer variables the loading model has no optimizer for.
+OPTIMIZER_WARNING = ".*Skipping variable loading for optimizer.*"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
@@ -77,7 +81,7 @@ def save_preset(model, directory, metadata=None, input_contract_extra=None):
     config = keras.saving.serialize_keras_object(model)
     with atomic_directory(directory, PRESET_OUTPUT) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        model.save_weights(str(tmp / WEIGHTS_FILE))
+        save_weights_file(model, tmp / WEIGHTS_FILE)
         meta = {
             "format_version": FORMAT_VERSION,
             "class_name": type(model).__name__,
@@ -145,7 +149,9 @@ def load_preset(directory, expected_sha256=None, cls=None):
     if cls is not None and not isinstance(model, cls):
         raise PresetError(f"preset holds a {type(model).__name__}, not a {cls.__name__}", path=directory)
     try:
-        model.load_weights(str(weights))
+        with warnings.catch_warnings():  # a fine-tuned model's file holds its training optimizer: not needed here
+            warnings.filterwarnings("ignore", message=OPTIMIZER_WARNING, category=UserWarning)
+            model.load_weights(str(weights))
     except Exception as e:  # h5py/keras raise many types for truncated or mismatched files
         raise PresetError(f"cannot load weights ({type(e).__name__}: {_first_line(e)})", path=weights) from None
     return model
@@ -160,7 +166,9 @@ def load_keras_file(path, cls=None):
     if not path.is_file():
         raise PresetError("file does not exist", path=path)
     try:
-        model = keras.saving.load_model(str(path), safe_mode=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=OPTIMIZER_WARNING, category=UserWarning)
+            model = keras.saving.load_model(str(path), safe_mode=True)
     except Exception as e:
         raise PresetError(f"cannot load .keras file ({type(e).__name__}: {_first_line(e)})", path=path) from None
     if cls is not None and not isinstance(model, cls):
@@ -182,5 +190,11 @@ def _deserialize(config, directory):
 
 
 def _first_line(e):
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else ""
+    """The first line of an error, with the lines that a line ending in ':' announces (Keras puts the reason there)."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    for line in lines[1:]:
+        if not text.endswith(":"):
+            break
+        text += " " + line
+    return text if len(text) <= 400 else text[:397] + "..."

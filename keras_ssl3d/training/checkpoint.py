@@ -5,8 +5,13 @@ the newest complete one. Each folder is written under a temporary name and renam
 and ``latest`` is replaced atomically, so a kill at any moment leaves the previous checkpoint
 usable. The optimizer state is stored by variable path (not by position) so that it can be
 restored into a freshly built model, even when some weights were frozen when it was built.
+
+HDF5 files are composed in memory and written with plain Python file writes: HDF5 does not survive a
+failed write (a full disk or ``ulimit -f`` gave dozens of h5py tracebacks and a segmentation fault),
+while a Python write fails with one ``OSError`` that names the file.
 """
 
+import io
 import json
 import shutil
 import warnings
@@ -17,7 +22,7 @@ import keras
 import numpy as np
 
 from keras_ssl3d.errors import RunError
-from keras_ssl3d.fileio import atomic_directory, marker_kind, write_text_atomic
+from keras_ssl3d.fileio import atomic_directory, disk_full_reason, marker_kind, write_text_atomic
 
 WEIGHTS = "model.weights.h5"
 OPTIMIZER = "optimizer.h5"
@@ -35,17 +40,62 @@ def save_checkpoint(model, run_dir, state, keep=2):
     root = checkpoints_dir(run_dir)
     name = f"epoch-{int(state['epoch']):04d}" + ("-partial" if state.get("partial") else "")
     target = root / name
+    previous = _latest_or_none(run_dir)
     try:
         with atomic_directory(target, CHECKPOINT_OUTPUT) as tmp:
-            model.save_weights(str(tmp / WEIGHTS))
-            _save_optimizer(model, tmp / OPTIMIZER)
-            (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+            _write_bytes(tmp / WEIGHTS, weights_bytes(model), target / WEIGHTS)
+            _write_bytes(tmp / OPTIMIZER, _optimizer_bytes(model), target / OPTIMIZER)
+            _write_bytes(tmp / STATE, (json.dumps(state, indent=2) + "\n").encode("utf-8"), target / STATE)
         write_text_atomic(root / LATEST, name + "\n")
     except OSError as e:
-        raise RunError(f"cannot write checkpoint ({e.strerror or e}); the previous checkpoint is intact",
-                       path=e.filename or target) from None
+        reason = disk_full_reason(e) or (e.strerror or str(e))
+        kept = (f"the checkpoint {previous.name} is intact: continue with --resume {run_dir}"
+                if previous is not None else "no checkpoint was saved yet")
+        raise RunError(f"cannot write the checkpoint: {reason}; {kept}", path=e.filename or target) from None
     _prune(root, keep=keep, current=name)
     return target
+
+
+def weights_bytes(model):
+    """``model.save_weights`` as the bytes of a ``.weights.h5`` file, composed in memory (see the module doc)."""
+    try:  # Keras writes its weights store into a BytesIO (Keras >= 3.6); older ones only to a path
+        from keras.src.saving.saving_lib import H5IOStore, _save_state
+    except ImportError:
+        H5IOStore = None
+    if H5IOStore is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:  # (a failed write here is the old behaviour)
+            path = Path(folder) / WEIGHTS
+            model.save_weights(str(path))
+            return path.read_bytes()
+    buffer = io.BytesIO()
+    store = H5IOStore(buffer, mode="w")
+    _save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    store.close()
+    return buffer.getvalue()
+
+
+def save_weights_file(model, path):
+    """``model.save_weights(path)`` that fails on a full disk with one ``OSError`` naming ``path``."""
+    _write_bytes(path, weights_bytes(model), path)
+
+
+def _write_bytes(path, data, shown):
+    """Write ``data`` to ``path``; an error names ``shown`` (the file's final name, not the temporary one)."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(shown)) from None
+
+
+def _latest_or_none(run_dir):
+    try:
+        return latest_checkpoint(run_dir)
+    except RunError:
+        return None
 
 
 def latest_checkpoint(run_dir):
@@ -112,13 +162,14 @@ def _optimizer_keys(model):
         yield variable, key
 
 
-def _save_optimizer(model, file):
-    with h5py.File(file, "w") as f:
-        if getattr(model, "optimizer", None) is None:
-            return
-        for i, (variable, key) in enumerate(_optimizer_keys(model)):
-            dataset = f.create_dataset(str(i), data=keras.ops.convert_to_numpy(variable))
-            dataset.attrs["key"] = key
+def _optimizer_bytes(model):
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        if getattr(model, "optimizer", None) is not None:
+            for i, (variable, key) in enumerate(_optimizer_keys(model)):
+                dataset = f.create_dataset(str(i), data=keras.ops.convert_to_numpy(variable))
+                dataset.attrs["key"] = key
+    return buffer.getvalue()
 
 
 def _prune(root, keep, current):

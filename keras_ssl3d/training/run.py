@@ -16,6 +16,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 import keras
 
 from keras_ssl3d.errors import RunError
-from keras_ssl3d.fileio import OutputKind, claim_output_dir, write_json_atomic, write_text_atomic
+from keras_ssl3d.fileio import OutputKind, claim_output_dir, disk_full_reason, write_json_atomic, write_text_atomic
 from keras_ssl3d.training import checkpoint as ckpt
 from keras_ssl3d.version import __version__
 
@@ -52,6 +53,20 @@ def environment_versions():
         if mod is not None:
             versions[module] = getattr(mod, "__version__", "unknown")
     return versions
+
+
+def read_run_record(run_dir):
+    """The dict in ``run_dir/run.json``; a missing, truncated or corrupt file is a one-line `RunError`."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise RunError(f"nothing to resume: no {RUN_FILE} in the run directory", path=run_dir)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"cannot resume: {RUN_FILE} is truncated or corrupt ({e})", path=path) from None
+    if not isinstance(record, dict) or not isinstance(record.get("config", {}), dict):
+        raise RunError(f"cannot resume: {RUN_FILE} is not a run record of keras-ssl3d", path=path)
+    return record
 
 
 def check_run_dir(run_dir):
@@ -115,9 +130,7 @@ class TrainingRun:
         record_path = self.run_dir / RUN_FILE
         existing = ckpt.latest_checkpoint(self.run_dir)
         if self.resume:
-            if not record_path.is_file():
-                raise RunError(f"nothing to resume: no {RUN_FILE} in the run directory", path=self.run_dir)
-            record = json.loads(record_path.read_text(encoding="utf-8"))
+            record = read_run_record(self.run_dir)
             recorded = record.get("config", {})
             if self.config and recorded and _comparable(recorded) != _comparable(self.config):
                 changed = sorted(k for k in set(recorded) | set(self.config)
@@ -125,7 +138,10 @@ class TrainingRun:
                 if changed:
                     raise RunError(f"cannot resume with different settings ({', '.join(changed)})",
                                    path=record_path)
-            self.config = recorded or self.config
+            # What a resume may change (more --epochs, ...) is recorded as it is now, the rest as it was.
+            self.config = {**recorded, **{k: v for k, v in self.config.items() if k in _VOLATILE}} if recorded \
+                else self.config
+            record["config"] = self.config
             self.seed = int(record.get("seed", self.seed))
             record.setdefault("resumed", []).append({"at": _now(), "command": self.command})
         else:
@@ -143,7 +159,8 @@ class TrainingRun:
         try:
             write_json_atomic(record_path, record)
         except OSError as e:
-            raise RunError(f"cannot write {RUN_FILE} ({e.strerror or e})", path=record_path) from None
+            raise RunError(f"cannot write {RUN_FILE}: {disk_full_reason(e) or e.strerror or e}",
+                           path=record_path) from None
         self.record = record
 
     @property
@@ -167,6 +184,7 @@ class TrainingRun:
         start = int(state["epoch"])
         if start >= epochs:
             return _History(state["history"])
+        fit_kwargs["verbose"] = progress_verbosity(fit_kwargs.get("verbose", "auto"))
         saver = _CheckpointCallback(self, model, x, state, source)
         previous_handler = _install_sigint(saver)
         try:
@@ -191,10 +209,13 @@ class TrainingRun:
         """
         if self.resume or self.checkpoint is not None:
             return
-        for name in (RUN_FILE, HISTORY_FILE, "config.yaml"):  # config.yaml: written when this run started
+        if self._created_dir:  # everything in it is this run's
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        for name in (RUN_FILE, HISTORY_FILE, "config.yaml"):
             (self.run_dir / name).unlink(missing_ok=True)
-        for folder in (ckpt.checkpoints_dir(self.run_dir), self.run_dir if self._created_dir else None):
-            if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+        for folder in (ckpt.checkpoints_dir(self.run_dir),):
+            if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
 
     def write_history(self, history):
@@ -277,6 +298,17 @@ class _CheckpointCallback(keras.callbacks.Callback):
     def _sync(self):
         if keras.backend.backend() == "jax" and hasattr(self.train_model, "jax_state_sync"):
             self.train_model.jax_state_sync()
+
+
+def progress_verbosity(verbose):
+    """Keras's progress bar (1, "auto") on a terminal; one line per epoch (2) in a log file or pipe.
+
+    The bar rewrites its line with carriage returns and ANSI colours every step: thousands of updates in a log.
+    """
+    if verbose in (1, "auto"):
+        stream = sys.stdout
+        return 1 if stream is not None and hasattr(stream, "isatty") and stream.isatty() else 2
+    return verbose
 
 
 def _seed_epoch(seed):

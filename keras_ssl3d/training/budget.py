@@ -1,0 +1,67 @@
+"""Memory a 3D encoder needs, estimated from its widths before anything is built or any data is read.
+
+A typo such as ``--filters 8,16,100000`` used to end in a TensorFlow out-of-memory traceback after the
+data were cached; ``--size 1024`` silently caches 4 GiB per channel of every subject. The estimate here
+is a lower bound (the weights, and the largest single activation tensor of one step), so a refusal is
+never wrong: what it refuses cannot run on this machine. No Keras import.
+"""
+
+import os
+
+from keras_ssl3d.errors import ConfigError
+
+FLOAT_BYTES = 4
+CACHE_WARNING_BYTES = 2**30  # one channel of one subject
+
+
+def encoder_parameters(filters, in_channels=1):
+    """Parameters of ``Encoder3D(filters)``: per level a residual block of two 3^3 convolutions and a 1^3 projection."""
+    total, previous = 0, int(in_channels)
+    for width in filters:
+        total += 27 * (previous * width + width * width) + previous * width + 4 * width
+        previous = width
+    return total
+
+
+def largest_activation(filters, size, batch=1):
+    """Elements of the largest feature map of one step (level 1 at full size, then halved per level)."""
+    return max(int(batch) * (max(1, int(size) // 2**level) ** 3) * int(width) for level, width in enumerate(filters))
+
+
+def machine_memory():
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_encoder_fits(filters, size, batch=1, in_channels=1, option="--filters", available=None):
+    """Refuse an encoder whose weights plus one activation tensor already exceed this machine's memory."""
+    filters = [int(f) for f in filters]
+    available = machine_memory() if available is None else available
+    params = encoder_parameters(filters, in_channels)
+    weights = params * FLOAT_BYTES
+    activation = largest_activation(filters, size, batch) * FLOAT_BYTES
+    if available and weights + activation > available:
+        widths = ",".join(map(str, filters))
+        raise ConfigError(f"{option} {widths} at --size {size} (batch {batch}) needs at least {_size(weights + activation)} "
+                          f"({params:.3g} parameters: {_size(weights)}; largest feature map: {_size(activation)}), "
+                          f"more than this machine's {_size(available)} of memory: check {option} and --size for a typo")
+
+
+def cache_warning(size, channels=None):
+    """A warning when each subject's cache (float32, size^3 per channel) takes a GiB or more per channel."""
+    per_channel = int(size) ** 3 * FLOAT_BYTES
+    if per_channel < CACHE_WARNING_BYTES:
+        return None
+    total = f" ({_size(per_channel * channels)} for {channels} channels)" if channels else ""
+    return (f"--size {size}: every subject takes {_size(per_channel)} per channel{total} in the cache on disk and "
+            "in memory while it is read; 128 is the paper's size")
+
+
+def _size(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
