@@ -144,7 +144,8 @@ def load_keras_file(path, cls=None):
     if not path.is_file():
         raise PresetError("file does not exist", path=path)
     try:
-        model = keras.saving.load_model(str(path), safe_mode=True)
+        with _own_classes():
+            model = keras.saving.load_model(str(path), safe_mode=True)
     except Exception as e:
         raise PresetError(f"cannot load .keras file ({type(e).__name__}: {_first_line(e)})", path=path) from None
     if cls is not None and not isinstance(model, cls):
@@ -158,11 +159,20 @@ def _deserialize(config, directory):
     keras_ssl3d.import_all()  # registers every serializable class (the CLI imports the package lazily)
 
     try:
-        return keras.saving.deserialize_keras_object(config, safe_mode=True)
+        with _own_classes():
+            return keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as e:
         raise PresetError(
             f"cannot rebuild the model from {CONFIG_FILE} ({type(e).__name__}: {_first_line(e)})", path=directory
         ) from None
+
+
+def _own_classes():
+    """Rebuild our models as our own classes, also where integrations/keras_hub.py registered keras-hub
+    Backbone twins under their names (only keras-hub's loaders should get those)."""
+    from keras_ssl3d.models import PRESET_CLASSES
+
+    return keras.saving.custom_object_scope({keras.saving.get_registered_name(c): c for c in PRESET_CLASSES})
 
 
 def _first_line(e):
