@@ -127,3 +127,17 @@ def test_upload_preset_publishes_and_both_loaders_read_it_back(hub_server, tmp_p
     assert {"config.json", "model.weights.h5", "metadata.json", "README.md"} <= set(files)
     assert b"library_name: keras-hub" in files["README.md"]
     assert sorted(p.name for p in folder.iterdir()) == before  # keras-hub removed its temporary README.md
+
+
+def test_readme_keras_hub_block_runs_as_written(tmp_path, monkeypatch):
+    from readme_snippets import code_blocks, run_python
+
+    encoder = _saved(tmp_path / "my-encoder")
+    monkeypatch.chdir(tmp_path)
+    (code,) = code_blocks("Use it from keras-hub")
+    ns = run_python(code)
+    x = random_volumes(1, 8, 2)
+    assert isinstance(ns["backbone"], keras_hub.models.Backbone)
+    np.testing.assert_array_equal(to_numpy(ns["backbone"](x)), to_numpy(Encoder3D.from_pretrained(encoder)(x)))
+    assert ns["demo"].channel_names == ["t1", "t1ce", "t2", "flair"]
+    assert (tmp_path / "my-encoder-copy" / "metadata.json").is_file()

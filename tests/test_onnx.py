@@ -22,12 +22,12 @@ pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
 from keras_ssl3d.zoo.onnx import export_onnx, onnx_max_abs_diff  # noqa: E402
 
 
-def _fine_tuned_segmenter(folder):
+def _fine_tuned_segmenter(folder, channels=2):
     """A tiny Segmenter3D after two training steps (batch-norm statistics moved), saved as a preset."""
     rng = np.random.default_rng(0)
-    x = rng.random((2, 16, 16, 16, 2), dtype=np.float32)
+    x = rng.random((2, 16, 16, 16, channels), dtype=np.float32)
     y = keras.ops.one_hot(rng.integers(0, 3, (2, 16, 16, 16)), 3)
-    model = Segmenter3D(tiny_encoder3d(2, filters=(4, 8)), num_classes=3)
+    model = Segmenter3D(tiny_encoder3d(channels, filters=(4, 8)), num_classes=3)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=DiceCELoss())
     model.fit(x, y, epochs=2, batch_size=2, verbose=0)
     model.save_pretrained(folder)
@@ -74,3 +74,17 @@ def test_other_backends_refuse_in_one_line(tmp_path, backend):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [f"Error: export needs KERAS_BACKEND=tensorflow (this process uses {backend!r})"]
     assert not (tmp_path / "enc.onnx").exists()
+
+
+def test_readme_onnx_blocks_run_as_written(tmp_path, monkeypatch, capsys):
+    from readme_snippets import code_blocks, run_python
+
+    monkeypatch.chdir(tmp_path)
+    model = _fine_tuned_segmenter(tmp_path / "runs" / "seg" / "model", channels=4)
+    bash, python = code_blocks("Deploy with ONNX", "bash")[0], code_blocks("Deploy with ONNX")[0]
+    command = bash.splitlines()[1].split("#")[0].split()
+    assert command[0] == "keras-ssl3d"
+    assert run_cli(cli, command[1:]) == 0, capsys.readouterr().err
+    ns = run_python(python)
+    assert ns["probs"].shape == (1, 32, 32, 32, 3)
+    np.testing.assert_allclose(ns["probs"], keras.ops.convert_to_numpy(model(ns["volume"])), atol=1e-5)
