@@ -8,8 +8,9 @@ from keras_ssl3d.cli import options
 @click.command()
 @click.argument("handle")
 @click.argument("out", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["saved_model", "tfhub-tgz"]), default="saved_model",
-              show_default=True, help="A SavedModel folder, or the compressed TF Hub module (.tar.gz).")
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "tfhub-tgz", "onnx"]), default="saved_model",
+              show_default=True, help="A SavedModel folder, the compressed TF Hub module (.tar.gz), or an "
+                                      "ONNX file (the whole model; needs the onnx extra).")
 @click.option("--in-channels", type=options.CHANNELS, default=None, help="Adapt the input layer first.")
 @click.option("--revision", default=None, help="Hub revision of HANDLE.")
 @click.option("--overwrite", is_flag=True,
@@ -35,5 +36,10 @@ def export(handle, out, fmt, in_channels, revision, overwrite):
     claim_export(out, fmt, overwrite=overwrite, option="--overwrite")  # before loading anything
     model = PretrainedMixin.from_pretrained.__func__(keras.Model, handle, in_channels=in_channels,
                                                      revision=revision)
-    export_saved_model(model, out, format=fmt, overwrite=overwrite, option="--overwrite")
+    if fmt == "onnx":
+        from keras_ssl3d.zoo.onnx import export_onnx
+
+        export_onnx(model, out)
+    else:
+        export_saved_model(model, out, format=fmt, overwrite=overwrite, option="--overwrite")
     click.echo(f"exported {handle} ({type(model).__name__}, {model.count_params()} parameters) to {out} [{fmt}]")

@@ -166,7 +166,7 @@ def load_keras_file(path, cls=None):
     if not path.is_file():
         raise PresetError("file does not exist", path=path)
     try:
-        with warnings.catch_warnings():
+        with _own_classes(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=OPTIMIZER_WARNING, category=UserWarning)
             model = keras.saving.load_model(str(path), safe_mode=True)
     except Exception as e:
@@ -182,11 +182,20 @@ def _deserialize(config, directory):
     keras_ssl3d.import_all()  # registers every serializable class (the CLI imports the package lazily)
 
     try:
-        return keras.saving.deserialize_keras_object(config, safe_mode=True)
+        with _own_classes():
+            return keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as e:
         raise PresetError(
             f"cannot rebuild the model from {CONFIG_FILE} ({type(e).__name__}: {_first_line(e)})", path=directory
         ) from None
+
+
+def _own_classes():
+    """Rebuild our models as our own classes, also where integrations/keras_hub.py registered keras-hub
+    Backbone twins under their names (only keras-hub's loaders should get those)."""
+    from keras_ssl3d.models import PRESET_CLASSES
+
+    return keras.saving.custom_object_scope({keras.saving.get_registered_name(c): c for c in PRESET_CLASSES})
 
 
 def _first_line(e):
