@@ -89,7 +89,8 @@ def claim_output_file(path, is_own, what, *, overwrite=True, option=None):
     if not path.exists() and not path.is_symlink():
         return False
     if not path.is_file() or path.is_symlink() or not is_own(path):
-        raise OutputError(f"exists and was not written by keras-ssl3d as a {what}; choose a new file name "
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise OutputError(f"exists and was not written by keras-ssl3d as {article} {what}; choose a new file name "
                           "(nothing was written)", path=path)
     if not overwrite:
         raise OutputError(f"holds an earlier {what}; {flag} to replace it, or choose a new file name", path=path)

@@ -58,8 +58,14 @@ def test_cli_exports_a_fine_tuned_segmenter(tmp_path, capsys):
     before = out.read_bytes()
     assert run_cli(cli, ["export", str(tmp_path / "seg"), str(out), "--format", "onnx"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"Error: {out}: already exists; give a new file name for the ONNX model"
+    assert err == f"Error: {out}: holds an earlier ONNX model; pass --overwrite to replace it, or choose a new file name"
     assert out.read_bytes() == before
+    user_file = tmp_path / "notes.onnx"  # a file of the user's is never replaced, not even with --overwrite
+    user_file.write_text("mine")
+    assert run_cli(cli, ["export", str(tmp_path / "seg"), str(user_file), "--format", "onnx", "--overwrite"]) == 2
+    assert "was not written by keras-ssl3d as an ONNX model" in capsys.readouterr().err
+    assert user_file.read_text() == "mine"
+    assert run_cli(cli, ["export", str(tmp_path / "seg"), str(out), "--format", "onnx", "--overwrite"]) == 0
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])

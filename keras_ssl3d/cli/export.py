@@ -1,4 +1,4 @@
-"""``keras-ssl3d export HANDLE OUT``: a TF-Hub style reusable SavedModel of a preset's encoder."""
+"""``keras-ssl3d export HANDLE OUT``: a preset as a TF-Hub style reusable SavedModel or an ONNX file."""
 
 import click
 
@@ -17,7 +17,7 @@ from keras_ssl3d.cli import options
               help="Replace an earlier keras-ssl3d export at OUT (never anything else: a folder or file that is "
                    "not an earlier export is refused).")
 def export(handle, out, fmt, in_channels, revision, overwrite):
-    """Export the encoder of HANDLE (zoo name, hub repo, preset folder or .keras file) to OUT.
+    """Export the model of HANDLE (zoo name, hub repo, preset folder or .keras file) to OUT.
 
     OUT must be new (or an empty folder); an earlier export there is replaced only with --overwrite.
     Load the result with `m = tensorflow_hub.load(OUT)` (keep `m` referenced) or with
@@ -39,7 +39,7 @@ def export(handle, out, fmt, in_channels, revision, overwrite):
     if fmt == "onnx":
         from keras_ssl3d.zoo.onnx import export_onnx
 
-        export_onnx(model, out)
+        export_onnx(model, out, overwrite=overwrite, option="--overwrite")
     else:
         export_saved_model(model, out, format=fmt, overwrite=overwrite, option="--overwrite")
     click.echo(f"exported {handle} ({type(model).__name__}, {model.count_params()} parameters) to {out} [{fmt}]")

@@ -100,6 +100,10 @@ def claim_export(out, format="saved_model", overwrite=False, option=None):
     """Refuse (`OutputError`) unless ``out`` is new/empty or an earlier export (and ``overwrite``)."""
     if format == "saved_model":
         return claim_output_dir(out, SAVED_MODEL_OUTPUT, overwrite=overwrite, replace=True, option=option)
+    if format == "onnx":
+        from keras_ssl3d.zoo.onnx import claim_onnx
+
+        return claim_onnx(out, overwrite=overwrite, option=option)
     return claim_output_file(out, is_tfhub_archive, "TF Hub archive", overwrite=overwrite, option=option)
 
 

@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from keras_ssl3d.errors import ConfigError
-from keras_ssl3d.fileio import atomic_path
+from keras_ssl3d.fileio import atomic_path, claim_output_file
+
+# Written into the ONNX model's metadata: how `export` recognises its own file (only those are replaced).
+WRITTEN_BY = ("written_by", "keras-ssl3d export")
 
 
 def _check_can_export():
@@ -34,17 +37,42 @@ def example_input(model, seed=0):
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
-def export_onnx(model, out):
-    """Write ``model`` to the ONNX file ``out`` (atomically; never over an existing file); return the path."""
+def claim_onnx(out, overwrite=False, option=None):
+    """Refuse (`OutputError`) unless ``out`` is new, or an earlier ONNX export of ours and ``overwrite``."""
+    return claim_output_file(out, is_own_onnx, "ONNX model", overwrite=overwrite, option=option)
+
+
+def is_own_onnx(path):
+    """Whether ``path`` is an ONNX file written by `export_onnx` (its metadata says so)."""
+    try:
+        import onnx
+
+        props = onnx.load(str(path), load_external_data=False).metadata_props
+    except Exception:  # not ONNX, or onnx missing: not ours
+        return False
+    return any((p.key, p.value) == WRITTEN_BY for p in props)
+
+
+def export_onnx(model, out, overwrite=False, option=None):
+    """Write ``model`` to the ONNX file ``out`` (atomically); return the path.
+
+    ``out`` must be new; an earlier ONNX export of ours is replaced only with ``overwrite``, anything else
+    is refused (`OutputError`).
+    """
     _check_can_export()
     out = Path(out)
-    if out.exists():
-        raise ConfigError(f"{out}: already exists; give a new file name for the ONNX model")
+    claim_onnx(out, overwrite=overwrite, option=option)
     if not model.built or not model.inputs:
         raise ConfigError("ONNX export needs a built functional model (e.g. from from_pretrained)")
     model(example_input(model), training=False)  # Keras exports only a model that has been called
+    import onnx
+
     with atomic_path(out) as tmp:
         model.export(str(tmp), format="onnx", verbose=False)
+        exported = onnx.load(str(tmp))
+        mark = exported.metadata_props.add()
+        mark.key, mark.value = WRITTEN_BY
+        onnx.save(exported, str(tmp))
     return out
 
 
