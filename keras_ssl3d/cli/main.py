@@ -17,6 +17,7 @@ COMMANDS = {
     "info": ("keras_ssl3d.cli.info", "info", "Show backend, library versions and devices."),
     "preprocess": ("keras_ssl3d.cli.preprocess", "preprocess", "Preprocess a NIfTI data set into a cache."),
     "pretrain": ("keras_ssl3d.cli.pretrain", "pretrain", "Pretrain an encoder with a self-supervised task."),
+    "plan": ("keras_ssl3d.cli.plan", "plan", "Estimate a pretraining step's memory; pick remat/micro-batches."),
     "finetune": ("keras_ssl3d.cli.finetune", "finetune", "Fine-tune an encoder for segmentation/classification."),
     "evaluate": ("keras_ssl3d.cli.evaluate", "evaluate", "Evaluate a fine-tuned model (Dice, kappa)."),
     "predict": ("keras_ssl3d.cli.predict", "predict", "Predict label maps as NIfTI in the input geometry."),

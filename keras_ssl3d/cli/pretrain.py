@@ -7,6 +7,7 @@ import click
 from keras_ssl3d.cli import options
 from keras_ssl3d.cli.config_file import config_option, write_resolved_config
 from keras_ssl3d.cli.distribution import distribution_options
+from keras_ssl3d.cli.plan import apply_memory_budget, memory_budget_option
 from keras_ssl3d.cli.resume import FLAG, rerun_recorded, resolve_resume, resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.cli.task_options import parse_task_options
@@ -78,13 +79,14 @@ def build_task(task, dims, in_channels, size, filters=None, blocks=None, norm="b
               help="3D: the encoder runs each step's batch in this many sequential, rematerialised parts: the "
                    "activations of one part at a time (Exemplar and SimCLR at 128^3 on 8 GB). The loss is still "
                    "the whole batch's (in-batch negatives stay); batch norm normalises each part on its own.")
+@memory_budget_option
 @options.tensorboard_option
 @click.option("--seed", type=options.SEED, default=0, show_default=True)
 @resume_option
 @click.pass_context
 def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filters, blocks, norm, val_fraction,
-             task_option, cache, workers, distribute_strategy, devices, remat, precision, micro_batches, tensorboard, seed,
-             resume):
+             task_option, cache, workers, distribute_strategy, devices, remat, precision, micro_batches, memory_budget,
+             tensorboard, seed, resume):
     """Pretrain an encoder with a self-supervised task; writes OUT/encoder/ (a preset folder).
 
     Genesis and MAE pretrain a decoder too: OUT/encoder/ then holds the whole U-Net, and fine-tuning
@@ -141,6 +143,9 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
         raise DataError(f"{len(train_idx)} training samples are fewer than one global batch of "
                         f"{plan.global_batch(batch_size)} ({plan.replicas} replicas x {batch_size})", path=data)
     in_channels = int(samples.num_channels)
+    if dims == 3:
+        remat, micro_batches = apply_memory_budget(memory_budget, task, size, batch_size, filters, in_channels, norm,
+                                                   precision, remat, micro_batches, task_options)
 
     with plan.scope():
         with precision_policy(precision):
