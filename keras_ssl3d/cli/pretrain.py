@@ -152,6 +152,8 @@ def pretrain(ctx, task, dims, data, run_dir, epochs, batch_size, lr, size, filte
             model = build_task(task, dims, in_channels, size, filters=filters, blocks=blocks, norm=norm, remat=remat,
                                micro_batches=micro_batches, task_options=task_options)
         model.compile(learning_rate=learning_rate)
+    if getattr(model, "augment_note", None):  # exemplar, simclr: where augmentation runs (augment_on)
+        click.echo(model.augment_note)
     per_step = batch_size * model.encoder_inputs_per_sample  # what the encoder of one device sees in a step
     if micro_batches > per_step:
         raise ConfigError(f"--micro-batches {micro_batches} is more than the {per_step} inputs the encoder gets per "

@@ -17,6 +17,7 @@ samples.
 import keras
 from keras import ops
 
+from keras_ssl3d.layers.augment3d import ExemplarAugment3D, resolve_augment_on
 from keras_ssl3d.layers.heads import MLPHead
 from keras_ssl3d.losses.contrastive import TripletAccuracy, TripletLoss
 from keras_ssl3d.tasks import transforms
@@ -39,6 +40,9 @@ class Exemplar(PretextTask):
         margin: the triplet loss margin alpha (1.0).
         flip_p, rotation_p, color_p, zoom_p: augmentation probabilities of the positive
             (0.5, 0.5, 0.5, 0.2 as in the appendix).
+        augment_on: ``"host"`` (numpy, in the data pipeline), ``"device"`` (``ExemplarAugment3D``
+            inside the model: the pipeline streams the volumes as they are) or ``"auto"`` (device
+            when an accelerator is visible; ``task.augment_note`` says which). Saved as asked.
     """
 
     min_batch_size = 2
@@ -46,10 +50,17 @@ class Exemplar(PretextTask):
     small_hparams = {"code_size": 32, "hidden_units": 32}
 
     def __init__(self, encoder, code_size=1024, hidden_units=1024, margin=1.0, flip_p=0.5, rotation_p=0.5,
-                 color_p=0.5, zoom_p=0.2, name="exemplar", **kwargs):
+                 color_p=0.5, zoom_p=0.2, augment_on="auto", name="exemplar", **kwargs):
         encoder = check_encoder(encoder, "Exemplar")
+        augmentation = {"flip_p": float(flip_p), "rotation_p": float(rotation_p),
+                        "color_p": float(color_p), "zoom_p": float(zoom_p)}
+        augment_request = augment_on
+        augment_on, augment_note = resolve_augment_on(augment_on, encoder.rank)
         inputs = [keras.Input(shape=encoder.input_shape[1:], name=branch) for branch in _BRANCHES]
-        stacked = ops.concatenate(inputs, axis=0)                                   # (2N, ...)
+        branches = list(inputs)
+        if augment_on == "device":  # the positive is augmented here, in the training step
+            branches[1] = ExemplarAugment3D(**augmentation, name="augment")(inputs[1])
+        stacked = ops.concatenate(branches, axis=0)                                 # (2N, ...)
         codes = MLPHead(code_size, hidden_units, name="head")(global_pool(encoder(stacked)))
         codes = codes / ops.sqrt(ops.maximum(ops.sum(ops.square(codes), axis=-1, keepdims=True), 1e-12))
         codes = ops.reshape(codes, (2, -1, code_size))                             # (2, N, code)
@@ -61,8 +72,8 @@ class Exemplar(PretextTask):
         self.code_size = int(code_size)
         self.hidden_units = int(hidden_units)
         self.margin = float(margin)
-        self.augmentation = {"flip_p": float(flip_p), "rotation_p": float(rotation_p),
-                             "color_p": float(color_p), "zoom_p": float(zoom_p)}
+        self.augmentation = augmentation
+        self.augment_request, self.augment_on, self.augment_note = augment_request, augment_on, augment_note
 
     def default_loss(self):
         return TripletLoss(margin=self.margin)
@@ -74,10 +85,14 @@ class Exemplar(PretextTask):
         return 0.5  # the positive is nearer than the negative, or not
 
     def transform(self, batch, rng):
+        if self.augment_on == "device":  # the model augments the positive
+            return transforms.exemplar_transform(batch, rng, augment=False)
         return transforms.exemplar_transform(batch, rng, **self.augmentation)
 
     def get_config(self):
         config = self._base_config()
         config.update(code_size=self.code_size, hidden_units=self.hidden_units, margin=self.margin,
                       **self.augmentation)
+        if self.augment_request != "auto":  # auto is decided again where the model is loaded (no weights differ)
+            config["augment_on"] = self.augment_request
         return config

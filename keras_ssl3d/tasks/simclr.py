@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from keras_ssl3d.errors import DataError
+from keras_ssl3d.layers.augment3d import ExemplarAugment3D, resolve_augment_on
 from keras_ssl3d.layers.cpc import ContrastiveScores
 from keras_ssl3d.layers.heads import MLPHead
 from keras_ssl3d.losses.contrastive import InfoNCE, InfoNCEAccuracy
@@ -47,6 +48,8 @@ class SimCLR(PretextTask):
         hidden_units: hidden layer of the head (SimCLR: the encoder's feature width, the default).
         temperature: NT-Xent temperature (0.1).
         flip_p, rotation_p, color_p, zoom_p: the Exemplar augmentation probabilities.
+        augment_on: ``"host"`` (numpy), ``"device"`` (two ``ExemplarAugment3D`` in the model) or
+            ``"auto"`` (device when an accelerator is visible); see ``Exemplar``.
     """
 
     min_batch_size = 2
@@ -54,10 +57,17 @@ class SimCLR(PretextTask):
     small_hparams = {"projection_dim": 32, "hidden_units": 32}
 
     def __init__(self, encoder, projection_dim=128, hidden_units=None, temperature=0.1, flip_p=0.5,
-                 rotation_p=0.5, color_p=0.5, zoom_p=0.2, name="simclr", **kwargs):
+                 rotation_p=0.5, color_p=0.5, zoom_p=0.2, augment_on="auto", name="simclr", **kwargs):
         encoder = check_encoder(encoder, "SimCLR")
+        augmentation = {"flip_p": float(flip_p), "rotation_p": float(rotation_p),
+                        "color_p": float(color_p), "zoom_p": float(zoom_p)}
+        augment_request = augment_on
+        augment_on, augment_note = resolve_augment_on(augment_on, encoder.rank)
         inputs = [keras.Input(shape=encoder.input_shape[1:], name=f"view{i}") for i in (1, 2)]
-        features = global_pool(encoder(ops.concatenate(inputs, axis=0)))          # (2N, F)
+        views = list(inputs)
+        if augment_on == "device":  # both views are augmented here, in the training step
+            views = [ExemplarAugment3D(**augmentation, name=f"augment{i}")(v) for i, v in enumerate(inputs, 1)]
+        features = global_pool(encoder(ops.concatenate(views, axis=0)))           # (2N, F)
         hidden_units = int(hidden_units or features.shape[-1])
         projections = MLPHead(projection_dim, hidden_units, name="projection")(features)
         views = ops.transpose(ops.reshape(projections, (2, -1, projection_dim)), (1, 0, 2))  # (N, 2, D)
@@ -67,8 +77,8 @@ class SimCLR(PretextTask):
         self.projection_dim = int(projection_dim)
         self.hidden_units = hidden_units
         self.temperature = float(temperature)
-        self.augmentation = {"flip_p": float(flip_p), "rotation_p": float(rotation_p),
-                             "color_p": float(color_p), "zoom_p": float(zoom_p)}
+        self.augmentation = augmentation
+        self.augment_request, self.augment_on, self.augment_note = augment_request, augment_on, augment_note
 
     def default_loss(self):
         return InfoNCE(temperature=self.temperature)
@@ -85,11 +95,16 @@ class SimCLR(PretextTask):
             raise DataError(f"simclr expects a batch of {self.rank}D samples with channels, got shape {batch.shape}")
         if len(batch) < 2:
             raise DataError("simclr needs batches of at least 2 samples (negatives are the other samples)")
-        views = tuple(transforms.exemplar_augment(batch, rng, **self.augmentation) for _ in range(2))
+        if self.augment_on == "device":  # the model augments both views
+            views = (batch, batch)
+        else:
+            views = tuple(transforms.exemplar_augment(batch, rng, **self.augmentation) for _ in range(2))
         return views, np.tile(np.array([[1, 0]], np.int32), (len(batch), 1))
 
     def get_config(self):
         config = self._base_config()
         config.update(projection_dim=self.projection_dim, hidden_units=self.hidden_units,
                       temperature=self.temperature, **self.augmentation)
+        if self.augment_request != "auto":  # auto is decided again where the model is loaded (no weights differ)
+            config["augment_on"] = self.augment_request
         return config

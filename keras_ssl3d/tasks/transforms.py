@@ -195,14 +195,14 @@ def exemplar_augment(batch, rng, flip_p=0.5, rotation_p=0.5, color_p=0.5, zoom_p
     return random_zoom(x, rng, zoom_p)
 
 
-def exemplar_transform(batch, rng, **augment_kwargs):
+def exemplar_transform(batch, rng, augment=True, **augment_kwargs):
     """Pairs ``(anchor, positive)``: positive = augmented anchor; dummy targets. The negatives are
     other samples' (augmented) positives, taken inside the model (``tasks.Exemplar``), so the
-    batch needs >= 2 samples."""
+    batch needs >= 2 samples. ``augment=False``: the positive is the anchor (the model augments it)."""
     rank = batch.ndim - 2
     batch = _check_batch(batch, rank, "exemplar")
     n = len(batch)
     if n < 2:
         raise DataError("exemplar needs batches of at least 2 samples (negatives are other samples)")
-    positive = exemplar_augment(batch, rng, **augment_kwargs)
+    positive = exemplar_augment(batch, rng, **augment_kwargs) if augment else batch
     return (batch, positive), np.zeros(n, dtype=np.float32)
