@@ -227,3 +227,15 @@ def test_memory128_remedies_and_memory_sampling():
     status = memory.read_status("self")  # this process: VmHWM >= VmRSS >= RssAnon > 0
     assert status["VmHWM"] >= status["VmRSS"] >= status["RssAnon"] > 0
     assert memory.read_status(2**22 + 12345) is None  # no such process
+
+
+def test_gpu_script_smoke_mode_prints_one_record_per_config(capsys):
+    gpu = _load("ssl3d_bench_gpu", "gpu.py")
+    gpu.main(["--smoke", "--tasks", "rotation,exemplar", "--backend", keras.backend.backend()])
+    records = common.parse_json_lines(capsys.readouterr().out)
+    assert [(r["task"], r["precision"], r["size"], r["status"]) for r in records] == [
+        ("rotation", "float32", 16, "ok"), ("exemplar", "float32", 16, "ok")]
+    for r in records:
+        assert r["batch"] == 2 and r["step_s"] > 0 and r["volumes_per_s"] == pytest.approx(2 / r["step_s"])
+        assert r["peak_device_gb"] > 0 and r["estimate_gb"] > 0 and isinstance(r["input_bound"], bool)
+    assert records[1]["augment_on"] == "host"  # no accelerator here: numpy on the host
