@@ -73,7 +73,7 @@ def test_plan_picks_the_cheapest_remedy_that_fits():
     # what the user asked for is kept: --remat stays on
     assert mp.plan("rotation", 64, 2, 8e9, remat=True).remat
     # genesis cannot micro-batch: remat or nothing
-    genesis = mp.plan("genesis", 128, 1, 7.5e9, micro_allowed=False)
+    genesis = mp.plan("genesis", 128, 1, 8.5e9, micro_allowed=False)
     assert (genesis.remat, genesis.micro_batches) == (True, 1)
     with pytest.raises(ConfigError, match=r"--memory-budget 2.00 GB: nothing fits; .*exemplar 128\^3 batch 2"):
         mp.plan("exemplar", 128, 2, 2e9)
