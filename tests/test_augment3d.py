@@ -83,7 +83,8 @@ def test_non_cubic_volumes_only_turn_180_degrees_across_unequal_axes():
     y = _np(aug.RandomQuarterTurn3D(1.0, seed=9)(x))
     assert y.shape == x.shape
     classes = _classes(x, y, ROTS)
-    allowed = {c for c, (axes, k) in enumerate(T.ROTATIONS_3D) if axes and (k == 2 or x.shape[axes[0]] == x.shape[axes[1]])}
+    allowed = {c for c, (axes, k) in enumerate(T.ROTATIONS_3D)
+               if axes and (k == 2 or x.shape[axes[0]] == x.shape[axes[1]])}
     assert set(classes) == allowed
 
 

@@ -137,3 +137,27 @@ def test_pretrain_with_a_budget_says_what_it_chose(tmp_path, capsys):
     assert run_cli(cli, [*argv, "--out", str(tmp_path / "run2"), "--memory-budget", "0.5GB"]) == 2
     assert "nothing fits" in _one_line_error(capsys)
     assert not (tmp_path / "run2").exists()  # refused before anything was written
+
+
+def test_segmentation_estimate_counts_the_unet_exactly():
+    from keras_ssl3d.models import Segmenter3D
+
+    model = Segmenter3D(Encoder3D(in_channels=3, filters=(4, 8, 16)), num_classes=5)
+    assert mp.estimate_parameters((4, 8, 16), 3, "segmentation", num_classes=5) == model.count_params()
+    e = mp.estimate("segmentation", 64, 2, filters=(8, 16), in_channels=4, num_classes=4)
+    # benchmarks/streaming.py measured finetune 64^3 x 4, 8-16 encoder, batch 2 at 1374 MiB VmRSS
+    assert abs(e.peak_bytes - 1374 * 2 ** 20) / (1374 * 2 ** 20) <= 0.25
+
+
+def test_finetune_with_a_budget_says_what_it_chose(tmp_path, capsys):
+    from keras_ssl3d.data.synthetic import make_brats_like
+
+    data = make_brats_like(tmp_path / "data", n_subjects=3, shape=(12, 12, 10), seed=0)
+    argv = ["finetune", "--data", str(data), "--encoder", "none", "--size", "8", "--filters", "2,4",
+            "--epochs", "1", "--batch-size", "1", "--verbose", "0", "--tensorboard", "none"]
+    assert run_cli(cli, [*argv, "--out", str(tmp_path / "run"), "--memory-budget", "4GB"]) == 0
+    out = capsys.readouterr().out
+    assert "Memory budget 4.00 GB (given): no remedy (estimated peak" in out and "encoder widths 2,4 (--filters)" in out
+    assert run_cli(cli, [*argv, "--out", str(tmp_path / "run2"), "--memory-budget", "0.2GB"]) == 2
+    assert "nothing fits; the most frugal setting needs segmentation 8^3 batch 1" in _one_line_error(capsys)
+    assert not (tmp_path / "run2").exists()

@@ -5,6 +5,7 @@ import click
 from keras_ssl3d.cli import options
 from keras_ssl3d.cli.config_file import config_option, resolved_config
 from keras_ssl3d.cli.distribution import distribution_options
+from keras_ssl3d.cli.plan import apply_finetune_budget, memory_budget_option
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.finetune.parsing import parse_int_list
@@ -45,6 +46,7 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @workers_option
 @distribution_options
 @options.memory_options("encoder and decoder")
+@memory_budget_option
 @options.tensorboard_option
 @options.augment_option
 @options.checkpoint_options
@@ -53,7 +55,8 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
-             remat, precision, tensorboard, augment, checkpoint_every, checkpoint_seconds, resume, verbose):
+             remat, precision, memory_budget, tensorboard, augment, checkpoint_every, checkpoint_seconds, resume,
+             verbose):
     """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
 
     Writes OUT/model (a preset with the task metadata), OUT/history.csv, OUT/run.json and
@@ -88,6 +91,7 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     plan = distribute.plan(distribute_strategy, devices)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
                           echo=click.echo)
+    settings.remat = apply_finetune_budget(memory_budget, data, settings, click.echo)
     result = run_finetune(data, settings, out, resume=resume, verbose=verbose, command=sys.argv, workers=workers,
                           plan=plan, log=click.echo, config_text=resolved_config(ctx),
                           tensorboard=options.tensorboard_dir(tensorboard, out))

@@ -11,8 +11,8 @@ from keras_ssl3d.cli import options
 from keras_ssl3d.task_names import TASK_NAMES
 
 BUDGET_HELP = ("3D: the memory one step may use, e.g. 8GB, or auto (a GPU's free memory, else 80 % of the host's "
-               "available memory). Turns on --remat and/or --micro-batches as far as needed for the planner's "
-               "estimate to fit (one line says which), or stops in one line when nothing fits.")
+               "available memory). Turns on --remat (pretrain: and/or --micro-batches) as far as needed for the "
+               "planner's estimate to fit (one line says which), or stops in one line when nothing fits.")
 
 
 def memory_budget_option(func):
@@ -35,6 +35,57 @@ def apply_memory_budget(budget, task, size, batch_size, filters, in_channels, no
                           micro_allowed=not issubclass(TASKS[task], RestorationTask))
     echo(line)
     return chosen.remat, chosen.micro_batches
+
+
+def _encoder_filters(handle, given):
+    """``(widths, where from)`` of the encoder ``finetune --encoder`` starts from, read from a local
+    preset's (or run's) config.json without loading it; the default widths when it cannot be read."""
+    import json
+    from pathlib import Path
+
+    from keras_ssl3d.training.memory_plan import DEFAULT_FILTERS
+
+    if str(handle) == "none":
+        return tuple(given or DEFAULT_FILTERS), "--filters"
+
+    def find(node):
+        if isinstance(node, dict):
+            config = node.get("config")
+            if node.get("class_name") == "Encoder3D" and isinstance(config, dict) and "filters" in config:
+                return config["filters"]
+            return next((f for f in map(find, node.values()) if f is not None), None)
+        if isinstance(node, list):
+            return next((f for f in map(find, node) if f is not None), None)
+        return None
+
+    root = Path(str(handle)).expanduser()
+    for config in (root / "config.json", root / "encoder" / "config.json", root / "model" / "config.json"):
+        try:
+            filters = find(json.loads(config.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+        if filters:
+            return tuple(int(f) for f in filters), str(config)
+    return DEFAULT_FILTERS, f"assumed {','.join(map(str, DEFAULT_FILTERS))}: not read from {handle}"
+
+
+def apply_finetune_budget(budget, data, settings, echo=click.echo):
+    """``--remat`` for ``finetune --memory-budget``: on when the U-Net's step needs it to fit (one line
+    says so); a ``ConfigError`` when even that does not fit. Unchanged without a budget."""
+    if budget is None:
+        return settings.remat
+    from keras_ssl3d.errors import ConfigError
+    from keras_ssl3d.training.memory_plan import SEGMENTATION, choose
+
+    if data.task != "segmentation":
+        raise ConfigError("--memory-budget applies to 3D segmentation (the 3D encoder and U-Net decoder)")
+    filters, source = _encoder_filters(settings.encoder, settings.filters)
+    chosen, line = choose(budget, SEGMENTATION, data.size, settings.batch_size, filters=filters,
+                          in_channels=len(data.channel_names), norm=settings.norm or "batch",
+                          precision=settings.precision, remat=settings.remat, micro_allowed=False,
+                          num_classes=data.num_classes)
+    echo(f"{line}; encoder widths {','.join(map(str, filters))} ({source})")
+    return chosen.remat
 
 
 @click.command("plan")

@@ -112,15 +112,21 @@ def head_parameters(task, feature_width, options):
     return 0                                                          # genesis, mae: the decoder
 
 
-def estimate_parameters(filters=DEFAULT_FILTERS, in_channels=1, task=None, norm="batch", task_options=None):
+SEGMENTATION = "segmentation"  # fine-tuning a U-Net (``Segmenter3D``), planned like a task
+UNETS = ("genesis", "mae", SEGMENTATION)
+
+
+def estimate_parameters(filters=DEFAULT_FILTERS, in_channels=1, task=None, norm="batch", task_options=None,
+                        num_classes=None):
     """Parameters of the 3D encoder (and, with ``task``, its head or decoder): exact, nothing built.
 
     The check an absurd ``--filters`` needs before building (``8,16,100000`` is ~3e11 parameters).
+    ``task="segmentation"``: the fine-tuning U-Net with ``num_classes`` outputs.
     """
     filters = tuple(int(f) for f in filters)
     total = encoder_parameters(filters, in_channels, norm)
-    if task in ("genesis", "mae"):
-        total += decoder_parameters(filters, in_channels, norm)
+    if task in UNETS:
+        total += decoder_parameters(filters, num_classes or in_channels, norm)
     elif task is not None:
         total += head_parameters(task, filters[-1], task_hparams(task, task_options))
     return total
@@ -143,8 +149,10 @@ def encoder_inputs(task, size, task_options=None):
     """``(inputs per sample, spatial size of each)``: what one sample feeds the task's encoder."""
     from keras_ssl3d.layers.patches import grid_geometry
 
-    o = task_hparams(task, task_options)
     volume = (int(size),) * 3
+    if task == SEGMENTATION:
+        return 1, volume
+    o = task_hparams(task, task_options)
     if task in ("cpc", "jigsaw", "rpl"):
         try:
             _, patch = grid_geometry(volume, o["grid"], o["jitter"])
@@ -211,20 +219,21 @@ class Estimate:
 
 
 def estimate(task, size, batch_size, filters=DEFAULT_FILTERS, in_channels=1, norm="batch", precision="float32",
-             remat=False, micro_batches=1, task_options=None):
-    """The peak memory of one training step of ``task`` (an ``Estimate``)."""
+             remat=False, micro_batches=1, task_options=None, num_classes=None):
+    """The peak memory of one training step of ``task`` (an ``Estimate``); ``task="segmentation"``:
+    a fine-tuning step of the U-Net with ``num_classes`` outputs."""
     filters = tuple(int(f) for f in filters)
     per_sample, spatial = encoder_inputs(task, size, task_options)
     inputs = int(batch_size) * per_sample
     parts = max(1, min(int(micro_batches), inputs))
     kept_inputs = math.ceil(inputs / parts)
     one = level_elements(spatial, filters)
-    if task in ("genesis", "mae"):
+    if task in UNETS:
         one += decoder_elements(spatial, filters)
     element_bytes = MIXED_ELEMENT_BYTES if precision.startswith("mixed") else 4
     kept = KEPT_REMAT if remat else KEPT_NONE
     copies = kept * kept_inputs + MICRO_EXTRA * (parts - 1)
-    parameters = estimate_parameters(filters, in_channels, task, norm, task_options)
+    parameters = estimate_parameters(filters, in_channels, task, norm, task_options, num_classes)
     return Estimate(task=task, size=int(size), batch_size=int(batch_size), precision=precision, remat=bool(remat),
                     micro_batches=parts, parameters=parameters, inputs_per_step=inputs, input_shape=tuple(spatial),
                     parameter_bytes=float(PARAM_STATE_BYTES * parameters),
@@ -252,19 +261,21 @@ def candidates(inputs_per_step, remat=False, micro_batches=1, micro_allowed=True
 
 
 def plan(task, size, batch_size, budget_bytes, filters=DEFAULT_FILTERS, in_channels=1, norm="batch",
-         precision="float32", remat=False, micro_batches=1, task_options=None, micro_allowed=True):
+         precision="float32", remat=False, micro_batches=1, task_options=None, micro_allowed=True, num_classes=None):
     """The cheapest ``Estimate`` that fits ``budget_bytes`` with ``SAFETY_MARGIN``; a ``ConfigError``
     (one line) when none does."""
-    first = estimate(task, size, batch_size, filters, in_channels, norm, precision, remat, micro_batches, task_options)
+    def at(r, m):
+        return estimate(task, size, batch_size, filters, in_channels, norm, precision, r, m, task_options, num_classes)
+
     best = None
-    for r, m in candidates(first.inputs_per_step, remat, micro_batches, micro_allowed):
-        e = estimate(task, size, batch_size, filters, in_channels, norm, precision, r, m, task_options)
+    for r, m in candidates(at(remat, micro_batches).inputs_per_step, remat, micro_batches, micro_allowed):
+        e = at(r, m)
         best = e if best is None or e.peak_bytes < best.peak_bytes else best
         if e.peak_bytes * (1 + SAFETY_MARGIN) <= budget_bytes:
             return e
     raise ConfigError(f"--memory-budget {budget_bytes / GB:.2f} GB: nothing fits; the most frugal setting needs "
-                      f"{best.describe()} (+ {SAFETY_MARGIN:.0%} margin); lower --batch-size or --size, or use --filters "
-                      "with fewer channels")
+                      f"{best.describe()} (+ {SAFETY_MARGIN:.0%} margin); lower --batch-size or --size, or use "
+                      "--filters with fewer channels")
 
 
 # ----------------------------------------------------------------------------- budget
@@ -323,7 +334,8 @@ def resolve_budget(text):
     if free is not None:
         return free, "auto: the GPU's free memory (nvidia-smi)"
     host = available_host_bytes()
-    return HOST_SHARE * host, f"auto: {HOST_SHARE:.0%} of the host's available memory ({host / GB:.1f} GB), no GPU visible"
+    return HOST_SHARE * host, (f"auto: {HOST_SHARE:.0%} of the host's available memory ({host / GB:.1f} GB), "
+                               "no GPU visible")
 
 
 def choose(budget_text, task, size, batch_size, **kwargs):
@@ -331,5 +343,5 @@ def choose(budget_text, task, size, batch_size, **kwargs):
     budget, source = resolve_budget(budget_text)
     chosen = plan(task, size, batch_size, budget, **kwargs)
     return chosen, (f"Memory budget {budget / GB:.2f} GB ({source}): {chosen.remedy} "
-                    f"(estimated peak {chosen.peak_bytes / GB:.2f} GB + {SAFETY_MARGIN:.0%} margin; the cheapest setting "
-                    "that fits)")
+                    f"(estimated peak {chosen.peak_bytes / GB:.2f} GB + {SAFETY_MARGIN:.0%} margin; the cheapest "
+                    "setting that fits)")
