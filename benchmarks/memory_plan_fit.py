@@ -51,7 +51,8 @@ def measurements():
 
 
 def features(task, size, batch, remat, micro):
-    """The planner's terms for one configuration: (runtime, kept x inputs x U without / with remat, extra parts x U), fixed."""
+    """The planner's terms of one configuration, ``([runtime, kept x U without remat, with remat, extra
+    parts x U], fixed bytes)``."""
     per_sample, spatial = mp.encoder_inputs(task, size)
     inputs = batch * per_sample
     parts = max(1, min(micro, inputs))
