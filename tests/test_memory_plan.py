@@ -120,6 +120,8 @@ def test_plan_command_prints_the_estimate_and_the_choice(capsys):
      "270148.42 M parameters"),
     (["--task", "rotation", "--memory-budget", "8XB"], "Error: --memory-budget '8XB': give auto or a size"),
     (["--task", "cpc", "--size", "8"], "Error: cpc cannot be planned for --size 8:"),
+    (["--task", "exemplar", "--task-option", "augment_on=gpu"],
+     "Error: --task-option augment_on=gpu: exemplar's augment_on must be one of host, device, auto"),
 ])
 def test_plan_command_refuses_in_one_line(argv, message, capsys):
     assert run_cli(cli, ["plan", *argv]) == 2

@@ -46,6 +46,7 @@ RULES = {
     "projection_dim": ("an integer >= 1", _at_least(1)),
     "num_permutations": ("an integer >= 1", _at_least(1)),
     "permutation_seed": ("an integer >= 0", _at_least(0)),
+    "augment_on": ("one of host, device, auto", lambda v: v in ("host", "device", "auto")),
     "patch_size": ("an integer >= 1, or a list of them (one per axis)",
                    lambda v: _at_least(1)(v) or (isinstance(v, list) and len(v) > 0 and all(map(_at_least(1), v)))),
 }
