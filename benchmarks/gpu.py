@@ -13,7 +13,8 @@ the device's free memory without remedy, else the task's smallest batch with the
 remedy (``--remat`` / ``--micro-batches``).
 
 One JSON line per configuration: step time, volumes/s (samples/s: one volume per sample), the
-analytic TFLOP/s (forward FLOPs x 3), peak device memory (TensorFlow ``get_memory_info``, JAX
+analytic TFLOP/s (forward FLOPs x 3), the first step's time (tracing and, with XLA, compilation), peak
+device memory (TensorFlow ``get_memory_info``, JAX
 ``memory_stats``, torch ``max_memory_allocated``; peak RSS on a CPU), the planner's estimate, the host
 transform's volumes/s on one core, and ``input_bound``: whether ``--host-workers`` cores at that rate
 deliver fewer volumes/s than the step consumes. The configurations share ``--budget-s``: each gets
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, emit, machine_info, run_json_subprocess, select_backend  # noqa: E402
 
-TASKS = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "genesis", "mae", "simclr")
+TASKS = ("rpl", "cpc", "jigsaw", "rotation", "mae", "genesis", "exemplar", "simclr")  # cheapest first
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
@@ -108,7 +109,8 @@ def run_config(args, task, precision):
     with precision_policy(precision):
         model = build_task(task, 3, 1, args.size, filters=filters, remat=remat, micro_batches=micro,
                            task_options=options)
-    model.compile()
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    model.compile(jit_compile=jit)
     rng = np.random.default_rng(0)
     volumes = rng.random((batch, *(args.size,) * 3, 1), dtype=np.float32)
     t0 = time.perf_counter()
@@ -122,7 +124,7 @@ def run_config(args, task, precision):
     host_vps = batch / host_s if host_s > 0 else float("inf")
     return {"kind": "gpu_step", "task": task, "precision": precision, "size": args.size, "batch": batch,
             "remat": remat, "micro_batches": micro, "augment_on": getattr(model, "augment_on", "host"),
-            "backend": keras.backend.backend(), "step_s": step_s, "first_step_s": timing["warmup_s"][0],
+            "backend": keras.backend.backend(), "jit_compile": args.jit_compile, "step_s": step_s, "first_step_s": timing["warmup_s"][0],
             "volumes_per_s": batch / step_s, "tflop_per_step": flops / 1e12, "tflop_s": flops / step_s / 1e12,
             "peak_device_gb": peak / 1e9, "peak_source": peak_source, "estimate_gb": estimate / 1e9,
             "budget_gb": budget / 1e9, "budget_source": source, "host_transform_s": host_s,
@@ -144,6 +146,8 @@ def main(argv=None):
     p.add_argument("--host-workers", type=int, default=os.cpu_count() or 1,
                    help="host cores feeding the device, for input_bound [default: all]")
     p.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    p.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
+                   help="Keras compile(jit_compile=...): auto is what pretrain uses (XLA on a TensorFlow GPU)")
     p.add_argument("--smoke", action="store_true",
                    help="16^3, filters 4,8, rotation and exemplar, fp32, 1 step, in this process (CPU check)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -177,7 +181,7 @@ def main(argv=None):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--tasks", task, "--precisions", precision,
                "--size", str(args.size), "--filters", args.filters, "--max-batch", str(args.max_batch),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--host-workers", str(args.host_workers),
-               "--backend", args.backend] + (["--budget-gb", str(args.budget_gb)] if args.budget_gb else [])
+               "--backend", args.backend, "--jit-compile", args.jit_compile] + (["--budget-gb", str(args.budget_gb)] if args.budget_gb else [])
         records, status, info = run_json_subprocess(cmd, timeout, env={"PYTHONPATH": str(ROOT)})
         steps = [r for r in records if r.get("kind") == "gpu_step"]
         emit(steps[0] if steps else {"kind": "gpu_step", "task": task, "precision": precision, "size": args.size,
