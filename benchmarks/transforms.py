@@ -29,14 +29,17 @@ from common import emit, peak_rss_mb, select_backend  # noqa: E402
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "genesis", "mae", "simclr")
 
 
-def build_task(name, size):
+def build_task(name, size, augment_on="auto"):
     import inspect
 
     from keras_ssl3d.models.encoder3d import Encoder3D
     from keras_ssl3d.tasks import TASKS
 
     cls = TASKS[name]
-    kwargs = {"input_size": size} if "input_size" in inspect.signature(cls.__init__).parameters else {}
+    parameters = inspect.signature(cls.__init__).parameters
+    kwargs = {"input_size": size} if "input_size" in parameters else {}
+    if "augment_on" in parameters:  # exemplar, simclr: device = the host only streams the volumes
+        kwargs["augment_on"] = augment_on
     return cls(encoder=Encoder3D(in_channels=1, filters=(4, 8, 16)), **kwargs)
 
 
@@ -113,6 +116,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=2, help="timed pipeline epochs")
     p.add_argument("--volumes-per-epoch", type=int, default=32, help="subjects are repeated up to this")
     p.add_argument("--backend", default="tensorflow")
+    p.add_argument("--augment-on", choices=("auto", "host", "device"), default="auto",
+                   help="where Exemplar and SimCLR augment (device: the host transform only pairs the volumes)")
     args = p.parse_args(argv)
     select_backend(args.backend)
     import numpy as np
@@ -122,9 +127,10 @@ def main(argv=None):
     batch = rng.random((args.batch, args.size, args.size, args.size, 1), dtype=np.float32)
     built = {}
     for name in tasks:
-        built[name] = task = build_task(name, args.size)
+        built[name] = task = build_task(name, args.size, args.augment_on)
         times = time_transform(task, batch, args.repeats, rng)
-        emit({"kind": "transform", "task": name, "size": args.size, "batch": args.batch, "times_s": times,
+        emit({"kind": "transform", "task": name, "augment_on": getattr(task, "augment_on", "host"),
+              "size": args.size, "batch": args.batch, "times_s": times,
               "median_s": statistics.median(times), "volumes_per_s": args.batch / statistics.median(times)})
 
     workers = [int(w) for w in args.workers.split(",") if w]
@@ -135,7 +141,8 @@ def main(argv=None):
                 for w in workers:
                     volumes, seconds = time_pipeline(source, built[name], args.batch, w, args.epochs,
                                                      args.volumes_per_epoch)
-                    emit({"kind": "pipeline", "task": name, "size": args.size, "batch": args.batch, "workers": w,
+                    emit({"kind": "pipeline", "task": name, "augment_on": getattr(built[name], "augment_on", "host"),
+                          "size": args.size, "batch": args.batch, "workers": w,
                           "volumes": volumes, "seconds": seconds, "volumes_per_s": volumes / seconds,
                           "source": "preprocessed cache (memory-mapped .npy) of synthetic pancreas-like CT"})
     emit({"kind": "transforms_rss", "peak_rss_mb": peak_rss_mb()})
