@@ -139,6 +139,10 @@ def test_pretrain_with_a_budget_says_what_it_chose(tmp_path, capsys):
     assert run_cli(cli, [*argv, "--out", str(tmp_path / "run2"), "--memory-budget", "0.5GB"]) == 2
     assert "nothing fits" in _one_line_error(capsys)
     assert not (tmp_path / "run2").exists()  # refused before anything was written
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert run_cli(cli, [*argv, "--out", str(tmp_path / "run3"), "--memory-budget", "8XB"]) == 2
+    assert _one_line_error(capsys) == "Error: --memory-budget '8XB': give auto or a size such as 8GB, 7.5GiB or 512MB"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # refused while parsing: no data read, no cache
 
 
 def test_segmentation_estimate_counts_the_unet_exactly():

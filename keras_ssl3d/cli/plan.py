@@ -15,9 +15,22 @@ BUDGET_HELP = ("3D: the memory one step may use, e.g. 8GB, or auto (a GPU's free
                "planner's estimate to fit (one line says which), or stops in one line when nothing fits.")
 
 
+def _check_budget(ctx, param, value):
+    """Refuse a malformed ``--memory-budget`` at once, before any data is read (one line, exit 2)."""
+    if value is not None and str(value).strip().lower() != "auto":
+        from keras_ssl3d.cli.runtime import start_keras
+
+        start_keras(bool(ctx.find_root().params.get("verbose")))  # the planner's package imports Keras: quietly
+        from keras_ssl3d.training.memory_plan import parse_size
+
+        parse_size(value)
+    return value
+
+
 def memory_budget_option(func):
     """``--memory-budget auto|SIZE`` for a training command."""
-    return click.option("--memory-budget", "memory_budget", default=None, metavar="auto|SIZE", help=BUDGET_HELP)(func)
+    return click.option("--memory-budget", "memory_budget", default=None, metavar="auto|SIZE", help=BUDGET_HELP,
+                        callback=_check_budget)(func)
 
 
 def apply_memory_budget(budget, task, size, batch_size, filters, in_channels, norm, precision, remat, micro_batches,
