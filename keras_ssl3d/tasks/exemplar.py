@@ -93,6 +93,5 @@ class Exemplar(PretextTask):
         config = self._base_config()
         config.update(code_size=self.code_size, hidden_units=self.hidden_units, margin=self.margin,
                       **self.augmentation)
-        if self.augment_request != "auto":  # auto is decided again where the model is loaded (no weights differ)
-            config["augment_on"] = self.augment_request
+        config["augment_on"] = self.augment_request  # as asked: auto decides again where the model is loaded
         return config

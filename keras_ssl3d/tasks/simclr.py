@@ -105,6 +105,5 @@ class SimCLR(PretextTask):
         config = self._base_config()
         config.update(projection_dim=self.projection_dim, hidden_units=self.hidden_units,
                       temperature=self.temperature, **self.augmentation)
-        if self.augment_request != "auto":  # auto is decided again where the model is loaded (no weights differ)
-            config["augment_on"] = self.augment_request
+        config["augment_on"] = self.augment_request  # as asked: auto decides again where the model is loaded
         return config
