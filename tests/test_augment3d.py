@@ -155,3 +155,13 @@ def test_tasks_augment_on_the_device_when_asked(cls):
     assert np.isfinite(np.asarray(loss)).all()
     with pytest.raises(ConfigError, match="augment_on must be one of host, device, auto"):
         cls(Encoder3D(in_channels=1, filters=(2, 4)), augment_on="gpu")
+
+
+def test_a_device_augmented_task_round_trips_as_a_keras_file(tmp_path):
+    task = Exemplar(Encoder3D(in_channels=1, filters=(2, 4)), augment_on="device", **Exemplar.small_hparams)
+    task.save(tmp_path / "exemplar.keras")
+    loaded = keras.saving.load_model(tmp_path / "exemplar.keras")  # safe_mode: registered layers only
+    assert loaded.augment_on == "device" and isinstance(loaded.get_layer("augment"), aug.ExemplarAugment3D)
+    batch = np.random.default_rng(1).random((2, 8, 8, 8, 1)).astype(np.float32)
+    codes = _np(loaded.predict_on_batch([batch, batch]))
+    assert codes.shape == (2, 3, Exemplar.small_hparams["code_size"]) and np.isfinite(codes).all()
