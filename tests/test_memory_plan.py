@@ -70,8 +70,9 @@ def test_plan_picks_the_cheapest_remedy_that_fits():
     assert mp.plan("rotation", 64, 2, 8e9).remedy == "no remedy"
     chosen = mp.plan("exemplar", 128, 2, 8e9)
     assert (chosen.remat, chosen.micro_batches) == (False, 4) and chosen.peak_bytes <= 8e9
-    # what the user asked for is kept: --remat stays on
+    # what the user asked for is kept: --remat stays on, --micro-batches 5 is not replaced by 6
     assert mp.plan("rotation", 64, 2, 8e9, remat=True).remat
+    assert mp.plan("jigsaw", 128, 2, 8e9, micro_batches=5).micro_batches == 5
     # genesis cannot micro-batch: remat or nothing
     genesis = mp.plan("genesis", 128, 1, 8.5e9, micro_allowed=False)
     assert (genesis.remat, genesis.micro_batches) == (True, 1)

@@ -245,13 +245,12 @@ def candidates(inputs_per_step, remat=False, micro_batches=1, micro_allowed=True
 
     Measured step-time costs (BENCHMARKS.md, interleaved): remat x1.3, micro2 x1.5, micro4 x1.6.
     """
-    micro_choices = [1]
+    micro_choices = {1, int(micro_batches)}
     if micro_allowed:
-        micro_choices += [m for m in (2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256) if m <= inputs_per_step]
-        if inputs_per_step not in micro_choices:
-            micro_choices.append(inputs_per_step)
+        micro_choices |= {m for m in (2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256) if m <= inputs_per_step}
+        micro_choices.add(inputs_per_step)
     out = []
-    for m in micro_choices:
+    for m in sorted(micro_choices):
         if m < micro_batches:
             continue
         for r in (False, True):
