@@ -60,7 +60,7 @@ def child(args):
     import keras
     import numpy as np
 
-    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.tasks.runner import build_task
 
     remat, precision, micro = parse_remedy(args.remedy)
     keras.config.set_dtype_policy(precision)
@@ -87,7 +87,7 @@ def interleaved(args, remedies):
     import keras
     import numpy as np
 
-    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.tasks.runner import build_task
     from keras_ssl3d.training.precision import precision_policy
 
     steps = []

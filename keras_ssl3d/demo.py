@@ -33,8 +33,7 @@ import numpy as np
 
 from keras_ssl3d.errors import ConfigError, RunError
 from keras_ssl3d.tasks import TASK_NAMES as DEMO_TASKS
-from keras_ssl3d.tasks import TASKS, make_task
-from keras_ssl3d.tasks.base import pretext_summary
+from keras_ssl3d.tasks import TASKS
 REGIONS = ("whole_tumor", "tumor_core", "enhancing_tumor")
 REGION_LABELS = {"whole_tumor": "WT", "tumor_core": "TC", "enhancing_tumor": "ET"}
 SCRATCH = "scratch"
@@ -154,39 +153,23 @@ def pretrain_encoder(task, data_dir, run_dir, config, seed, verbose=0, held_out_
     ``held_out_dir``: subjects never trained on (the demo's test subjects, their images only) on which the
     pretext loss and accuracy are reported every epoch, so "the task learned" is not a training-set claim.
     """
-    import keras
-
     from keras_ssl3d.data import ensure_cache, open_cache
-    from keras_ssl3d.models import Encoder3D
-    from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.tasks.runner import PretrainSettings, run_pretrain
 
     root = Path(run_dir).parent
     samples = open_cache(ensure_cache(data_dir, config.size, crop_foreground=True, root=root))
-    keras.utils.set_random_seed(seed)
-    encoder = Encoder3D(in_channels=samples.num_channels, filters=tuple(config.filters), norm=config.norm)
-    hparams = dict(TASKS[task].small_hparams)  # heads small enough for 16^3-32^3 inputs and tiny encoders
-    model = make_task(task, encoder, input_size=config.size, **hparams)
-    if TASKS[task].takes_input_size:
-        hparams["input_size"] = config.size
-    model.compile(learning_rate=config.pretrain_lr)
-    batch_size = max(min(config.pretrain_batch_size, len(samples)), TASKS[task].min_batch_size)
-    run_config = {"task": task, "size": config.size, "filters": list(config.filters), "norm": config.norm,
-                  "epochs": config.pretrain_epochs, "batch_size": batch_size, "learning_rate": config.pretrain_lr,
-                  "task_hparams": hparams, "num_samples": int(len(samples)), "data": str(data_dir), "demo": True}
-    validation, val_batch = None, None
+    held_out = None
     if held_out_dir is not None:
         held_out = open_cache(ensure_cache(held_out_dir, config.size, crop_foreground=True, root=root))
-        val_batch = max(len(held_out), TASKS[task].min_batch_size)
-        validation = model.held_out_dataset(held_out, batch_size=val_batch, seed=seed + 1)
-    run = TrainingRun(run_dir, config=run_config, seed=seed, command=_command())
-    history = run.fit(model, x=model.dataset(samples, batch_size=batch_size, seed=seed),
-                      epochs=config.pretrain_epochs, verbose=verbose, shuffle=False, validation_data=validation)
-    folder = Path(run_dir) / "encoder"
-    rows = list(history.rows)
-    summary = pretext_summary(rows, model.chance_loss, model.chance_accuracy(val_batch or batch_size))
-    model.pretrained_model().save_pretrained(folder, metadata={"task": task, "hyperparameters": run_config,
-                                                                "demo": True, "pretext": summary})
-    return folder, rows, summary
+    settings = PretrainSettings(task=task, dims=3, size=config.size, epochs=config.pretrain_epochs,
+                                batch_size=config.pretrain_batch_size, lr=config.pretrain_lr,
+                                encoder={"filters": tuple(config.filters), "norm": config.norm},
+                                task_options=dict(TASKS[task].small_hparams),  # heads for 16^3-32^3 inputs
+                                seed=seed)
+    result = run_pretrain(samples, settings, run_dir, held_out=held_out, data_path=data_dir, record={"demo": True},
+                          metadata=lambda r: {"demo": True, "pretext": r.pretext}, verbose=verbose,
+                          command=_command())
+    return result.preset_dir, result.rows, result.pretext
 
 
 def describe_pretext(name, p):
