@@ -193,7 +193,7 @@ def bundled_preset(task, config):
     """
     if config.encoder_source != "bundled":
         return None
-    from keras_ssl3d.zoo.registry import load_registry
+    from keras_ssl3d.presets.catalogue import load_registry
 
     name = f"demo-brats-{task}"
     entry = load_registry().get(name)

@@ -152,7 +152,7 @@ def test_zoo_recipe_as_pretrain_config_is_what_zoo_build_trains(name, volumes, t
     from keras_ssl3d.finetune.parsing import parse_int_list
     from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.zoo import build
-    from keras_ssl3d.zoo.registry import get_entry
+    from keras_ssl3d.presets.catalogue import get_entry
 
     assert run_cli(cli, args=["zoo", "recipe", name]) == 0
     recipe_file = tmp_path / "recipe.yaml"

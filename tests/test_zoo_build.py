@@ -10,7 +10,7 @@ from hub_server import hub_server  # noqa: F401  (fixture)
 
 from keras_ssl3d import Encoder3D, PresetError
 from keras_ssl3d.presets import read_metadata, sha256_file
-from keras_ssl3d.zoo import registry
+from keras_ssl3d.presets import catalogue as registry
 
 TOKEN = "hf_fake_write_token_123456"
 

@@ -171,7 +171,7 @@ def ensure_cache(src, size, crop_foreground, cache_dir=None, root=None, workers=
     from keras_ssl3d.data.preprocess import preprocess_dataset
 
     if cache_dir is None and root is None:
-        from keras_ssl3d.zoo.registry import home_dir
+        from keras_ssl3d.home import home_dir
 
         root = home_dir()
     out = Path(cache_dir) if cache_dir else default_cache_dir(src, root, size, crop_foreground)

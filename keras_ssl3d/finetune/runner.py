@@ -183,7 +183,7 @@ def load_pretrained_model(handle):
 
 def adapt_encoder(encoder, channel_names, adapt="auto"):
     """Match the encoder's input layer to the data's channels (see `adapt_input_channels`)."""
-    from keras_ssl3d.finetune.adapt import adapt_input_channels
+    from keras_ssl3d.presets.adapt import adapt_input_channels
 
     names = getattr(encoder, "channel_names", None)
     if adapt == "auto":
@@ -202,7 +202,7 @@ def build_model(data, encoder_handle, filters=None, norm="batch", adapt="auto", 
     preset holds a whole U-Net (Genesis / MAE pretraining): its decoder starts the segmenter's,
     under a fresh output layer. Otherwise it is ``"fresh"`` (or ``None`` for 2D classifiers).
     """
-    from keras_ssl3d import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
+    from keras_ssl3d.models import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
 
     channels = len(data.channel_names)
     adapted = "none"

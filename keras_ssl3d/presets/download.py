@@ -22,7 +22,7 @@ from pathlib import Path
 from keras_ssl3d.errors import PresetError
 from keras_ssl3d.presets.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
 from keras_ssl3d.presets.resolve import ResolvedPreset
-from keras_ssl3d.zoo.registry import NAME_RE, get_entry, local_build_dir
+from keras_ssl3d.presets.catalogue import NAME_RE, get_entry, local_build_dir
 
 PRESET_FILES = (METADATA_FILE, CONFIG_FILE, WEIGHTS_FILE)
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"

@@ -31,7 +31,7 @@ class PretrainedMixin:
                     commit_message=None):
         """Save this model as a preset and upload it to the Hugging Face Hub (see ``keras_ssl3d.zoo``)."""
         try:
-            from keras_ssl3d.zoo.hub import push_model
+            from keras_ssl3d.presets.publish import push_model
         except ImportError:
             raise PresetError("hub publishing is not available in this installation") from None
         return push_model(self, repo_id, token=token, private=private, revision=revision, metadata=metadata,
@@ -70,7 +70,7 @@ def _adapt(model, in_channels, channels, adapt):
             raise ConfigError(f"in_channels={in_channels} but {len(channels)} channel names given")
         in_channels = len(channels)
     try:
-        from keras_ssl3d.finetune.adapt import adapt_input_channels
+        from keras_ssl3d.presets.adapt import adapt_input_channels
     except ImportError:
         if in_channels == getattr(model, "in_channels", None):
             return model

@@ -49,7 +49,7 @@ def _looks_like_path(text):
 def _resolve_remote(handle, **kwargs):
     """Zoo names and hub repos; the zoo package provides the resolver."""
     try:
-        from keras_ssl3d.zoo.resolve import resolve_remote_handle
+        from keras_ssl3d.presets.download import resolve_remote_handle
     except ImportError:
         raise PresetError(
             f"unknown preset {handle!r}: not a local preset folder or .keras file"

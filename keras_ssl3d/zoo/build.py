@@ -11,7 +11,7 @@ and the trained encoder is saved as a preset folder in ``local_build_dir(name)``
 from pathlib import Path
 
 from keras_ssl3d.errors import ConfigError, DataError
-from keras_ssl3d.zoo.registry import get_entry, home_dir, local_build_dir
+from keras_ssl3d.presets.catalogue import get_entry, home_dir, local_build_dir
 
 DEFAULT_EPOCHS = 100
 DEFAULT_BATCH_SIZE = {3: 2, 2: 16}  # = keras_ssl3d.tasks.runner.DEFAULT_BATCH_SIZE
@@ -121,11 +121,11 @@ def recipe_options(entry):
     """
     import inspect
 
-    import keras_ssl3d
+    from keras_ssl3d.models import Encoder2D, Encoder3D
 
     arch = entry.manifest["architecture"]
     config = dict(arch.get("config", {}))
-    cls = {"Encoder3D": keras_ssl3d.Encoder3D, "Encoder2D": keras_ssl3d.Encoder2D}[arch["class_name"]]
+    cls = {"Encoder3D": Encoder3D, "Encoder2D": Encoder2D}[arch["class_name"]]
     shown = ("filters", "norm") if entry.rank == 3 else ("blocks",)
     defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
     for key, value in config.items():

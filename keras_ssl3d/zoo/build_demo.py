@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from keras_ssl3d.zoo.registry import MANIFEST_DIR, PACKAGE_DIR, load_registry
+from keras_ssl3d.presets.catalogue import MANIFEST_DIR, PACKAGE_DIR, load_registry
 
 DEMO_SUBJECTS = 40
 DEMO_HELD_OUT = 8
