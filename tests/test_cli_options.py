@@ -63,7 +63,7 @@ def test_out_of_range_values_are_one_line_usage_errors(argv, named, tmp_path, mo
 
 
 def test_the_cli_task_names_are_the_registry():
-    from keras_ssl3d.task_names import TASK_NAMES
+    from keras_ssl3d.names import TASK_NAMES
     from keras_ssl3d.tasks import TASKS
 
     assert TASK_NAMES == tuple(TASKS)

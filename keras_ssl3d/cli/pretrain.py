@@ -12,7 +12,7 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.cli.task_options import parse_task_options
 from keras_ssl3d.errors import DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
-from keras_ssl3d.task_names import TASK_NAMES
+from keras_ssl3d.names import TASK_NAMES
 
 
 @click.command("pretrain")

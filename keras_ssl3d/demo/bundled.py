@@ -1,6 +1,6 @@
 """Build the bundled DEMO presets: tiny encoders pretrained on built-in synthetic BraTS-like data.
 
-    python -m keras_ssl3d.zoo.build_demo [--only demo-brats-rotation] [--epochs 30]
+    python -m keras_ssl3d.demo.bundled [--only demo-brats-rotation] [--epochs 30]
 
 Each ``demo-*`` manifest names its tiny architecture; this script trains the manifest's task on
 ``keras_ssl3d.data.synthetic.brats_like_arrays`` (fixed seeds) at the size, shape and widths of
@@ -32,7 +32,7 @@ def demo_samples(n=DEMO_SUBJECTS, seed=0):
     """Synthetic 4-channel BraTS-like volumes as the quick demo sees them: its shape, resized to its size."""
     from keras_ssl3d.data.preprocess import resize_volume
     from keras_ssl3d.data.synthetic import brats_like_arrays
-    from keras_ssl3d.demo import quick_config
+    from keras_ssl3d.demo.runner import quick_config
 
     config = quick_config()
     images, _ = brats_like_arrays(n=n, shape=config.shape, seed=seed)
@@ -44,7 +44,7 @@ def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
     """Train and write one demo preset; return ``(folder, weights sha256, pretext summary)``."""
     import dataclasses
 
-    from keras_ssl3d.demo import quick_config
+    from keras_ssl3d.demo.runner import quick_config
     from keras_ssl3d.presets.io import read_metadata
     from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.zoo.build import train_preset

@@ -207,7 +207,7 @@ def bundled_preset(task, config):
 
 
 def bundled_pretext(handle):
-    """The pretext summary a bundled preset's metadata records (written by ``keras_ssl3d.zoo.build_demo``)."""
+    """The pretext summary a bundled preset's metadata records (written by ``keras_ssl3d.demo.bundled``)."""
     from keras_ssl3d.presets import resolve_handle
     from keras_ssl3d.presets.io import read_metadata
 
@@ -340,7 +340,7 @@ def run_demo(task=DEFAULT_TASK, out="keras-ssl3d-demo", quick=False, seed=0, con
         t0 = time.time()
         bundled = bundled_preset(name, config)
         if bundled is not None:
-            step(f"using the bundled preset {bundled} (pretrained with {name} by keras_ssl3d/zoo/build_demo.py)")
+            step(f"using the bundled preset {bundled} (pretrained with {name} by keras_ssl3d/demo/bundled.py)")
             encoders[name], pretext[name] = bundled, bundled_pretext(bundled)
         else:
             step(f"pretraining {name} on {config.n_train} unlabelled subjects ({config.pretrain_epochs} epochs), "
@@ -463,7 +463,7 @@ def format_report(results):
         "`keras_ssl3d.data.synthetic.make_brats_like` (the test set uses another seed) and read back through the "
         f"BraTS layout reader, resampled to {c['size']}^3 and min-max scaled.",
         f"- Encoder: `Encoder3D(filters={tuple(c['filters'])}, norm={c['norm']!r})` (the paper: 32...512 at 128^3).",
-        ("- Pretraining: the bundled `demo-brats-<task>` presets (built by `python -m keras_ssl3d.zoo.build_demo` "
+        ("- Pretraining: the bundled `demo-brats-<task>` presets (built by `python -m keras_ssl3d.demo.bundled` "
          "from the unlabelled images of 40 subjects of the same generator, seed 0: with --seed 0 this run's "
          "training subjects are among them, its test subjects never): the package's other promise, download "
          "pretrained weights and fine-tune on few labels."

@@ -176,12 +176,23 @@ def get_entry(name):
     )
 
 
+def hub_cache_dir(cache_dir=None):
+    """The Hugging Face hub cache: ``cache_dir``, ``HF_HUB_CACHE``, ``HF_HOME/hub`` or the default."""
+    if cache_dir is not None:
+        return str(Path(cache_dir).expanduser())
+    if os.environ.get("HF_HUB_CACHE"):
+        return str(Path(os.environ["HF_HUB_CACHE"]).expanduser())
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
 def hub_cached(entry, cache_dir=None):
     """Whether the pinned hub revision's weights are already in the Hugging Face cache."""
     if not (entry.repo_id and entry.revision):
         return False
-    from keras_ssl3d.presets.download import hub_cache_dir
-
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:

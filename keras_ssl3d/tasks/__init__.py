@@ -19,7 +19,7 @@ from keras_ssl3d.tasks.simclr import SimCLR
 # The one registry of tasks: CLI choices, the demo, the zoo and the benchmarks read it.
 TASKS = {"cpc": CPC, "rpl": RPL, "jigsaw": Jigsaw, "rotation": Rotation, "exemplar": Exemplar,
          "genesis": Genesis, "mae": MAE, "simclr": SimCLR}
-TASK_NAMES = tuple(TASKS)  # = keras_ssl3d.task_names.TASK_NAMES (importable without Keras)
+TASK_NAMES = tuple(TASKS)  # = keras_ssl3d.names.TASK_NAMES (importable without Keras)
 
 
 def make_task(name, encoder, input_size=None, **hparams):

@@ -47,7 +47,7 @@ def patch_geometry(encoder, input_size, grid, jitter, task):
     A patch smaller than the encoder's smallest input would pool away to nothing
     (a deep Keras shape error); say which settings to change instead.
     """
-    from keras_ssl3d.layers.patches import grid_geometry
+    from keras_ssl3d.tasks.patches import grid_geometry
 
     size = spatial_size(input_size, encoder.rank)
     try:
