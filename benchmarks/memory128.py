@@ -40,7 +40,7 @@ from common import (ROOT, emit, machine_info, parse_json_lines, select_backend, 
 
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 REMEDIES = ("none", "remat")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from keras_ssl3d.names import PRECISIONS  # noqa: E402
 
 
 def parse_remedy(remedy):

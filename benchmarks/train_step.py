@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (TRAIN_FLOPS_PER_FORWARD, count_flops, emit, peak_rss_mb, select_backend,  # noqa: E402
                     time_interleaved, warm_up)
 
-TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "genesis", "mae", "simclr")
+from keras_ssl3d.names import TASK_NAMES  # noqa: E402
 BARE_CLASSES = 10
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, peak_rss_mb, select_backend  # noqa: E402
 
-TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "genesis", "mae", "simclr")
+from keras_ssl3d.names import TASK_NAMES  # noqa: E402
 
 
 def build_task(name, size):

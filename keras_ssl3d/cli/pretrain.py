@@ -12,7 +12,7 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.cli.task_options import parse_task_options
 from keras_ssl3d.errors import DataError
 from keras_ssl3d.finetune.parsing import parse_int_list
-from keras_ssl3d.names import TASK_NAMES
+from keras_ssl3d.names import NORMALIZATIONS, TASK_NAMES
 
 
 @click.command("pretrain")
@@ -36,7 +36,7 @@ from keras_ssl3d.names import TASK_NAMES
               help="3D encoder widths per level, comma-separated.")
 @click.option("--blocks", default="6,12,24,16", show_default=True,
               help="2D encoder (DenseNet) layers per dense block, comma-separated.")
-@click.option("--norm", type=click.Choice(["batch", "group", "instance", "none"]), default="batch",
+@click.option("--norm", type=click.Choice(NORMALIZATIONS), default="batch",
               show_default=True, help="3D encoder normalization.")
 @click.option("--val-fraction", type=options.VAL_FRACTION, default=0.0, show_default=True,
               help="Hold out this fraction of the subjects and report the pretext loss/accuracy on them each epoch.")

@@ -22,10 +22,10 @@ import numpy as np
 
 from keras_ssl3d.errors import ConfigError, DataError, PresetError
 
-PAPER_LR = {"segmentation": 1e-5, "classification": 5e-5}
-PAPER_WARMUP = {"segmentation": 25, "classification": 5}
-DEFAULT_SIZE = {"segmentation": 128, "classification": 224}
-PAPER_FILTERS_3D = (32, 64, 128, 256, 512)
+from keras_ssl3d.names import FILTERS_3D as PAPER_FILTERS_3D  # noqa: E402
+from keras_ssl3d.names import FINETUNE_INPUT_SIZE as DEFAULT_SIZE  # noqa: E402
+from keras_ssl3d.names import FINETUNE_LEARNING_RATE as PAPER_LR  # noqa: E402
+from keras_ssl3d.names import FINETUNE_WARMUP_EPOCHS as PAPER_WARMUP  # noqa: E402
 MODEL_DIR = "model"
 RESULT_FILE = "result.json"
 SELECT_RULES = ("best", "last")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from keras_ssl3d.errors import ConfigError, DataError
 
-DEFAULT_BATCH_SIZE = {3: 2, 2: 16}
-PAPER_FILTERS_3D = (32, 64, 128, 256, 512)
-PAPER_BLOCKS_2D = (6, 12, 24, 16)
+from keras_ssl3d.names import BLOCKS_2D as PAPER_BLOCKS_2D
+from keras_ssl3d.names import FILTERS_3D as PAPER_FILTERS_3D
+from keras_ssl3d.names import PRETEXT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from keras_ssl3d.errors import ConfigError, DataError
 from keras_ssl3d.presets.catalogue import get_entry, home_dir, local_build_dir
 
 DEFAULT_EPOCHS = 100
-DEFAULT_BATCH_SIZE = {3: 2, 2: 16}  # = keras_ssl3d.tasks.runner.DEFAULT_BATCH_SIZE
+from keras_ssl3d.names import PRETEXT_BATCH_SIZE as DEFAULT_BATCH_SIZE  # noqa: E402
 
 
 def recipe_settings(entry, *, epochs, batch_size, input_size, seed=0, encoder_overrides=None, steps_per_epoch=None):
