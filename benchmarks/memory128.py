@@ -35,12 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (ROOT, emit, machine_info, parse_json_lines, select_backend, time_calls,  # noqa: E402
+from common import (ROOT, emit, machine_info, package_names, parse_json_lines, select_backend, time_calls,  # noqa: E402
                     time_interleaved, warm_up)
 
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 REMEDIES = ("none", "remat")
-from keras_ssl3d.names import PRECISIONS  # noqa: E402
+PRECISIONS = package_names().PRECISIONS
 
 
 def parse_remedy(remedy):

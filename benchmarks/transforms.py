@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, peak_rss_mb, select_backend  # noqa: E402
+from common import emit, package_names, peak_rss_mb, select_backend  # noqa: E402
 
-from keras_ssl3d.names import TASK_NAMES  # noqa: E402
+TASK_NAMES = package_names().TASK_NAMES
 
 
 def build_task(name, size):
