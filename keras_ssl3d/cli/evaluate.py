@@ -27,7 +27,7 @@ def evaluate(model_path, data_path, out, subjects, overlap, batch_size, cache):
     """
     from keras_ssl3d.fileio import write_json_atomic
     from keras_ssl3d.finetune.evaluation import evaluate_model, format_table, load_finetuned, model_size
-    from keras_ssl3d.finetune.runner import load_task_data
+    from keras_ssl3d.data.labelled import load_task_data
 
     from pathlib import Path
 

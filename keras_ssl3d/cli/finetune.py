@@ -72,7 +72,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         if value is None:
             raise click.UsageError(f"Missing option '{option}'.")
     from keras_ssl3d import distribute
-    from keras_ssl3d.finetune.runner import FinetuneSettings, load_task_data, run_finetune
+    from keras_ssl3d.data.labelled import load_task_data
+    from keras_ssl3d.finetune.runner import FinetuneSettings, run_finetune
     from keras_ssl3d.training.run import check_run_dir
 
     settings = FinetuneSettings(

@@ -57,7 +57,8 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
 
     from keras_ssl3d import distribute
     from keras_ssl3d.finetune.parsing import parse_float_list, parse_int_list, parse_name_list
-    from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder, load_task_data
+    from keras_ssl3d.data.labelled import load_task_data
+    from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder
     from keras_ssl3d.finetune.study import SCRATCH, run_study, split_encoder_spec
 
     encoder_list = parse_name_list(encoders, "--encoders")

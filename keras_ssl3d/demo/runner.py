@@ -240,7 +240,7 @@ def finetune_plan(n_train, config, seed):
     of these tiny models, so few labels are not trained with many tiny epochs: each of the
     ``finetune_epochs`` epochs passes ``repeats`` times over the labelled subjects instead.
     """
-    from keras_ssl3d.finetune.runner import label_subset, split_indices
+    from keras_ssl3d.data.splits import label_subset, split_indices
 
     pool, _ = split_indices(n_train, 0.0, seed)
     plan = []
@@ -309,7 +309,7 @@ def run_demo(task=DEFAULT_TASK, out="keras-ssl3d-demo", quick=False, seed=0, con
         log: ``callable(str)`` for progress lines (default: print to stderr).
     """
     from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
-    from keras_ssl3d.finetune.runner import load_task_data
+    from keras_ssl3d.data.labelled import load_task_data
 
     log = log or (lambda text: print(text, file=sys.stderr, flush=True))
     tasks = _tasks(task)

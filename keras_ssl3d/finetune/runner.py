@@ -15,135 +15,19 @@ see `keras_ssl3d.finetune.selection`); without one, or with ``select="last"``, t
 """
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.errors import ConfigError, DataError, PresetError
+from keras_ssl3d.data.splits import label_subset, split_indices, split_test
+from keras_ssl3d.errors import ConfigError, PresetError
 
 from keras_ssl3d.names import FILTERS_3D as PAPER_FILTERS_3D  # noqa: E402
-from keras_ssl3d.names import FINETUNE_INPUT_SIZE as DEFAULT_SIZE  # noqa: E402
 from keras_ssl3d.names import FINETUNE_LEARNING_RATE as PAPER_LR  # noqa: E402
 from keras_ssl3d.names import FINETUNE_WARMUP_EPOCHS as PAPER_WARMUP  # noqa: E402
 MODEL_DIR = "model"
 RESULT_FILE = "result.json"
 SELECT_RULES = ("best", "last")
-
-
-@dataclasses.dataclass
-class TaskData:
-    """A labelled data set: 3D volumes + label maps, or 2D images + grades.
-
-    ``samples`` serves subject ``i`` as ``image(i)`` / ``label(i)``: a ``CachedDataset`` in 3D
-    (memory-mapped, resized on the fly to ``size``: only the batches in flight are in memory) or an
-    ``ArraySource`` in 2D (images small enough for memory).
-    """
-
-    task: str  # "segmentation" or "classification"
-    samples: object
-    size: int
-    num_classes: int
-    class_names: list
-    channel_names: list
-    label_mapping: dict | None = None
-    subject_ids: list | None = None
-    path: str = ""
-
-    def __len__(self):
-        return len(self.samples)
-
-
-def detect_task(path):
-    """``"segmentation"`` for volume data (NIfTI layouts, caches), ``"classification"`` for image folders."""
-    from keras_ssl3d.data import is_cache
-    from keras_ssl3d.data.images2d import IMAGE_SUFFIXES
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError("data path does not exist", path=path)
-    if path.is_file() or is_cache(path):
-        return "segmentation"
-    names = [p.name.lower() for p in path.rglob("*") if p.is_file()]
-    if any(n.endswith((".nii", ".nii.gz")) for n in names) or (path / "dataset.json").is_file():
-        return "segmentation"
-    if any(n.endswith(IMAGE_SUFFIXES) for n in names):
-        return "classification"
-    raise DataError("no NIfTI volumes or PNG/JPEG images found", path=path)
-
-
-def load_task_data(path, size=None, task=None, cache_dir=None, cache_root=None, workers=1, echo=None):
-    """A labelled data set for fine-tuning or evaluation (``size``: 128 for 3D, 224 for 2D).
-
-    3D data are streamed from a cache: a raw data set is preprocessed once into ``cache_dir``
-    (default: under ``cache_root``, see ``ensure_cache``) with ``workers`` processes and reused.
-    """
-    task = task or detect_task(path)
-    size = int(size or DEFAULT_SIZE[task])
-    if task == "segmentation":
-        from keras_ssl3d.data import ensure_cache, open_cache
-
-        folder = ensure_cache(path, size, crop_foreground=False, cache_dir=cache_dir, root=cache_root,
-                              workers=workers, echo=echo)
-        cache = open_cache(folder, size=size, labeled_only=True)
-        if not len(cache):
-            raise DataError("data set has no label files", path=path)
-        num_classes = int(cache.num_classes)
-        names = {int(k): str(v) for k, v in (cache.label_names or {}).items()}
-        return TaskData(task, cache, size, num_classes, [names.get(k, f"class_{k}") for k in range(num_classes)],
-                        [str(m) for m in cache.modalities], cache.label_mapping, cache.subject_ids, str(path))
-    from keras_ssl3d.data import load_images_2d
-    from keras_ssl3d.data.images2d import list_images_2d
-    from keras_ssl3d.data.pipeline import ArraySource
-
-    images, grades = load_images_2d(path, size=size)
-    if grades is None:
-        raise DataError("images have no grades (add labels.csv or class sub-folders)", path=path)
-    if grades.min() < 0:
-        raise DataError(f"grades must be >= 0, got {int(grades.min())}", path=path)
-    num_classes = max(int(grades.max()) + 1, 2)
-    ids = [Path(p).name for p, _ in list_images_2d(path)]
-    return TaskData(task, ArraySource(images, grades.astype(np.int32)), size, num_classes,
-                    [f"grade_{k}" for k in range(num_classes)], ["red", "green", "blue"], None, ids, str(path))
-
-
-def split_test(n, test_fraction=0.0, split_seed=0):
-    """``(rest, test)`` subject indices: the held-out test subjects depend on ``split_seed`` only."""
-    if not 0.0 <= float(test_fraction) < 1.0:
-        raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction}")
-    if not test_fraction:
-        return np.arange(n), np.arange(0)
-    n_test = max(1, int(round(n * float(test_fraction))))
-    if n - n_test < 1:
-        raise ConfigError(f"--test-fraction {test_fraction} leaves no training subject of {n}")
-    order = np.random.default_rng([int(split_seed), 3]).permutation(n)
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
-
-
-def split_indices(n, val_fraction=0.2, split_seed=0):
-    """``(train_pool, validation)`` subject indices; the validation set depends on ``split_seed`` only."""
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    order = np.random.default_rng([int(split_seed), 1]).permutation(n)
-    n_val = int(round(n * float(val_fraction)))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    else:
-        n_val = 0
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def label_subset(train_pool, fraction, seed=0):
-    """The labelled subjects used by a run: ``ceil(fraction * n)`` (at least 1) of ``train_pool``, by seed."""
-    fraction = float(fraction)
-    if not 0.0 < fraction <= 1.0:
-        raise ConfigError(f"label fraction must be in (0, 1], got {fraction}")
-    pool = np.asarray(train_pool)
-    if pool.size == 0:
-        raise ConfigError("no training subjects left after the validation split")
-    order = pool[np.random.default_rng([int(seed), 2]).permutation(pool.size)]
-    k = max(1, math.ceil(fraction * pool.size - 1e-9))
-    return np.sort(order[:k])
 
 
 def load_encoder(handle, rank):

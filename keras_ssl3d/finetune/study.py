@@ -135,7 +135,8 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
 
 def _test_subjects(data, settings):
     """The held-out test subjects of the study (``split_seed`` only: the same for every run)."""
-    from keras_ssl3d.finetune.runner import _subject_id, split_test
+    from keras_ssl3d.data.splits import split_test
+    from keras_ssl3d.finetune.runner import _subject_id
 
     return [_subject_id(data, i) for i in split_test(len(data), settings.test_fraction, settings.split_seed)[1]]
 

@@ -142,7 +142,7 @@ def run_pretrain(samples, settings, out, *, held_out=None, plan=None, resume=Fal
     import keras
 
     from keras_ssl3d.distribute import DistributionPlan
-    from keras_ssl3d.finetune.runner import split_indices
+    from keras_ssl3d.data.splits import split_indices
     from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.tasks.base import pretext_summary
     from keras_ssl3d.training import TrainingRun
