@@ -7,7 +7,7 @@ import math
 import pytest
 
 from keras_ssl3d.demo import MARKER, REGIONS, format_table, run_demo, tiny_config
-from keras_ssl3d.demo.runner import _class_legend
+from keras_ssl3d.demo.report import _class_legend
 from keras_ssl3d.errors import ConfigError
 
 

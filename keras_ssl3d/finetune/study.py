@@ -69,8 +69,7 @@ def encoder_label(handle):
 
 def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None):
     """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows."""
-    from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
-    from keras_ssl3d.finetune.runner import RESULT_FILE, run_finetune
+    from keras_ssl3d.finetune.runner import RESULT_FILE
 
     out = Path(out)
     settings = settings.resolved(data.task)
@@ -111,10 +110,9 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                     log(f"[{done}/{total}] {label}, {fraction:g} of the labels, repeat {repeat}")
                     s = _replace(settings, encoder=handle, label_fraction=float(fraction), seed=repeat,
                                  strategy=strategy)
-                    result = run_finetune(data, s, run_dir, resume=(run_dir / "run.json").is_file(),
-                                          verbose=verbose, workers=workers, plan=plan)
-                    model, metadata = load_finetuned(run_dir)
-                    scores = evaluate_model(model, metadata, data, subjects="test")
+                    result, _, _, scores = finetune_and_score(data, s, run_dir, data, subjects="test",
+                                                              resume=(run_dir / "run.json").is_file(),
+                                                              verbose=verbose, workers=workers, plan=plan)
                     wall = time.perf_counter() - start
                     result["evaluation"] = _strip(scores)
                     result["wall_s"] = wall
@@ -131,6 +129,18 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
     if stale:
         write_outputs(out, rows, _curves(out, rows), data.task, settings)
     return rows
+
+
+def finetune_and_score(data, settings, run_dir, test_data, subjects="all", **run_options):
+    """One fine-tuning run on ``data`` (`run_finetune`, ``run_options`` passed on) and the scores of the
+    model it saved on ``test_data`` (``subjects="test"``: the held-out test subjects of a study's data).
+    Returns ``(result, model, metadata, scores)``; the study and the demo both train through here."""
+    from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
+    from keras_ssl3d.finetune.runner import run_finetune
+
+    result = run_finetune(data, settings, run_dir, **run_options)
+    model, metadata = load_finetuned(run_dir)
+    return result, model, metadata, evaluate_model(model, metadata, test_data, subjects=subjects)
 
 
 def _test_subjects(data, settings):
