@@ -213,25 +213,57 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
         raise ConfigError("--remat applies to 3D segmentation (the 3D encoder and U-Net decoder)")
     keras.utils.set_random_seed(s.seed)
     with plan.scope():  # build, compile and fit under the distribution
-        return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log,
-                               tensorboard if plan.is_chief else None, config_text, test_idx)
+        return _train_and_save(data, s, out, Split(train_idx, val_idx, test_idx), plan, resume=resume,
+                               verbose=verbose, command=command, workers=workers, log=log,
+                               tensorboard=tensorboard if plan.is_chief else None, config_text=config_text)
 
 
-def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log, tensorboard,
-                    config_text=None, test_idx=()):
+@dataclasses.dataclass
+class Split:
+    """Subject indices of a run: trained on (its label subset), validated on, held out for testing."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def _train_and_save(data, s, out, split, plan, *, resume, verbose, command, workers, log, tensorboard, config_text):
+    """One run, step by step: model, run record, batches, fit, the selected epoch, ``model/`` and ``result.json``."""
+    from keras_ssl3d.fileio import write_text_atomic
+    from keras_ssl3d.finetune.selection import BestEpoch
+    from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.training.tensorboard import tensorboard_callbacks
+
+    model, adapted, decoder, callbacks, val_key = _build_and_compile(data, s, out, resume, log)
+    select = _selection_rule(s, split, out, resume)
+    config = _run_config(data, s, split, plan, adapted, decoder, select)
+    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command,
+                      checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds)
+    if config_text is not None:  # --config OUT/config.yaml repeats this run
+        write_text_atomic(out / "config.yaml", config_text)
+    train, validation = _batches(data, s, split, plan, workers)
+    callbacks = [*callbacks, *tensorboard_callbacks(tensorboard)]
+    if select == "best":
+        callbacks.append(BestEpoch(out, val_key, resume=resume))
+    history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
+                      shuffle=False, verbose=verbose)
+    rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
+    selected_epoch, selection = _restore_selected(model, out, rows, val_key, select)
+    _save_model(model, data, s, out, config, split, selected_epoch, selection)
+    return _write_result(out, data, config, split, rows, val_key, selected_epoch, selection)
+
+
+def _build_and_compile(data, s, out, resume, log):
+    """The model (its encoder frozen as the strategy says) compiled; returns it, how its input channels and
+    decoder were set up, the strategy's callbacks and the validation score that selects epochs."""
     import keras
 
-    from keras_ssl3d.data.pipeline import VolumeBatches
-    from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
-    from keras_ssl3d.finetune.augment import augmentation
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
-    from keras_ssl3d.finetune.selection import BestEpoch, selected_weights
     from keras_ssl3d.finetune.warmup import apply_strategy
-    from keras_ssl3d.losses import get_segmentation_loss
     from keras_ssl3d.layers import set_remat
-    from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.losses import get_segmentation_loss
     from keras_ssl3d.training.precision import precision_policy
-    from keras_ssl3d.training.tensorboard import tensorboard_callbacks
+    from keras_ssl3d.training.run import resumed_epoch
 
     with precision_policy(s.precision):
         model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
@@ -239,8 +271,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         set_remat(model, s.remat)  # a loaded encoder may have been saved either way
     if decoder == "pretrained" and log is not None:
         log(f"Decoder: starting from the pretrained decoder of {s.encoder} (with a fresh output layer)")
-    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=_resume_epoch(out, resume))
-    callbacks = [*callbacks, *tensorboard_callbacks(tensorboard)]
+    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=resumed_epoch(out) if resume else 0)
     if data.task == "segmentation":
         loss = get_segmentation_loss(s.loss)
         metrics = [MeanDice(data.num_classes, name="mean_dice")]
@@ -249,8 +280,25 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         loss = keras.losses.SparseCategoricalCrossentropy()
         metrics = ["accuracy", QuadraticKappa(data.num_classes, name="kappa")]
         monitor = "kappa"
-    val_key = f"val_{monitor}"
     model.compile(optimizer=keras.optimizers.Adam(s.lr), loss=loss, metrics=metrics)
+    return model, adapted, decoder, callbacks, f"val_{monitor}"
+
+
+def _selection_rule(s, split, out, resume):
+    """``"best"`` (the best validation epoch goes to ``model/``) or ``"last"``. A run whose run.json has no
+    "select" key keeps the last epoch: it was made before selection existed (or with "last"), and resuming
+    it must not change which weights it saves."""
+    from keras_ssl3d.training.run import recorded_config
+
+    select = "best" if s.select == "best" and len(split.val) else "last"
+    if resume and "select" not in recorded_config(out):
+        select = "last"
+    return select
+
+
+def _run_config(data, s, split, plan, adapted, decoder, select):
+    """What run.json records (and a resume must match)."""
+    from keras_ssl3d.training.run import record_added
 
     config = {
         "task": data.task,
@@ -273,61 +321,63 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "remat": s.remat,
         "channel_adaptation": adapted,
         "decoder": decoder,
-        "train_subjects": [_subject_id(data, i) for i in train_idx],
-        "val_subjects": [_subject_id(data, i) for i in val_idx],
+        "train_subjects": [_subject_id(data, i) for i in split.train],
+        "val_subjects": [_subject_id(data, i) for i in split.val],
         "distribution": plan.describe(s.batch_size),
     }
-    # New keys only where a run differs from the runs made before them, so those still resume
-    # (TrainingRun refuses a resume whose config differs): a test split is recorded only when there
-    # is one; "select" only for best-epoch selection with a validation set. A run whose run.json has
-    # no "select" key keeps the last epoch: it was made before selection existed (or with "last"),
-    # and resuming it must not change which weights it saves.
-    select = "best" if s.select == "best" and len(val_idx) else "last"
-    if resume and "select" not in _recorded_config(out):
-        select = "last"
-    if len(test_idx):
+    # A test split is recorded only when there is one; "select" only for best-epoch selection with a
+    # validation set (`_selection_rule`); settings added later only when not at their older value.
+    if len(split.test):
         config["test_fraction"] = s.test_fraction
-        config["test_subjects"] = [_subject_id(data, i) for i in test_idx]
+        config["test_subjects"] = [_subject_id(data, i) for i in split.test]
     if select == "best":
         config["select"] = "best"
-    # Keys added after runs were made are recorded only when not at their default, so an older
-    # run.json (which lacks them) still compares equal and can be resumed. The checkpoint spacing
-    # does not change the numbers: it is also one of the settings a resume may change (_VOLATILE).
-    for key, default in (("checkpoint_every", 1), ("checkpoint_seconds", 0.0), ("augment", "none")):
-        if getattr(s, key) != default:
-            config[key] = getattr(s, key)
-    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command,
-                      checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds)
-    if config_text is not None:  # --config OUT/config.yaml repeats this run
-        write_text_atomic(out / "config.yaml", config_text)
-    # Every replica needs samples in every batch: with several, the last incomplete training batch is
-    # dropped (a different one each epoch, as the order is shuffled) and the last validation batch is
-    # completed with the first validation subjects again.
+    config.update(checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds, augment=s.augment)
+    return record_added(config, "finetune")
+
+
+def _batches(data, s, split, plan, workers):
+    """Training batches (shuffled, augmented) and validation batches (in order, never augmented).
+
+    Every replica needs samples in every batch: with several, the last incomplete training batch is
+    dropped (a different one each epoch, as the order is shuffled) and the last validation batch is
+    completed with the first validation subjects again.
+    """
+    from keras_ssl3d.data.pipeline import VolumeBatches
+    from keras_ssl3d.finetune.augment import augmentation
+
     replicated = plan.replicas > 1
     train = VolumeBatches(data.samples, batch_size=plan.global_batch(s.batch_size), shuffle=True, seed=s.seed,
-                          with_labels=True, indices=train_idx, workers=workers, drop_remainder=replicated,
-                          transform=augmentation(s.augment))  # validation batches are never augmented
+                          with_labels=True, indices=split.train, workers=workers, drop_remainder=replicated,
+                          transform=augmentation(s.augment))
     validation = None
-    if len(val_idx):
+    if len(split.val):
         per_device = 1 if data.task == "segmentation" else s.batch_size
         batch = plan.global_batch(per_device)
-        padded = np.resize(val_idx, -(-len(val_idx) // batch) * batch) if replicated else val_idx
+        padded = np.resize(split.val, -(-len(split.val) // batch) * batch) if replicated else split.val
         validation = VolumeBatches(data.samples, batch_size=batch, shuffle=False, with_labels=True, indices=padded)
-    if select == "best":
-        callbacks.append(BestEpoch(out, val_key, resume=resume))
-    history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
-                      shuffle=False, verbose=verbose)
-    rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
-    selected_epoch, selection = len(rows), "last epoch"
-    chosen = selected_weights(out, rows, val_key) if select == "best" else None
-    if chosen is not None:
-        selected_epoch, selection = chosen[0], f"best validation {val_key}"
-        if chosen[1] is not None:  # else the model holds the best epoch's weights: it is the last
-            import warnings
+    return train, validation
 
-            with warnings.catch_warnings():  # the optimizer (its size changes after a warm-up) is not needed
-                warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
-                model.load_weights(str(chosen[1]))
+
+def _restore_selected(model, out, rows, val_key, select):
+    """Load the selected epoch's weights into ``model``; returns ``(selected epoch, how it was selected)``."""
+    from keras_ssl3d.finetune.selection import selected_weights
+
+    chosen = selected_weights(out, rows, val_key) if select == "best" else None
+    if chosen is None:
+        return len(rows), "last epoch"
+    if chosen[1] is not None:  # else the model holds the best epoch's weights: it is the last
+        import warnings
+
+        with warnings.catch_warnings():  # the optimizer (its size changes after a warm-up) is not needed
+            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+            model.load_weights(str(chosen[1]))
+    return chosen[0], f"best validation {val_key}"
+
+
+def _save_model(model, data, s, out, config, split, selected_epoch, selection):
+    """``out/model/``: a preset folder whose metadata says how the model was made."""
+    from keras_ssl3d.layers import set_remat
 
     metadata = {
         "task": data.task,
@@ -340,8 +390,8 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "label_mapping": None if data.label_mapping is None else {str(k): v for k, v in data.label_mapping.items()},
         "input_size": [data.size] * (3 if data.task == "segmentation" else 2),
         "channel_names": data.channel_names,
-        "channel_adaptation": adapted,
-        "decoder": decoder,
+        "channel_adaptation": config["channel_adaptation"],
+        "decoder": config["decoder"],
         "epochs": s.epochs,
         "lr": s.lr,
         "seed": s.seed,
@@ -350,11 +400,17 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "selected_epoch": selected_epoch,
         "selection": selection,
     }
-    if len(test_idx):
+    if len(split.test):
         metadata["test_subjects"] = config["test_subjects"]
     if s.remat:  # a setting of this run (run.json), not of the saved model
         set_remat(model, False)
     model.save_pretrained(out / MODEL_DIR, metadata=metadata)
+
+
+def _write_result(out, data, config, split, rows, val_key, selected_epoch, selection):
+    """``out/result.json``: the validation curve, the selected epoch and the run's config."""
+    from keras_ssl3d.fileio import write_json_atomic
+
     curve = [row.get(val_key) for row in rows]
     result = {
         "task": data.task,
@@ -362,39 +418,15 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "final_score": curve[-1] if curve else None,
         "best_score": max((c for c in curve if c is not None), default=None),
         "curve": curve,
-        "train_size": int(len(train_idx)),
-        "val_size": int(len(val_idx)),
-        "test_size": int(len(test_idx)),
+        "train_size": int(len(split.train)),
+        "val_size": int(len(split.val)),
+        "test_size": int(len(split.test)),
         "selected_epoch": selected_epoch,
         "selection": selection,
         "config": config,
     }
     write_json_atomic(out / RESULT_FILE, result)
     return result
-
-
-def _recorded_config(out):
-    """The config in ``out/run.json`` ({} when there is none)."""
-    import json
-
-    from keras_ssl3d.training.run import RUN_FILE
-
-    path = Path(out) / RUN_FILE
-    return json.loads(path.read_text(encoding="utf-8")).get("config", {}) if path.is_file() else {}
-
-
-def _resume_epoch(out, resume):
-    """Epochs already done by the run being resumed (0 for a new run)."""
-    if not resume:
-        return 0
-    from keras_ssl3d.training.checkpoint import STATE, latest_checkpoint
-
-    latest = latest_checkpoint(out) if Path(out).is_dir() else None
-    if latest is None:
-        return 0
-    import json
-
-    return int(json.loads((latest / STATE).read_text(encoding="utf-8")).get("epoch", 0))
 
 
 def _rows(history):

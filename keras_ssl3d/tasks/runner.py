@@ -146,6 +146,7 @@ def run_pretrain(samples, settings, out, *, held_out=None, plan=None, resume=Fal
     from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.tasks.base import pretext_summary
     from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.training.run import record_added
     from keras_ssl3d.training.precision import precision_policy
 
     s = settings.resolved()
@@ -176,11 +177,11 @@ def run_pretrain(samples, settings, out, *, held_out=None, plan=None, resume=Fal
         raise ConfigError(f"--micro-batches {s.micro_batches} is more than the {per_step} inputs the encoder gets "
                           f"per step ({task}, batch {batch_size}): every part needs at least one")
     hyperparameters = _hyperparameters(s, batch_size, model)
-    config = dict(hyperparameters, distribution=plan.describe(batch_size), **(record or {}))
+    config = dict(hyperparameters, distribution=plan.describe(batch_size), val_fraction=s.val_fraction,
+                  micro_batches=s.micro_batches, **(record or {}))
     if data_path is not None:
         config["data"] = str(Path(data_path).resolve())
-    if s.val_fraction:  # (left out at 0, so runs made before the option existed still resume)
-        config["val_fraction"] = s.val_fraction
+    config = record_added(config, "pretrain")  # (older runs still resume)
     # The datasets first: they check the samples fit the task before anything is written.
     dataset = model.dataset(samples, batch_size=plan.global_batch(batch_size), seed=s.seed, indices=train_idx,
                             workers=workers, shard=plan.shard)
