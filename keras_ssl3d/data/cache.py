@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.data.preprocess import CACHE_FORMAT, resize_labels, resize_volume
+from keras_ssl3d.data.arrays import resize_labels, resize_volume
+from keras_ssl3d.data.preprocess import CACHE_FORMAT
 from keras_ssl3d.errors import DataError
 
 
@@ -98,10 +99,6 @@ class CachedDataset:
     def spatial_shape(self):
         """The shape subjects are served at (the cache's own size unless ``size`` was given)."""
         return self._resize_to or tuple(self.manifest.get("size", ()))
-
-    @property
-    def has_labels(self):
-        return bool(self.subjects) and all(s.get("label") for s in self.subjects)
 
     def info(self, i):
         return self.subjects[i]

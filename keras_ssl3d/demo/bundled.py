@@ -30,7 +30,7 @@ DEMO_BATCH_SIZE = 4
 
 def demo_samples(n=DEMO_SUBJECTS, seed=0):
     """Synthetic 4-channel BraTS-like volumes as the quick demo sees them: its shape, resized to its size."""
-    from keras_ssl3d.data.preprocess import resize_volume
+    from keras_ssl3d.data.arrays import resize_volume
     from keras_ssl3d.data.synthetic import brats_like_arrays
     from keras_ssl3d.demo.runner import quick_config
 
