@@ -152,7 +152,8 @@ def _reproduce(results):
 
 
 def write_figures(out, results, test_data, examples):
-    """PNG figures (matplotlib's Agg canvas; no pyplot, no global backend change)."""
+    """PNG figures: the study's data-efficiency figure, then training curves and an example segmentation
+    (matplotlib's Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -14,8 +14,9 @@
    each pretrained run with the scratch run on the same subset (mean difference, sd, 95 % bootstrap
    interval, verdict), prints the table and writes ``OUT/report.md``, ``OUT/results.json`` and figures.
 
-Everything reuses the library: `keras_ssl3d.data` (synthetic data, readers), `keras_ssl3d.tasks`,
-`keras_ssl3d.training.TrainingRun`, `keras_ssl3d.finetune` (runner, evaluation, metrics). The demo's
+Everything reuses the library: `keras_ssl3d.data` (synthetic data, readers, splits),
+`keras_ssl3d.tasks.runner.run_pretrain`, the study's `finetune_and_score` and statistics, and its
+data-efficiency figure (`keras_ssl3d.demo.report`). The demo's
 settings are small on purpose (CPU budget) and differ from the paper's; they are recorded in
 ``results.json`` and in the report. Numbers are reported as they come out, whatever they are.
 """
