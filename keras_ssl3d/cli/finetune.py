@@ -4,6 +4,7 @@ import click
 
 from keras_ssl3d.cli import options
 from keras_ssl3d.cli.config_file import config_option, resolved_config
+from keras_ssl3d.cli.convergence_options import convergence_options
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
@@ -24,7 +25,9 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @click.option("--strategy", default="warmup", show_default=True, type=click.Choice(FINETUNE_STRATEGIES),
               help="Encoder training: frozen throughout, frozen for --warmup-epochs then trained, or trained.")
 @click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
-@click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
+@click.option("--epochs", "--max-epochs", "epochs", default=100, show_default=True, type=options.EPOCHS,
+              help="Epochs (the maximum with --patience).")
+@convergence_options
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
 @click.option("--seed", default=0, show_default=True, type=options.SEED, help="Seed of the label subset, order and init.")
@@ -52,7 +55,8 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context
-def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
+def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, patience, lr_schedule,
+             batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
              remat, precision, tensorboard, augment, checkpoint_every, checkpoint_seconds, resume, verbose):
     """Fine-tune ENCODER on labelled data: U-Net segmentation (3D) or grading (2D).
@@ -82,7 +86,7 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
         filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt, remat=remat,
         precision=precision, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
-        augment=augment)
+        augment=augment, patience=patience, lr_schedule=lr_schedule)
     settings.check()
     if detect_task(data_path) == "segmentation":  # 3D: refuse a --filters/--size typo before reading any data
         check_size(settings.filters if str(encoder).lower() == "none" else None, size or 128, batch_size)
@@ -98,3 +102,7 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     click.echo(f"{data.task}: {result['train_size']} training / {result['val_size']} validation subjects; "
                f"{result['monitor']} = {shown} at epoch {result['selected_epoch']} of {len(result['curve'])} "
                f"({result['selection']}); that epoch's model saved to {out}/model")
+    from keras_ssl3d.finetune.convergence import ending_line
+
+    if ending_line(result):  # with --patience: converged, or stopped at --epochs
+        click.echo(ending_line(result))

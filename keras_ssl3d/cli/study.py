@@ -3,6 +3,7 @@
 import click
 
 from keras_ssl3d.cli import options
+from keras_ssl3d.cli.convergence_options import convergence_options, speed_fraction_option
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
@@ -17,7 +18,10 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
               help="Comma-separated fractions of the labelled training subjects.")
 @click.option("--repeats", default=3, show_default=True, type=options.REPEATS, help="Label subsets per fraction (seeds 0..R-1).")
 @click.option("--out", required=True, type=click.Path(), help="Study folder (runs/, runs.csv, PNGs, summary.md).")
-@click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
+@click.option("--epochs", "--max-epochs", "epochs", default=100, show_default=True, type=options.EPOCHS,
+              help="Epochs per run (the maximum with --patience).")
+@convergence_options
+@speed_fraction_option
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
 @click.option("--strategy", default="warmup", show_default=True, type=click.Choice(FINETUNE_STRATEGIES),
@@ -40,7 +44,8 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @workers_option
 @distribution_options
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
-def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
+def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_schedule, speed_fraction, batch_size,
+          lr, strategy, warmup_epochs, size,
           filters, norm, test_fraction, val_fraction, split_seed, loss, augment, cache, workers,
           distribute_strategy, devices,
           verbose):
@@ -70,7 +75,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
     settings = FinetuneSettings(epochs=epochs, batch_size=batch_size, lr=lr, strategy=strategy,
                                 warmup_epochs=warmup_epochs, val_fraction=val_fraction, split_seed=split_seed,
                                 filters=filter_list, norm=norm or "batch", loss=loss, augment=augment,
-                                test_fraction=test_fraction)
+                                test_fraction=test_fraction, patience=patience, lr_schedule=lr_schedule)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
@@ -81,6 +86,6 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
         settings.filters = filter_list or tuple(reference.filters)
         settings.norm = norm or reference.norm
     rows = run_study(data, encoder_list, fraction_list, repeats, settings, out, verbose=verbose, log=click.echo,
-                     workers=workers, plan=plan)
+                     workers=workers, plan=plan, speed_fraction=speed_fraction)
     click.echo((Path(out) / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"{len(rows)} runs; see {out}/runs.csv, data_efficiency.png, convergence.png")

@@ -139,6 +139,9 @@ class FinetuneSettings:
     # "best": model/ is the best validation epoch; "last": the last epoch (what runs did before)
     select: str = "best"
     test_fraction: float = 0.0  # held-out test subjects (a study's); 0: none, as `finetune` does
+    # convergence (see finetune.convergence): stop after this many epochs without improvement; lr schedule
+    patience: int | None = None
+    lr_schedule: str = "constant"
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -185,6 +188,9 @@ class FinetuneSettings:
             raise ConfigError(f"model selection must be one of {SELECT_RULES}, got {self.select!r}")
         if not 0.0 <= float(self.test_fraction) < 1.0:
             raise ConfigError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        from keras_ssl3d.finetune.convergence import check_settings
+
+        check_settings(self.patience, self.lr_schedule, self.val_fraction)
 
 
 def default_warmup(task, strategy, epochs):
@@ -289,14 +295,26 @@ def _train_and_save(data, s, out, split, plan, *, resume, verbose, command, work
         write_text_atomic(out / "config.yaml", config_text)
     train, validation = _batches(data, s, split, plan, workers)
     callbacks = [*callbacks, *tensorboard_callbacks(tensorboard)]
+    # -- convergence options (finetune.convergence): patience state from the checkpoint's history
+    from keras_ssl3d.finetune import convergence
+    from keras_ssl3d.finetune.callbacks import checkpoint_history, convergence_callbacks
+
+    patience_from = convergence.patience_start(s.strategy, s.warmup_epochs)
+    done_rows = checkpoint_history(out, resume)
+    callbacks += convergence_callbacks(val_key, s.patience, s.lr_schedule, s.lr, s.epochs, patience_from, done_rows)
+    fit_epochs = convergence.epochs_to_fit(done_rows, val_key, s.patience, patience_from, s.epochs)
+    # -- end convergence options
     if select == "best":
         callbacks.append(BestEpoch(out, val_key, resume=resume))
-    history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
+    history = run.fit(model, x=train, epochs=fit_epochs, callbacks=callbacks, validation_data=validation,
                       shuffle=False, verbose=verbose)
     rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
+    ended = convergence.outcome(rows, val_key, s.patience, patience_from, s.epochs)  # converged or at maximum
+    convergence.record_outcome(out, ended)
     selected_epoch, selection = _restore_selected(model, out, rows, val_key, select)
     _save_model(model, data, s, out, config, split, selected_epoch, selection)
-    return _write_result(out, data, config, split, rows, val_key, selected_epoch, selection)
+    return _write_result(out, data, config, split, rows, val_key, selected_epoch, selection,
+                         extra={"steps_per_epoch": len(train), **ended})  # convergence speed and outcome
 
 
 def _build_and_compile(data, s, out, resume, log):
@@ -378,7 +396,8 @@ def _run_config(data, s, split, plan, adapted, decoder, select):
         config["test_subjects"] = [_subject_id(data, i) for i in split.test]
     if select == "best":
         config["select"] = "best"
-    config.update(checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds, augment=s.augment)
+    config.update(checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds, augment=s.augment,
+                  patience=s.patience, lr_schedule=s.lr_schedule)
     return record_added(config, "finetune")
 
 
@@ -453,7 +472,7 @@ def _save_model(model, data, s, out, config, split, selected_epoch, selection):
     model.save_pretrained(out / MODEL_DIR, metadata=metadata)
 
 
-def _write_result(out, data, config, split, rows, val_key, selected_epoch, selection):
+def _write_result(out, data, config, split, rows, val_key, selected_epoch, selection, extra=None):
     """``out/result.json``: the validation curve, the selected epoch and the run's config."""
     from keras_ssl3d.fileio import write_json_atomic
 
@@ -472,6 +491,7 @@ def _write_result(out, data, config, split, rows, val_key, selected_epoch, selec
         "selected_epoch": selected_epoch,
         "selection": selection,
         "config": config,
+        **(extra or {}),
     }
     write_json_atomic(out / RESULT_FILE, result)
     return result

@@ -380,7 +380,8 @@ SCHEMA_VERSION = 2
 # setting only when it differs (`record_added`), so an older run.json still compares equal and resumes.
 ADDED_SETTINGS = {
     "pretrain": {"val_fraction": 0.0, "micro_batches": 1},
-    "finetune": {"checkpoint_every": 1, "checkpoint_seconds": 0.0, "augment": "none"},
+    "finetune": {"checkpoint_every": 1, "checkpoint_seconds": 0.0, "augment": "none", "patience": None,
+                 "lr_schedule": "constant"},
 }
 
 
