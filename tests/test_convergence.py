@@ -22,6 +22,13 @@ pytestmark = pytest.mark.multibackend
 # ------------------------------------------------------------------ poly schedule
 
 
+def test_cli_schedules_are_the_library_ones():
+    from keras_ssl3d.cli.convergence_options import LR_SCHEDULES
+    from keras_ssl3d.finetune.convergence import LR_SCHEDULES as LIBRARY
+
+    assert LR_SCHEDULES == LIBRARY
+
+
 def test_poly_values_by_hand():
     assert poly_lr(0.01, 0, 10) == 0.01
     assert poly_lr(0.01, 5, 10) == pytest.approx(0.01 * 0.5 ** 0.9)  # 0.0053589...

@@ -87,6 +87,14 @@ def test_a_tumour_detector_beats_a_random_encoder(data):
     assert again["mean_dice"] == pytest.approx(random["mean_dice"], abs=1e-6)  # seeds fixed
 
 
+def test_no_held_out_subjects_is_refused_before_any_data():
+    from keras_ssl3d.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the probe is scored on held-out subjects: set --test-fraction or "
+                                          "--val-fraction > 0"):
+        ProbeSettings(test_fraction=0, val_fraction=0).check()
+
+
 def _probe(data_dir, out, *extra):
     return ["probe", "--data", str(data_dir), "--out", str(out), "--size", "16", "--epochs", "1", *extra]
 
@@ -112,7 +120,7 @@ def test_cli_one_line_per_score_and_its_own_folder(data_dir, tmp_path, capsys):
     ("user_folder", r"--out: .*mine\.txt|not empty"),
     ("no_encoder", r"does not exist|not found|unknown preset"),
     ("bad_fraction", r"--label-fraction.*0 is not in the range 0<x<=1"),
-    ("no_held_out", r"the probe is scored on held-out subjects: set --test-fraction or --val-fraction > 0"),
+    ("no_test", r"--test-fraction.*0\.0 is not in the range 0<x<1"),
 ])
 def test_cli_refuses_bad_input_in_one_line(case, message, data_dir, tmp_path, capsys):
     out = tmp_path / "out"
@@ -125,7 +133,7 @@ def test_cli_refuses_bad_input_in_one_line(case, message, data_dir, tmp_path, ca
     elif case == "bad_fraction":
         argv += ["--label-fraction", "0"]
     else:
-        argv += ["--test-fraction", "0", "--val-fraction", "0"]
+        argv += ["--test-fraction", "0"]
     capsys.readouterr()
     code = run_cli(cli, argv)
     err = capsys.readouterr().err.strip().splitlines()

@@ -23,8 +23,8 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @click.option("--seed", default=0, show_default=True, type=options.SEED,
               help="Seed of the label subset, the head's init and the random encoder.")
 @click.option("--split-seed", default=0, show_default=True, type=options.SEED)
-@click.option("--test-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION,
-              help="Held-out subjects the probe is scored on (as in `study`; 0: the validation subjects).")
+@click.option("--test-fraction", default=0.2, show_default=True, type=options.TEST_FRACTION,
+              help="Held-out subjects the probe is scored on (chosen by --split-seed only, as in `study`).")
 @click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION,
               help="Of the rest: never trained on (as in `finetune`/`study`).")
 @click.option("--size", default=None, type=options.SIZE, help="Input cube side [128].")
