@@ -24,7 +24,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(data_dir, tmp_path_factory):
-    from keras_ssl3d.finetune.runner import load_task_data
+    from keras_ssl3d.data.labelled import load_task_data
 
     return load_task_data(data_dir, size=16, cache_root=tmp_path_factory.mktemp("cache"))
 

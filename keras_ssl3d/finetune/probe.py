@@ -111,7 +111,7 @@ class ProbeSettings:
 
 def probe_subjects(n, s):
     """``(train, scored, "test"|"validation")`` subject indices, by the rules of finetune/study."""
-    from keras_ssl3d.finetune.runner import label_subset, split_indices, split_test
+    from keras_ssl3d.data.splits import label_subset, split_indices, split_test
 
     rest, test = split_test(n, s.test_fraction, s.split_seed)
     pool, val = split_indices(len(rest), s.val_fraction, s.split_seed)
@@ -156,8 +156,9 @@ def run_probe(data, encoder, settings, name="encoder"):
 def load_probe_encoder(handle, data, filters=None, norm="batch", adapt="auto", seed=0):
     """The encoder to probe: a preset/run's encoder (or one loaded already; its input adapted to the data's channels as finetune
     does), or with ``none``/``random`` a fresh one from ``filters``/``norm`` (initialised by ``seed``)."""
-    from keras_ssl3d import Encoder3D
-    from keras_ssl3d.finetune.runner import PAPER_FILTERS_3D, adapt_encoder, load_encoder
+    from keras_ssl3d.models import Encoder3D
+    from keras_ssl3d.finetune.runner import adapt_encoder, load_encoder
+    from keras_ssl3d.names import FILTERS_3D as PAPER_FILTERS_3D
 
     if isinstance(handle, str) and handle.lower() in FRESH:
         keras.utils.set_random_seed(int(seed))
