@@ -3,7 +3,9 @@
 ``--part throughput`` (BraTS-sized 4-modality subjects, 128^3 cache): preprocessing subjects/s, the cache's
 bytes, and ``VolumeBatches`` volumes/s through Keras' PyDataset adapter (1 and 2 worker threads, no transform
 and a rotation transform), each dtype's rate measured in turn within one repeat so the machine's load is
-shared fairly; the page cache is warm (the files are read once before timing).
+shared fairly. ``cache=warm``: the files are in the page cache (a data set that fits in memory);
+``cache=cold``: every cache file is evicted from the page cache (``posix_fadvise(DONTNEED)``) before each
+epoch, so the epoch reads from disk (a data set larger than memory, what a compact cache is for).
 
 ``--part finetune``: does storing float16 change a fine-tuning result? 24 synthetic training subjects and 8
 test subjects, each preprocessed into a float32 and a float16 cache (``--dtype``); scratch U-Nets fine-tuned by
@@ -44,6 +46,21 @@ def _bytes(folder):
     return sum(p.stat().st_size for p in Path(folder).rglob("*.npy"))
 
 
+def evict(folder):
+    """Drop ``folder``'s files from the page cache (clean pages; works without root)."""
+    for path in Path(folder).rglob("*.npy"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def cold_rate(cache, folder, workers):
+    evict(folder)
+    return pipeline_rate(cache, workers, None, epochs=1)
+
+
 def throughput(root, n_subjects, repeats, size):
     from keras_ssl3d.data import open_cache, preprocess_dataset
 
@@ -66,9 +83,18 @@ def throughput(root, n_subjects, repeats, size):
                 for dtype in DTYPES:
                     rates[dtype].append(pipeline_rate(caches[dtype], workers, transform, epochs=2))
             for dtype in DTYPES:
-                emit(part="throughput", measure="pipeline", dtype=dtype, size=size, transform=transform_name,
-                     workers=workers, volumes_per_s=round(statistics.median(rates[dtype]), 2),
+                emit(part="throughput", measure="pipeline", cache="warm", dtype=dtype, size=size,
+                     transform=transform_name, workers=workers, volumes_per_s=round(statistics.median(rates[dtype]), 2),
                      all=[round(r, 2) for r in rates[dtype]])
+    for workers in (1, 2):
+        rates = {d: [] for d in DTYPES}
+        for _ in range(repeats):
+            for dtype in DTYPES:
+                rates[dtype].append(cold_rate(caches[dtype], root / dtype, workers))
+        for dtype in DTYPES:
+            emit(part="throughput", measure="pipeline", cache="cold", dtype=dtype, size=size, transform="none",
+                 workers=workers, volumes_per_s=round(statistics.median(rates[dtype]), 2),
+                 all=[round(r, 2) for r in rates[dtype]])
 
 
 def _cli(*args):
