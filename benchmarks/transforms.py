@@ -24,20 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, peak_rss_mb, select_backend  # noqa: E402
+from common import emit, package_names, peak_rss_mb, select_backend  # noqa: E402
 
-TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "genesis", "mae", "simclr")
+TASK_NAMES = package_names().TASK_NAMES
 
 
 def build_task(name, size):
-    import inspect
+    from keras_ssl3d.tasks.runner import build_task as build
 
-    from keras_ssl3d.models.encoder3d import Encoder3D
-    from keras_ssl3d.tasks import TASKS
-
-    cls = TASKS[name]
-    kwargs = {"input_size": size} if "input_size" in inspect.signature(cls.__init__).parameters else {}
-    return cls(encoder=Encoder3D(in_channels=1, filters=(4, 8, 16)), **kwargs)
+    return build(name, 3, 1, size, filters=(4, 8, 16))
 
 
 def make_cache(directory, subjects, size):

@@ -254,7 +254,7 @@ def test_a_refused_command_does_not_block_a_rerun(assets, data, user, tmp_path, 
 
 
 def test_demo_refuses_a_previous_demo_holding_a_user_file(tmp_path):
-    from keras_ssl3d.demo import MARKER, prepare_output
+    from keras_ssl3d.demo.runner import MARKER, prepare_output
 
     out = prepare_output(tmp_path / "demo")
     (out / "report.md").write_text("an earlier report\n")

@@ -8,6 +8,7 @@ from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.finetune.parsing import parse_int_list
+from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 
 
 @click.command("finetune")
@@ -20,7 +21,7 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @click.option("--out", default=None, type=click.Path(), help="Run folder (model/, history.csv, run.json).")
 @click.option("--label-fraction", default=1.0, show_default=True, type=options.LABEL_FRACTION,
               help="Fraction of the training subjects whose labels are used (chosen by --seed).")
-@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]),
+@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(FINETUNE_STRATEGIES),
               help="Encoder training: frozen throughout, frozen for --warmup-epochs then trained, or trained.")
 @click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
 @click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
@@ -31,7 +32,7 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @click.option("--size", default=None, type=options.SIZE, help="Input size (cube side / image side) [128 3D, 224 2D].")
 @click.option("--filters", default=None, help="With --encoder none: encoder widths, e.g. 32,64,128,256,512 "
               "(2D: layers per dense block).")
-@click.option("--norm", default="batch", show_default=True, type=click.Choice(["batch", "group", "instance", "none"]),
+@click.option("--norm", default="batch", show_default=True, type=click.Choice(NORMALIZATIONS),
               help="With --encoder none: normalisation of the 3D encoder.")
 @click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION,
               help="Fraction of subjects held out for validation (fixed by --split-seed).")
@@ -71,8 +72,9 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         if value is None:
             raise click.UsageError(f"Missing option '{option}'.")
     from keras_ssl3d import distribute
-    from keras_ssl3d.finetune.runner import FinetuneSettings, detect_task, load_task_data, run_finetune
     from keras_ssl3d.cli.runtime import check_size
+    from keras_ssl3d.data.labelled import detect_task, load_task_data
+    from keras_ssl3d.finetune.runner import FinetuneSettings, run_finetune
     from keras_ssl3d.training.run import check_run_dir
 
     settings = FinetuneSettings(

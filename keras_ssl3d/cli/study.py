@@ -5,6 +5,7 @@ import click
 from keras_ssl3d.cli import options
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.streaming import cache_option, workers_option
+from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 
 
 @click.command("study")
@@ -19,13 +20,13 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
-@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]),
+@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(FINETUNE_STRATEGIES),
               help="For the pretrained encoders; the scratch baseline always trains fully (full).")
 @click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
 @click.option("--size", default=None, type=options.SIZE, help="Input size [128 3D, 224 2D].")
 @click.option("--filters", default=None, help="Scratch encoder widths (default: those of the first pretrained "
               "encoder, so both have the same architecture).")
-@click.option("--norm", default=None, type=click.Choice(["batch", "group", "instance", "none"]),
+@click.option("--norm", default=None, type=click.Choice(NORMALIZATIONS),
               help="Scratch encoder normalisation (default: the first pretrained encoder's).")
 @click.option("--test-fraction", default=0.2, show_default=True, type=options.TEST_FRACTION,
               help="Subjects held out for the scores (chosen by --split-seed only): no run trains or selects "
@@ -56,8 +57,9 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
 
     from keras_ssl3d import distribute
     from keras_ssl3d.finetune.parsing import parse_float_list, parse_int_list, parse_name_list
-    from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder, load_task_data
+    from keras_ssl3d.data.labelled import load_task_data
     from keras_ssl3d.fileio import claim_output_dir
+    from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder
     from keras_ssl3d.finetune.study import SCRATCH, STUDY_OUTPUT, run_study, split_encoder_spec
 
     claim_output_dir(out, STUDY_OUTPUT, option="--out")  # before any data is read or cached

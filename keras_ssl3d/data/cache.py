@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.data.preprocess import CACHE_FORMAT, CACHE_VERSION, from_cache_dtype, resize_labels, resize_volume
+from keras_ssl3d.data.arrays import resize_labels, resize_volume
+from keras_ssl3d.data.preprocess import CACHE_FORMAT, CACHE_VERSION, from_cache_dtype
 from keras_ssl3d.errors import DataError, warn_data
 
 
@@ -111,10 +112,6 @@ class CachedDataset:
         """The shape subjects are served at (the cache's own size unless ``size`` was given)."""
         return self._resize_to or tuple(self.manifest.get("size", ()))
 
-    @property
-    def has_labels(self):
-        return bool(self.subjects) and all(s.get("label") for s in self.subjects)
-
     def info(self, i):
         return self.subjects[i]
 
@@ -198,7 +195,7 @@ def ensure_cache(src, size, crop_foreground, cache_dir=None, root=None, workers=
     from keras_ssl3d.data.preprocess import preprocess_dataset
 
     if cache_dir is None and root is None:
-        from keras_ssl3d.zoo.registry import home_dir
+        from keras_ssl3d.home import home_dir
 
         root = home_dir()
     out = Path(cache_dir) if cache_dir else default_cache_dir(src, root, size, crop_foreground)

@@ -78,8 +78,7 @@ def encoder_label(handle):
 
 def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None):
     """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows."""
-    from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
-    from keras_ssl3d.finetune.runner import RESULT_FILE, run_finetune, warmup_note
+    from keras_ssl3d.finetune.runner import RESULT_FILE, warmup_note
 
     out = Path(out)
     claim_output_dir(out, STUDY_OUTPUT)  # new, empty or an earlier study (resumed): never the user's folder
@@ -125,10 +124,9 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                     log(f"[{done}/{total}] {label}, {fraction:g} of the labels, repeat {repeat}")
                     s = _replace(settings, encoder=handle, label_fraction=float(fraction), seed=repeat,
                                  strategy=strategy)
-                    result = run_finetune(data, s, run_dir, resume=(run_dir / "run.json").is_file(),
-                                          verbose=verbose, workers=workers, plan=plan)
-                    model, metadata = load_finetuned(run_dir)
-                    scores = evaluate_model(model, metadata, data, subjects="test")
+                    result, _, _, scores = finetune_and_score(data, s, run_dir, data, subjects="test",
+                                                              resume=(run_dir / "run.json").is_file(),
+                                                              verbose=verbose, workers=workers, plan=plan)
                     wall = time.perf_counter() - start
                     result["evaluation"] = _strip(scores)
                     result["wall_s"] = wall
@@ -147,16 +145,29 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
     return rows
 
 
+def finetune_and_score(data, settings, run_dir, test_data, subjects="all", **run_options):
+    """One fine-tuning run on ``data`` (`run_finetune`, ``run_options`` passed on) and the scores of the
+    model it saved on ``test_data`` (``subjects="test"``: the held-out test subjects of a study's data).
+    Returns ``(result, model, metadata, scores)``; the study and the demo both train through here."""
+    from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
+    from keras_ssl3d.finetune.runner import run_finetune
+
+    result = run_finetune(data, settings, run_dir, **run_options)
+    model, metadata = load_finetuned(run_dir)
+    return result, model, metadata, evaluate_model(model, metadata, test_data, subjects=subjects)
+
+
 def _test_subjects(data, settings):
     """The held-out test subjects of the study (``split_seed`` only: the same for every run)."""
-    from keras_ssl3d.finetune.runner import _subject_id, split_test
+    from keras_ssl3d.data.splits import split_test
+    from keras_ssl3d.finetune.runner import _subject_id
 
     return [_subject_id(data, i) for i in split_test(len(data), settings.test_fraction, settings.split_seed)[1]]
 
 
 def _label_pool_size(data, settings):
     """Subjects a label fraction is taken of (those left after the test and validation splits)."""
-    from keras_ssl3d.finetune.runner import split_indices, split_test
+    from keras_ssl3d.data.splits import split_indices, split_test
 
     rest = split_test(len(data), settings.test_fraction, settings.split_seed)[0]
     return len(split_indices(len(rest), settings.val_fraction, settings.split_seed)[0])
