@@ -36,6 +36,10 @@ from keras_ssl3d.errors import DataError, warn_data
 from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, disk_full_reason, write_json_atomic
 
 CACHE_FORMAT = "keras-ssl3d-cache"
+# How the cache stores intensities (all scale modes give [0, 1]): float16 halves the disk and the page cache at
+# a rounding error <= 2.4e-4 (BENCHMARKS.md, "Compact cache"); uint8 quarters them at <= 2.0e-3 (1/510).
+CACHE_DTYPES = ("float16", "float32", "uint8")
+DEFAULT_CACHE_DTYPE = "float16"
 # 2: file names are unique per subject id (a readable part and a hash); 1 mapped "Sub 1" and "Sub_1" to one file.
 CACHE_VERSION = 2
 # Voxels longer than this many times their shortest side are stretched visibly by the cubic resize.
@@ -148,9 +152,25 @@ def _write_or_say_disk_full(path, write):
                         path=path) from None
 
 
+def to_cache_dtype(image, dtype):
+    """``image`` in [0, 1] as the cache stores it (`from_cache_dtype` reads it back as float32)."""
+    if dtype == "uint8":
+        return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.asarray(image, dtype=dtype)
+
+
+def from_cache_dtype(stored):
+    """A cached image as float32 in [0, 1], whatever the cache stores (a float32 memory map stays one)."""
+    if stored.dtype == np.float32:
+        return stored
+    if stored.dtype == np.uint8:
+        return stored.astype(np.float32) * np.float32(1.0 / 255.0)
+    return stored.astype(np.float32)
+
+
 def _process_and_write(job):
     """Worker: preprocess one subject and write its files; returns ``(id, info, error)``."""
-    subject, out, kwargs = job
+    subject, out, kwargs, dtype = job
     try:
         image, label, info = preprocess_subject(subject, **kwargs)
     except DataError as e:
@@ -162,7 +182,8 @@ def _process_and_write(job):
     name = cache_name(subject.id)
     out = Path(out)
     info["image"] = f"images/{name}.npy"
-    _write_or_say_disk_full(out / info["image"], lambda: _save_npy(out / info["image"], image))
+    stored = to_cache_dtype(image, dtype)
+    _write_or_say_disk_full(out / info["image"], lambda: _save_npy(out / info["image"], stored))
     info["label"] = None
     if label is not None:
         info["label"] = f"labels/{name}.npy"
@@ -200,7 +221,8 @@ def _pool_context():
 
 
 def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False, workers=1, skip_bad=False,
-                       progress=None, scale="minmax", modalities=None, margin=0, label_convention=None):
+                       progress=None, scale="minmax", modalities=None, margin=0, label_convention=None,
+                       dtype=None):
     """Preprocess every subject of the data set at ``src`` into the cache folder ``out``.
 
     Resumable: subjects whose files are complete are skipped; every file is written atomically.
@@ -209,13 +231,15 @@ def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False,
     Returns a summary dict: ``done``, ``already_done``, ``failed`` (``[(id, message)]``), ``total``.
     A run that fails before any subject is written leaves no cache behind (nothing to refuse a rerun).
     ``label_convention`` (``brats2021``/``brats2023``) overrides the one read from BraTS file names.
+    ``dtype`` (one of ``CACHE_DTYPES``) is how intensities are stored; ``None``: an existing cache keeps its
+    own, a new one gets ``DEFAULT_CACHE_DTYPE``.
     """
     out = Path(out)
     claim_output_dir(out, CACHE_OUTPUT)  # new, empty or a cache (resumed): never a folder of the user's files
     created = not out.exists()
     try:
         return _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale,
-                                   modalities, margin, label_convention)
+                                   modalities, margin, label_convention, dtype)
     except BaseException:
         _discard_if_empty(out, created)
         raise
@@ -238,6 +262,17 @@ CACHE_OUTPUT = OutputKind("preprocessed cache", frozenset(("images", "labels", "
                                                            "manifest.json")), _is_cache_folder)
 
 
+def _read_settings(out):
+    """The settings of an existing cache (caches made before ``dtype`` existed stored float32), or ``None``."""
+    try:
+        old = json.loads((Path(out) / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(old, dict):
+        old.setdefault("dtype", "float32")
+    return old
+
+
 def _holds_subjects(out):
     return (out / "subjects").is_dir() and any((out / "subjects").glob("*.json"))
 
@@ -253,10 +288,15 @@ def _discard_if_empty(out, created):
 
 
 def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale, modalities,
-                        margin, label_convention):
+                        margin, label_convention, dtype):
     if scale not in SCALE_MODES:
         raise DataError(f"unknown scale mode {scale!r}; choose one of {', '.join(SCALE_MODES)}")
+    if dtype is not None and dtype not in CACHE_DTYPES:
+        raise DataError(f"unknown cache dtype {dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
     out = Path(out)
+    old = _read_settings(out)
+    if dtype is None:
+        dtype = old["dtype"] if isinstance(old, dict) and _holds_subjects(out) else DEFAULT_CACHE_DTYPE
     dataset = discover(src, layout=layout, modalities=modalities, label_convention=label_convention)
     shape = _as_shape3(size)
     mapping = label_mapping_for(dataset.label_names)
@@ -270,15 +310,12 @@ def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_b
         "margin": int(margin),
         "label_convention": dataset.extra.get("label_convention"),
         "cache_version": CACHE_VERSION,
+        "dtype": dtype,
     }
     if out.exists() and not out.is_dir():
         raise DataError("output exists and is not a folder", path=out)
     settings_path = out / "settings.json"
     if settings_path.is_file() and _holds_subjects(out):  # settings of an empty cache may change
-        try:
-            old = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = None
         if isinstance(old, dict) and old.get("cache_version") != CACHE_VERSION:
             raise DataError("cache was made by an older keras-ssl3d whose file names were not unique per subject "
                             "(one subject could overwrite another's); preprocess into a new output folder", path=out)
@@ -329,7 +366,7 @@ def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_b
         if not skip_bad:
             raise DataError(error)
 
-    jobs = [(s, str(out), kwargs) for s in pending]
+    jobs = [(s, str(out), kwargs, dtype) for s in pending]
     workers = max(1, int(workers or 1))
     if workers == 1 or len(jobs) <= 1:
         for job in jobs:
