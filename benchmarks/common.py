@@ -36,6 +36,17 @@ ROOT = HERE.parent
 
 # --------------------------------------------------------------------------- JSON lines
 
+def package_names():
+    """``keras_ssl3d/names.py`` (task table, choices) loaded by path: importing the package would import
+    Keras before ``select_backend`` picks the backend."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("keras_ssl3d_names", ROOT / "keras_ssl3d" / "names.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _jsonable(value):
     try:
         import numpy as np

@@ -28,7 +28,7 @@ def child(args):
     import keras  # noqa: E402  (after keras_ssl3d: it hands KERAS_SSL3D_CPU_DEVICES to XLA)
     import numpy as np
 
-    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.tasks.runner import build_task
 
     keras.mixed_precision.set_global_policy(args.policy)
     plan = distribute.plan("mirrored" if args.devices > 1 else "none", devices=args.devices)

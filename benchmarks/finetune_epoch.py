@@ -18,7 +18,8 @@ from pathlib import Path
 import keras
 from keras_ssl3d.data import pipeline
 from keras_ssl3d.data.synthetic import make_brats_like
-from keras_ssl3d.finetune.runner import FinetuneSettings, load_task_data, run_finetune
+from keras_ssl3d.data.labelled import load_task_data
+from keras_ssl3d.finetune.runner import FinetuneSettings, run_finetune
 from keras_ssl3d.training import checkpoint as ckpt
 from keras_ssl3d.training import run as runmod
 

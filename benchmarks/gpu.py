@@ -8,7 +8,7 @@ For each (task, precision) a fresh child process (its own device memory) builds 
 (32..512) and the task with ``augment_on=auto`` (Exemplar and SimCLR augment on the device when one
 is visible), compiles it, runs warm-up steps (tracing/compilation) and times ``--steps`` steps of
 ``train_on_batch`` on one prepared batch. The batch: the largest of 1, 2, 4, 8, ... (up to
-``--max-batch``) whose memory-planner estimate (``keras_ssl3d.training.memory_plan``) fits 90 % of
+``--max-batch``) whose memory-planner estimate (``keras_ssl3d.tasks.memory_plan``) fits 90 % of
 the device's free memory without remedy, else the task's smallest batch with the planner's cheapest
 remedy (``--remat`` / ``--micro-batches``).
 
@@ -37,7 +37,7 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 
 def device_budget_bytes():
     """90 % of the free accelerator memory (nvidia-smi), or of 80 % of the host's available memory."""
-    from keras_ssl3d.training.memory_plan import resolve_budget
+    from keras_ssl3d.tasks.memory_plan import resolve_budget
 
     budget, source = resolve_budget("auto")
     return 0.9 * budget, source
@@ -47,7 +47,7 @@ def choose_batch(task, size, precision, filters, budget, max_batch):
     """``(batch, remat, micro_batches, estimate bytes)``: see the module docstring."""
     from keras_ssl3d.tasks import TASKS as CLASSES
     from keras_ssl3d.tasks.base import RestorationTask
-    from keras_ssl3d.training import memory_plan as mp
+    from keras_ssl3d.tasks import memory_plan as mp
 
     least = CLASSES[task].min_batch_size
     batches = [b for b in (1, 2, 4, 8, 16, 32, 64) if least <= b <= max(max_batch, least)]
@@ -96,7 +96,7 @@ def run_config(args, task, precision):
     import numpy as np
 
     from common import TRAIN_FLOPS_PER_FORWARD, count_flops, time_calls
-    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.tasks.runner import build_task
     from keras_ssl3d.finetune.parsing import parse_int_list
     from keras_ssl3d.tasks import TASKS as CLASSES
     from keras_ssl3d.training.precision import precision_policy

@@ -35,12 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (ROOT, emit, machine_info, parse_json_lines, select_backend, time_calls,  # noqa: E402
+from common import (ROOT, emit, machine_info, package_names, parse_json_lines, select_backend, time_calls,  # noqa: E402
                     time_interleaved, warm_up)
 
 TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar")
 REMEDIES = ("none", "remat")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = package_names().PRECISIONS
 
 
 def parse_remedy(remedy):
@@ -60,7 +60,7 @@ def child(args):
     import keras
     import numpy as np
 
-    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.tasks.runner import build_task
 
     remat, precision, micro = parse_remedy(args.remedy)
     keras.config.set_dtype_policy(precision)
@@ -87,7 +87,7 @@ def interleaved(args, remedies):
     import keras
     import numpy as np
 
-    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.tasks.runner import build_task
     from keras_ssl3d.training.precision import precision_policy
 
     steps = []

@@ -1,4 +1,4 @@
-"""Calibrate and check the memory planner (``keras_ssl3d.training.memory_plan``) against measured peaks.
+"""Calibrate and check the memory planner (``keras_ssl3d.tasks.memory_plan``) against measured peaks.
 
     python benchmarks/memory_plan_fit.py          # the table of estimate vs measured (BENCHMARKS.md)
     python benchmarks/memory_plan_fit.py --fit    # least-squares constants (relative error) to paste in
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from keras_ssl3d.training import memory_plan as mp  # noqa: E402
+from keras_ssl3d.tasks import memory_plan as mp  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from memory128 import parse_remedy  # noqa: E402

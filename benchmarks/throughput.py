@@ -96,7 +96,7 @@ def measure(task, args):
     import keras
     import numpy as np
 
-    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.tasks.runner import build_task
     from keras_ssl3d.layers.augment3d import ExemplarAugment3D
 
     options = {"augment_on": "host"} if task in DEVICE_AUGMENTED else {}

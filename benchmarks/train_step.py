@@ -33,10 +33,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (TRAIN_FLOPS_PER_FORWARD, count_flops, emit, peak_rss_mb, select_backend,  # noqa: E402
-                    time_interleaved, warm_up)
+from common import (TRAIN_FLOPS_PER_FORWARD, count_flops, emit, package_names, peak_rss_mb,  # noqa: E402
+                    select_backend, time_interleaved, warm_up)
 
-TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "genesis", "mae", "simclr")
+TASK_NAMES = package_names().TASK_NAMES
 BARE_CLASSES = 10
 
 

@@ -24,23 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, peak_rss_mb, select_backend  # noqa: E402
+from common import emit, package_names, peak_rss_mb, select_backend  # noqa: E402
 
-TASK_NAMES = ("cpc", "rpl", "jigsaw", "rotation", "exemplar", "genesis", "mae", "simclr")
+TASK_NAMES = package_names().TASK_NAMES
 
 
 def build_task(name, size, augment_on="auto"):
-    import inspect
-
-    from keras_ssl3d.models.encoder3d import Encoder3D
     from keras_ssl3d.tasks import TASKS
+    from keras_ssl3d.tasks.runner import build_task as build
 
-    cls = TASKS[name]
-    parameters = inspect.signature(cls.__init__).parameters
-    kwargs = {"input_size": size} if "input_size" in parameters else {}
-    if "augment_on" in parameters:  # exemplar, simclr: device = the host only streams the volumes
-        kwargs["augment_on"] = augment_on
-    return cls(encoder=Encoder3D(in_channels=1, filters=(4, 8, 16)), **kwargs)
+    # exemplar, simclr: augment_on=device means the host only pairs the cached volumes
+    options = {"augment_on": augment_on} if "augment_on" in TASKS[name].__init__.__code__.co_varnames else {}
+    return build(name, 3, 1, size, filters=(4, 8, 16), task_options=options)
 
 
 def make_cache(directory, subjects, size):

@@ -70,7 +70,7 @@ if not _launched_as_cli():
     if _TF_LEVEL_CHOSEN or "keras" in _sys.modules:
         import_all()
     else:  # lines TensorFlow prints before its log level applies (port.cc, cudart_stub.cc) are dropped too
-        from keras_ssl3d.cli.runtime import native_logs_filtered as _native_logs_filtered
+        from keras_ssl3d.native_logs import native_logs_filtered as _native_logs_filtered
 
         with _native_logs_filtered():
             import_all()

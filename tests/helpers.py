@@ -55,3 +55,18 @@ def structured_samples(n=16, size=16, rank=3, seed=0, blob=0.05):
     offset = rng.uniform(-0.15, 0.15, size=(n,) + (1,) * (rank + 1))
     x = 0.5 + 0.3 * np.stack(ramps, axis=-1)[None] + offset + blob * blobs
     return np.clip(x, 0, 1).astype(np.float32)
+
+
+def refused_in_one_line(argv, capsys, named):
+    """Run a CLI command that must refuse: exit status 2, ONE line naming ``named``, no traceback; returns it."""
+    from keras_ssl3d.cli.errors import run_cli
+    from keras_ssl3d.cli.main import cli
+
+    capsys.readouterr()
+    code = run_cli(cli, argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in captured.err, lines
+    assert str(named) in lines[0], lines[0]
+    return lines[0]

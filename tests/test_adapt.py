@@ -5,7 +5,7 @@ import pytest
 
 from keras_ssl3d import Classifier2D, Segmenter3D
 from keras_ssl3d.errors import ConfigError
-from keras_ssl3d.finetune.adapt import adapt_input_channels
+from keras_ssl3d.presets.adapt import adapt_input_channels
 from helpers import random_images, random_volumes, tiny_encoder2d, to_numpy
 from helpers import tiny_encoder3d as _tiny_encoder3d
 

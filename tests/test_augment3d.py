@@ -27,6 +27,7 @@ def _within(observed, expected, n, sigmas=4.5):
 
 
 def test_quarter_turns_and_zoom_are_numpy_s():
+    assert set(aug.QUARTER_TURNS_3D) == set(T.ROTATIONS_3D[1:]) and len(aug.QUARTER_TURNS_3D) == 9
     x = np.random.default_rng(0).random((2, 4, 4, 4, 2)).astype(np.float32)
     for axes, k in T.ROTATIONS_3D[1:]:
         np.testing.assert_array_equal(_np(aug.quarter_turn(x, axes, k)), np.rot90(x, k, axes))

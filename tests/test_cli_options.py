@@ -74,7 +74,7 @@ def test_there_is_no_overlap_option_that_would_do_nothing(command, tmp_path, mon
 
 
 def test_the_cli_task_names_are_the_registry():
-    from keras_ssl3d.task_names import TASK_NAMES
+    from keras_ssl3d.names import TASK_NAMES
     from keras_ssl3d.tasks import TASKS
 
     assert TASK_NAMES == tuple(TASKS)

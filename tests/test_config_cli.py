@@ -146,12 +146,13 @@ def test_zoo_recipe_as_pretrain_config_is_what_zoo_build_trains(name, volumes, t
     """The options `pretrain --config` resolves from `zoo recipe NAME` build the task, encoder and
     optimiser settings that `zoo build NAME` builds (compared without training). demo-brats-jigsaw sets
     num_permutations=1000 and filters 8,16,32, which differ from pretrain's defaults."""
-    from keras_ssl3d.cli.pretrain import build_task, pretrain
+    from keras_ssl3d.cli.pretrain import pretrain
+    from keras_ssl3d.tasks.runner import build_task
     from keras_ssl3d.cli.task_options import parse_task_options
     from keras_ssl3d.finetune.parsing import parse_int_list
     from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.zoo import build
-    from keras_ssl3d.zoo.registry import get_entry
+    from keras_ssl3d.presets.catalogue import get_entry
 
     assert run_cli(cli, args=["zoo", "recipe", name]) == 0
     recipe_file = tmp_path / "recipe.yaml"
@@ -169,7 +170,9 @@ def test_zoo_recipe_as_pretrain_config_is_what_zoo_build_trains(name, volumes, t
                       filters=parse_int_list(p["filters"], "--filters") if entry.rank == 3 else None,
                       blocks=parse_int_list(p["blocks"], "--blocks") if entry.rank == 2 else None, norm=p["norm"],
                       task_options=parse_task_options(p["task_option"], p["task"], TASKS[p["task"]]))
-    theirs = build.make_task(entry, build.make_encoder(entry), p["size"])
+    recipe = build.recipe_settings(entry, epochs=1, batch_size=2, input_size=p["size"]).resolved()
+    theirs = build_task(recipe.task, recipe.dims, in_channels, recipe.size, encoder=recipe.encoder,
+                        task_options=recipe.task_options)
 
     def settings(model):
         return {k: v for k, v in model.get_config().items() if k not in ("encoder", "name", "trainable")}
@@ -202,7 +205,7 @@ def test_finetune_config_yaml_reproduces_the_run_and_logs_tensorboard(tmp_path):
 def test_every_task_setting_is_recorded_in_the_task_config():
     """Each `--task-option` name of each task is in the task's get_config (what run.json and the preset
     metadata record as task_config), and a set value comes back from it."""
-    from keras_ssl3d.cli.pretrain import build_task
+    from keras_ssl3d.tasks.runner import build_task
     from keras_ssl3d.cli.task_options import parse_task_options, settable
     from keras_ssl3d.tasks import TASKS
 

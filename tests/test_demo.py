@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from keras_ssl3d.demo import MARKER, REGIONS, _class_legend, format_table, run_demo, tiny_config
+from keras_ssl3d.demo import MARKER, REGIONS, format_table, run_demo, tiny_config
+from keras_ssl3d.demo.report import _class_legend
 from keras_ssl3d.errors import ConfigError
 
 

@@ -115,7 +115,7 @@ def test_a_few_gradient_steps_reduce_the_loss():
 
 def test_first_block_structure_does_not_depend_on_input_channels():
     """Adapting 2 -> 4 channels must work even when 4 equals the first level's width."""
-    from keras_ssl3d.finetune.adapt import adapt_input_channels
+    from keras_ssl3d.presets.adapt import adapt_input_channels
 
     encoder = tiny_encoder3d(in_channels=2)  # first width 4
     adapted = adapt_input_channels(encoder, in_channels=4, strategy="duplicate")

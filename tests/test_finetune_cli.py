@@ -8,7 +8,8 @@ import pytest
 
 from keras_ssl3d.cli.errors import run_cli
 from keras_ssl3d.cli.main import cli
-from keras_ssl3d.finetune.runner import FinetuneSettings, label_subset, split_indices
+from keras_ssl3d.data.splits import label_subset, split_indices
+from keras_ssl3d.finetune.runner import FinetuneSettings
 
 TINY = ["--size", "32", "--batch-size", "2", "--lr", "1e-3"]
 

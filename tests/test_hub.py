@@ -42,7 +42,7 @@ def _front_matter(readme):
 
 def _write_manifest(folder, name, repo_id, revision, sha):
     """A registry entry pointing at the fake hub (KERAS_SSL3D_ZOO_MANIFESTS)."""
-    from keras_ssl3d.zoo.registry import get_entry
+    from keras_ssl3d.presets.catalogue import get_entry
 
     manifest = json.loads(json.dumps(get_entry("brats-rotation").manifest))
     manifest.update(name=name, title=f"test entry {name}")
@@ -222,7 +222,7 @@ def test_tampered_weights_are_refused(hub_server, tmp_path, monkeypatch):
     with pytest.raises(PresetError, match="does not match the preset metadata"):
         Encoder3D.from_pretrained("hf://org/enc")
     # 2. Tampered in the local cache.
-    from keras_ssl3d.zoo.resolve import download_preset
+    from keras_ssl3d.presets.download import download_preset
 
     snap = download_preset("org/enc", r.commit_sha)
     weights = snap / "model.weights.h5"

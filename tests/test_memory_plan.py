@@ -10,11 +10,11 @@ import pytest
 
 from keras_ssl3d.cli.errors import run_cli
 from keras_ssl3d.cli.main import cli
-from keras_ssl3d.cli.pretrain import build_task
+from keras_ssl3d.tasks.runner import build_task
 from keras_ssl3d.errors import ConfigError
 from keras_ssl3d.models import Encoder3D
 from keras_ssl3d.tasks import TASKS
-from keras_ssl3d.training import memory_plan as mp
+from keras_ssl3d.tasks import memory_plan as mp
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -173,7 +173,7 @@ class _Background:
 def test_evaluate_model_scores_in_mm_of_the_scan(tmp_path):
     from keras_ssl3d.data.synthetic import make_pancreas_like
     from keras_ssl3d.finetune.evaluation import evaluate_model, format_table
-    from keras_ssl3d.finetune.runner import load_task_data
+    from keras_ssl3d.data.labelled import load_task_data
 
     shape, spacing = (20, 16, 12), (0.8, 0.8, 2.5)
     make_pancreas_like(tmp_path / "msd", n=2, shape=shape, spacing=spacing)

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import refused_in_one_line
 from hub_server import hub_server  # noqa: F401  (fixture)
 from test_cli_hardening import FILTERS, SID, _leftovers, assets  # noqa: F401  (fixture)
 
@@ -51,16 +52,10 @@ def assert_untouched(before, root):
 
 
 def refused(argv, capsys, named):
-    """Run a command that must refuse: exit status 2, one line naming ``named``; returns the line."""
-    capsys.readouterr()
-    code = run_cli(cli, argv)
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2, captured
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in captured.err, lines
-    assert str(named) in lines[0], lines[0]
-    print(lines[0])
-    return lines[0]
+    """Run a command that must refuse: exit status 2, one line naming ``named``; returns (and prints) the line."""
+    line = refused_in_one_line(argv, capsys, named)
+    print(line)
+    return line
 
 
 @pytest.fixture
@@ -254,7 +249,7 @@ def test_a_refused_command_does_not_block_a_rerun(assets, data, user, tmp_path, 
 
 
 def test_demo_refuses_a_previous_demo_holding_a_user_file(tmp_path):
-    from keras_ssl3d.demo import MARKER, prepare_output
+    from keras_ssl3d.demo.runner import MARKER, prepare_output
 
     out = prepare_output(tmp_path / "demo")
     (out / "report.md").write_text("an earlier report\n")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_ssl3d.errors import DataError
-from keras_ssl3d.layers.patches import extract_patches, grid_geometry, patch_corners
+from keras_ssl3d.tasks.patches import extract_patches, grid_geometry, patch_corners
 from keras_ssl3d.tasks import transforms as T
 
 

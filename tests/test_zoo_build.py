@@ -10,7 +10,7 @@ from hub_server import hub_server  # noqa: F401  (fixture)
 
 from keras_ssl3d import Encoder3D, PresetError
 from keras_ssl3d.presets import read_metadata, sha256_file
-from keras_ssl3d.zoo import registry
+from keras_ssl3d.presets import catalogue as registry
 
 TOKEN = "hf_fake_write_token_123456"
 
@@ -111,7 +111,7 @@ def _bundled_demos():
 def test_bundled_demo_presets_load_offline(name, monkeypatch):
     entry = registry.builtin_registry()[name]
     if entry.bundled_path is None:
-        pytest.skip(f"{name} is not built yet (python -m keras_ssl3d.zoo.build_demo)")
+        pytest.skip(f"{name} is not built yet (python -m keras_ssl3d.demo.bundled)")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     folder = entry.bundled_path

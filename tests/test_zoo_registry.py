@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from keras_ssl3d import Encoder3D, PresetError
-from keras_ssl3d.zoo import cards, registry
+from keras_ssl3d.presets import cards
+from keras_ssl3d.presets import catalogue as registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {"ukb": ["t1", "t2_flair"], "brats": ["t1", "t1ce", "t2", "flair"], "pancreas": ["ct"],

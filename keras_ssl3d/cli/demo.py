@@ -3,7 +3,7 @@
 import click
 
 from keras_ssl3d.cli import options
-from keras_ssl3d.task_names import TASK_NAMES
+from keras_ssl3d.names import TASK_NAMES
 
 TASK_CHOICES = (*TASK_NAMES, "all")
 DEFAULT_TASK = "exemplar"  # = keras_ssl3d.demo.DEFAULT_TASK (not imported: --help stays Keras-free)

@@ -26,6 +26,7 @@ def evaluate(model_path, data_path, out, subjects, batch_size, cache):
     from both, the volume's diagonal when from one (BraTS). 2D: quadratic-weighted kappa and
     accuracy. Volumes are scored on the model's input grid (resampled like the training data).
     """
+    from keras_ssl3d.data.labelled import load_task_data
     from keras_ssl3d.fileio import claim_output_file, write_json_atomic
     from keras_ssl3d.finetune.evaluation import (
         EVALUATION_TAG,
@@ -35,7 +36,6 @@ def evaluate(model_path, data_path, out, subjects, batch_size, cache):
         load_finetuned,
         model_size,
     )
-    from keras_ssl3d.finetune.runner import load_task_data
 
     from pathlib import Path
 

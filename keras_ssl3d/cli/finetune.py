@@ -4,11 +4,13 @@ import click
 
 from keras_ssl3d.cli import options
 from keras_ssl3d.cli.config_file import config_option, resolved_config
+from keras_ssl3d.cli.convergence_options import convergence_options
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.plan import apply_finetune_budget, memory_budget_option
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
 from keras_ssl3d.finetune.parsing import parse_int_list
+from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 
 
 @click.command("finetune")
@@ -21,10 +23,12 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @click.option("--out", default=None, type=click.Path(), help="Run folder (model/, history.csv, run.json).")
 @click.option("--label-fraction", default=1.0, show_default=True, type=options.LABEL_FRACTION,
               help="Fraction of the training subjects whose labels are used (chosen by --seed).")
-@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]),
+@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(FINETUNE_STRATEGIES),
               help="Encoder training: frozen throughout, frozen for --warmup-epochs then trained, or trained.")
 @click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
-@click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
+@click.option("--epochs", "--max-epochs", "epochs", default=100, show_default=True, type=options.EPOCHS,
+              help="Epochs (the maximum with --patience).")
+@convergence_options
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
 @click.option("--seed", default=0, show_default=True, type=options.SEED, help="Seed of the label subset, order and init.")
@@ -32,7 +36,7 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @click.option("--size", default=None, type=options.SIZE, help="Input size (cube side / image side) [128 3D, 224 2D].")
 @click.option("--filters", default=None, help="With --encoder none: encoder widths, e.g. 32,64,128,256,512 "
               "(2D: layers per dense block).")
-@click.option("--norm", default="batch", show_default=True, type=click.Choice(["batch", "group", "instance", "none"]),
+@click.option("--norm", default="batch", show_default=True, type=click.Choice(NORMALIZATIONS),
               help="With --encoder none: normalisation of the 3D encoder.")
 @click.option("--val-fraction", default=0.2, show_default=True, type=options.VAL_FRACTION,
               help="Fraction of subjects held out for validation (fixed by --split-seed).")
@@ -53,7 +57,8 @@ from keras_ssl3d.finetune.parsing import parse_int_list
 @resume_option
 @click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context
-def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, batch_size, lr, seed,
+def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, patience, lr_schedule,
+             batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
              remat, precision, memory_budget, tensorboard, augment, checkpoint_every, checkpoint_seconds, resume,
              verbose):
@@ -74,8 +79,9 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         if value is None:
             raise click.UsageError(f"Missing option '{option}'.")
     from keras_ssl3d import distribute
-    from keras_ssl3d.finetune.runner import FinetuneSettings, detect_task, load_task_data, run_finetune
     from keras_ssl3d.cli.runtime import check_size
+    from keras_ssl3d.data.labelled import detect_task, load_task_data
+    from keras_ssl3d.finetune.runner import FinetuneSettings, run_finetune
     from keras_ssl3d.training.run import check_run_dir
 
     settings = FinetuneSettings(
@@ -83,7 +89,7 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
         filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt, remat=remat,
         precision=precision, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
-        augment=augment)
+        augment=augment, patience=patience, lr_schedule=lr_schedule)
     settings.check()
     if detect_task(data_path) == "segmentation":  # 3D: refuse a --filters/--size typo before reading any data
         check_size(settings.filters if str(encoder).lower() == "none" else None, size or 128, batch_size)
@@ -100,3 +106,7 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
     click.echo(f"{data.task}: {result['train_size']} training / {result['val_size']} validation subjects; "
                f"{result['monitor']} = {shown} at epoch {result['selected_epoch']} of {len(result['curve'])} "
                f"({result['selection']}); that epoch's model saved to {out}/model")
+    from keras_ssl3d.finetune.convergence import ending_line
+
+    if ending_line(result):  # with --patience: converged, or stopped at --epochs
+        click.echo(ending_line(result))

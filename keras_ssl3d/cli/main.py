@@ -22,6 +22,7 @@ COMMANDS = {
     "evaluate": ("keras_ssl3d.cli.evaluate", "evaluate", "Evaluate a fine-tuned model (Dice, kappa)."),
     "predict": ("keras_ssl3d.cli.predict", "predict", "Predict label maps as NIfTI in the input geometry."),
     "study": ("keras_ssl3d.cli.study", "study", "Data-efficiency study: pretrained vs scratch."),
+    "probe": ("keras_ssl3d.cli.probe", "probe", "Frozen-encoder probe vs a random encoder of its architecture."),
     "zoo": ("keras_ssl3d.cli.zoo", "zoo", "List, describe, download and build zoo presets."),
     "push": ("keras_ssl3d.cli.push", "push", "Upload a preset folder to the Hugging Face Hub."),
     "export": ("keras_ssl3d.cli.export", "export", "Export an encoder as a TF SavedModel / TF-Hub module."),

@@ -27,10 +27,7 @@ CHECKPOINT_EVERY = click.IntRange(min=1)
 CHECKPOINT_SECONDS = click.FloatRange(min=0)
 MICRO_BATCHES = click.IntRange(min=1)
 
-# = keras_ssl3d.training.precision.PRECISIONS (which imports Keras; a test keeps both in step).
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-# = keras_ssl3d.finetune.augment.AUGMENTATIONS (which imports numpy; a test keeps both in step).
-AUGMENTATIONS = ("none", "flip", "flip_intensity")
+from keras_ssl3d.names import AUGMENTATIONS, PRECISIONS  # noqa: E402
 
 
 def augment_option(func):

@@ -2,13 +2,13 @@
 
 ``plan`` prints the estimate of a pretraining step without building anything; ``--memory-budget``
 on ``pretrain`` picks ``--remat`` / ``--micro-batches`` so that the step fits (see
-``keras_ssl3d.training.memory_plan``).
+``keras_ssl3d.tasks.memory_plan``).
 """
 
 import click
 
 from keras_ssl3d.cli import options
-from keras_ssl3d.task_names import TASK_NAMES
+from keras_ssl3d.names import NORMALIZATIONS, TASK_NAMES
 
 BUDGET_HELP = ("3D: the memory one step may use, e.g. 8GB, or auto (a GPU's free memory, else 80 % of the host's "
                "available memory). Turns on --remat (pretrain: and/or --micro-batches) as far as needed for the "
@@ -21,7 +21,7 @@ def _check_budget(ctx, param, value):
         from keras_ssl3d.cli.runtime import start_keras
 
         start_keras(bool(ctx.find_root().params.get("verbose")))  # the planner's package imports Keras: quietly
-        from keras_ssl3d.training.memory_plan import parse_size
+        from keras_ssl3d.tasks.memory_plan import parse_size
 
         parse_size(value)
     return value
@@ -41,7 +41,7 @@ def apply_memory_budget(budget, task, size, batch_size, filters, in_channels, no
         return remat, micro_batches
     from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.tasks.base import RestorationTask
-    from keras_ssl3d.training.memory_plan import choose
+    from keras_ssl3d.tasks.memory_plan import choose
 
     chosen, line = choose(budget, task, size, batch_size, filters=filters, in_channels=in_channels, norm=norm,
                           precision=precision, remat=remat, micro_batches=micro_batches, task_options=task_options,
@@ -56,7 +56,7 @@ def _encoder_filters(handle, given):
     import json
     from pathlib import Path
 
-    from keras_ssl3d.training.memory_plan import DEFAULT_FILTERS
+    from keras_ssl3d.tasks.memory_plan import DEFAULT_FILTERS
 
     if str(handle) == "none":
         return tuple(given or DEFAULT_FILTERS), "--filters"
@@ -88,7 +88,7 @@ def apply_finetune_budget(budget, data, settings, echo=click.echo):
     if budget is None:
         return settings.remat
     from keras_ssl3d.errors import ConfigError
-    from keras_ssl3d.training.memory_plan import SEGMENTATION, choose
+    from keras_ssl3d.tasks.memory_plan import SEGMENTATION, choose
 
     if data.task != "segmentation":
         raise ConfigError("--memory-budget applies to 3D segmentation (the 3D encoder and U-Net decoder)")
@@ -109,7 +109,7 @@ def apply_finetune_budget(budget, data, settings, echo=click.echo):
               help="Channels (modalities) of the volumes.")
 @click.option("--filters", default="32,64,128,256,512", show_default=True,
               help="3D encoder widths per level, comma-separated.")
-@click.option("--norm", type=click.Choice(["batch", "group", "instance", "none"]), default="batch",
+@click.option("--norm", type=click.Choice(NORMALIZATIONS), default="batch",
               show_default=True)
 @click.option("--precision", type=click.Choice(options.PRECISIONS), default="float32", show_default=True)
 @click.option("--remat", is_flag=True, default=False, help="Estimate with rematerialised residual blocks.")
@@ -126,7 +126,7 @@ def plan(task, size, batch_size, in_channels, filters, norm, precision, remat, m
     from keras_ssl3d.cli.task_options import parse_task_options
     from keras_ssl3d.finetune.parsing import parse_int_list
     from keras_ssl3d.tasks import TASKS
-    from keras_ssl3d.training.memory_plan import estimate
+    from keras_ssl3d.tasks.memory_plan import estimate
 
     filters = parse_int_list(filters, "--filters")
     task_options = parse_task_options(task_option, task, TASKS[task])

@@ -7,7 +7,7 @@ import click
 from keras_ssl3d.cli import options
 
 from keras_ssl3d.data.layouts import LABEL_CONVENTIONS, LAYOUTS
-from keras_ssl3d.data.preprocess import SCALE_MODES
+from keras_ssl3d.data.preprocess import CACHE_DTYPES, SCALE_MODES
 
 
 @click.command()
@@ -26,12 +26,15 @@ from keras_ssl3d.data.preprocess import SCALE_MODES
 @click.option("--label-convention", type=click.Choice(list(LABEL_CONVENTIONS)), default=None,
               help="Label values of the label maps: brats2021 (enhancing tumor 4) or brats2023 (3); BraTS folders "
                    "pick it from their file names (*_t1ce / *-t1c).")
+@click.option("--dtype", type=click.Choice(CACHE_DTYPES), default=None,
+              help="How intensities are stored: float16 (the default for a new cache: half of float32's bytes), "
+                   "float32, or uint8 (a quarter; 256 grey levels). An existing cache keeps its own.")
 @click.option("--workers", type=options.WORKERS, default=1, show_default=True,
               help="Parallel worker processes.")
 @click.option("--skip-bad", is_flag=True, help="Report bad subjects and go on instead of stopping.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def preprocess(src, out, layout, size, crop_foreground, scale, modalities, label_convention, workers, skip_bad,
-               quiet):
+def preprocess(src, out, layout, size, crop_foreground, scale, modalities, label_convention, dtype, workers,
+               skip_bad, quiet):
     """Preprocess the data set at SRC into the cache folder OUT.
 
     Resumable: subjects already in OUT are skipped; every file is written atomically.
@@ -54,7 +57,7 @@ def preprocess(src, out, layout, size, crop_foreground, scale, modalities, label
     try:
         summary = preprocess_dataset(src, out, layout=layout, size=size, crop_foreground=crop_foreground,
                                      workers=workers, skip_bad=skip_bad, progress=progress, scale=scale,
-                                     modalities=mods, label_convention=label_convention)
+                                     modalities=mods, label_convention=label_convention, dtype=dtype)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

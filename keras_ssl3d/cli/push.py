@@ -15,7 +15,7 @@ def push(preset_dir, repo_id, private, revision, commit_message):
     The token comes from HF_TOKEN or `hf auth login` (never from the command line, where other
     users could read it); it is never printed. HF_ENDPOINT selects another hub.
     """
-    from keras_ssl3d.zoo.hub import push_preset_folder
+    from keras_ssl3d.presets.publish import push_preset_folder
 
     result = push_preset_folder(preset_dir, repo_id, private=private, revision=revision,
                                 commit_message=commit_message)

@@ -7,49 +7,15 @@ and passes on every captured line that is not such a native log line (Python war
 ``keras-ssl3d --verbose`` or a ``TF_CPP_MIN_LOG_LEVEL`` the user set to 0 keeps everything.
 """
 
-import contextlib
 import functools
 import os
-import re
 import sys
-import tempfile
 
-# absl/glog-style native lines: "I0000 00:00:17.. 123 port.cc:153] ...", absl's pre-init banner and
-# the continuation line of cpu_feature_guard.
-NATIVE_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^WARNING: All log messages before absl::InitializeLog"
-                        r"|^To enable the following instructions")
-
+from keras_ssl3d.native_logs import NATIVE_LOG, native_logs_filtered  # noqa: F401  (imported from here too)
 
 def quiet_wanted(verbose=False):
     """Quiet unless --verbose, or the user asked TensorFlow for its logs with TF_CPP_MIN_LOG_LEVEL=0."""
     return not verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3").strip() not in ("0", "")
-
-
-@contextlib.contextmanager
-def native_logs_filtered():
-    """Capture fd 2 for the duration and re-emit every line but TensorFlow's native log lines."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (embedded interpreter): nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
-                    if not NATIVE_LOG.match(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
 
 
 def start_keras(verbose=False):

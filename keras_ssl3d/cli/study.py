@@ -3,8 +3,10 @@
 import click
 
 from keras_ssl3d.cli import options
+from keras_ssl3d.cli.convergence_options import convergence_options, speed_fraction_option
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.streaming import cache_option, workers_option
+from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 
 
 @click.command("study")
@@ -16,16 +18,19 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
               help="Comma-separated fractions of the labelled training subjects.")
 @click.option("--repeats", default=3, show_default=True, type=options.REPEATS, help="Label subsets per fraction (seeds 0..R-1).")
 @click.option("--out", required=True, type=click.Path(), help="Study folder (runs/, runs.csv, PNGs, summary.md).")
-@click.option("--epochs", default=100, show_default=True, type=options.EPOCHS)
+@click.option("--epochs", "--max-epochs", "epochs", default=100, show_default=True, type=options.EPOCHS,
+              help="Epochs per run (the maximum with --patience).")
+@convergence_options
+@speed_fraction_option
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
-@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(["frozen", "warmup", "full"]),
+@click.option("--strategy", default="warmup", show_default=True, type=click.Choice(FINETUNE_STRATEGIES),
               help="For the pretrained encoders; the scratch baseline always trains fully (full).")
 @click.option("--warmup-epochs", default=None, type=options.WARMUP_EPOCHS, help="Warm-up epochs [paper: 25 for 3D, 5 for 2D].")
 @click.option("--size", default=None, type=options.SIZE, help="Input size [128 3D, 224 2D].")
 @click.option("--filters", default=None, help="Scratch encoder widths (default: those of the first pretrained "
               "encoder, so both have the same architecture).")
-@click.option("--norm", default=None, type=click.Choice(["batch", "group", "instance", "none"]),
+@click.option("--norm", default=None, type=click.Choice(NORMALIZATIONS),
               help="Scratch encoder normalisation (default: the first pretrained encoder's).")
 @click.option("--test-fraction", default=0.2, show_default=True, type=options.TEST_FRACTION,
               help="Subjects held out for the scores (chosen by --split-seed only): no run trains or selects "
@@ -39,7 +44,8 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @workers_option
 @distribution_options
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
-def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, strategy, warmup_epochs, size,
+def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_schedule, speed_fraction, batch_size,
+          lr, strategy, warmup_epochs, size,
           filters, norm, test_fraction, val_fraction, split_seed, loss, augment, cache, workers,
           distribute_strategy, devices,
           verbose):
@@ -56,8 +62,9 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
 
     from keras_ssl3d import distribute
     from keras_ssl3d.finetune.parsing import parse_float_list, parse_int_list, parse_name_list
-    from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder, load_task_data
+    from keras_ssl3d.data.labelled import load_task_data
     from keras_ssl3d.fileio import claim_output_dir
+    from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder
     from keras_ssl3d.finetune.study import SCRATCH, STUDY_OUTPUT, run_study, split_encoder_spec
 
     claim_output_dir(out, STUDY_OUTPUT, option="--out")  # before any data is read or cached
@@ -68,7 +75,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
     settings = FinetuneSettings(epochs=epochs, batch_size=batch_size, lr=lr, strategy=strategy,
                                 warmup_epochs=warmup_epochs, val_fraction=val_fraction, split_seed=split_seed,
                                 filters=filter_list, norm=norm or "batch", loss=loss, augment=augment,
-                                test_fraction=test_fraction)
+                                test_fraction=test_fraction, patience=patience, lr_schedule=lr_schedule)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
@@ -79,6 +86,6 @@ def study(data_path, encoders, fractions, repeats, out, epochs, batch_size, lr, 
         settings.filters = filter_list or tuple(reference.filters)
         settings.norm = norm or reference.norm
     rows = run_study(data, encoder_list, fraction_list, repeats, settings, out, verbose=verbose, log=click.echo,
-                     workers=workers, plan=plan)
+                     workers=workers, plan=plan, speed_fraction=speed_fraction)
     click.echo((Path(out) / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"{len(rows)} runs; see {out}/runs.csv, data_efficiency.png, convergence.png")

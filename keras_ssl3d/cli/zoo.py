@@ -21,7 +21,7 @@ def zoo():
 @light
 def list_(as_json, cache_dir):
     """Every zoo preset with its status: bundled / cached / published / recipe only."""
-    from keras_ssl3d.zoo.registry import entry_status, load_registry
+    from keras_ssl3d.presets.catalogue import entry_status, load_registry
 
     rows = []
     for name, entry in load_registry().items():
@@ -45,8 +45,8 @@ def list_(as_json, cache_dir):
 @light
 def info(name):
     """Show the card of a zoo preset: recipe, input contract, data licence, status."""
-    from keras_ssl3d.zoo.cards import entry_card
-    from keras_ssl3d.zoo.registry import entry_status, get_entry
+    from keras_ssl3d.presets.cards import entry_card
+    from keras_ssl3d.presets.catalogue import entry_status, get_entry
 
     entry = get_entry(name)
     click.echo(entry_card(entry, status=entry_status(entry)))
@@ -96,7 +96,7 @@ def build(name, data_dir, push_repo, private, epochs, batch_size, input_size, ru
                           run_dir=run_dir, resume=resume, echo=click.echo, plan=plan)
     click.echo(f"registered {name} at {result}")
     if push_repo:
-        from keras_ssl3d.zoo.hub import push_preset_folder
+        from keras_ssl3d.presets.publish import push_preset_folder
 
         pushed = push_preset_folder(result, push_repo, private=private)
         click.echo(f"pushed to {pushed.repo_id} at commit {pushed.commit_sha}: load it with {pushed.handle!r}")
@@ -110,7 +110,7 @@ def recipe(name):
     import yaml
 
     from keras_ssl3d.zoo.build import recipe_options
-    from keras_ssl3d.zoo.registry import get_entry
+    from keras_ssl3d.presets.catalogue import get_entry
 
     entry = get_entry(name)
     click.echo(f"# zoo preset {name} {entry.version}: keras-ssl3d pretrain --config THIS --data DIR --out RUN\n"
@@ -125,7 +125,7 @@ def recipe(name):
 def cards(output, check):
     """Regenerate MODEL_CARDS.md from the registry manifests."""
     from keras_ssl3d.fileio import write_text_atomic
-    from keras_ssl3d.zoo.cards import model_cards_markdown
+    from keras_ssl3d.presets.cards import model_cards_markdown
 
     text = model_cards_markdown()
     path = Path(output)
@@ -139,7 +139,7 @@ def cards(output, check):
         click.echo(f"{path} is up to date")
         return
     from keras_ssl3d.fileio import claim_output_file
-    from keras_ssl3d.zoo.cards import MODEL_CARDS_COMMAND
+    from keras_ssl3d.presets.cards import MODEL_CARDS_COMMAND
 
     def generated(p):  # an earlier MODEL_CARDS.md says it was generated; any other file is the user's
         with open(p, encoding="utf-8", errors="replace") as f:

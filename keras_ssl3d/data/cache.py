@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.data.preprocess import CACHE_FORMAT, CACHE_VERSION, resize_labels, resize_volume
+from keras_ssl3d.data.arrays import resize_labels, resize_volume
+from keras_ssl3d.data.preprocess import CACHE_FORMAT, CACHE_VERSION, from_cache_dtype
 from keras_ssl3d.errors import DataError, warn_data
 
 
@@ -19,7 +20,8 @@ class CachedDataset:
     """The subjects of a cache folder written by ``preprocess_dataset``.
 
     ``image(i)`` is float32 ``(S, S, S, C)``, ``label(i)`` uint8 ``(S, S, S)`` (or ``None``);
-    both are read-only memory maps unless ``mmap=False``. With ``size`` (an int or 3 ints) each
+    both are read-only memory maps unless ``mmap=False`` (an image cached as float16 or uint8 is
+    read through its memory map and returned as float32: half or a quarter of the bytes from disk). With ``size`` (an int or 3 ints) each
     subject is resized to it when read (trilinear / nearest for labels) if the cache was made at
     another size, so one cache serves every ``--size``. ``labeled_only`` keeps only the subjects
     that have a label file (e.g. leaves out MSD test images).
@@ -82,6 +84,11 @@ class CachedDataset:
         return int(self.manifest.get("num_channels", len(self.modalities)))
 
     @property
+    def dtype(self):
+        """How the cache stores intensities (``float32`` for caches made before the choice existed)."""
+        return self.manifest.get("dtype", "float32")
+
+    @property
     def num_classes(self):
         return self.manifest.get("num_classes")
 
@@ -105,10 +112,6 @@ class CachedDataset:
         """The shape subjects are served at (the cache's own size unless ``size`` was given)."""
         return self._resize_to or tuple(self.manifest.get("size", ()))
 
-    @property
-    def has_labels(self):
-        return bool(self.subjects) and all(s.get("label") for s in self.subjects)
-
     def info(self, i):
         return self.subjects[i]
 
@@ -120,7 +123,7 @@ class CachedDataset:
             raise DataError(f"unreadable cached {what} ({e})", path=path) from None
 
     def image(self, i):
-        image = self._load(self.subjects[i]["image"], "image")
+        image = from_cache_dtype(self._load(self.subjects[i]["image"], "image"))
         return image if self._resize_to is None else resize_volume(image, self._resize_to)
 
     def label(self, i):
@@ -192,7 +195,7 @@ def ensure_cache(src, size, crop_foreground, cache_dir=None, root=None, workers=
     from keras_ssl3d.data.preprocess import preprocess_dataset
 
     if cache_dir is None and root is None:
-        from keras_ssl3d.zoo.registry import home_dir
+        from keras_ssl3d.home import home_dir
 
         root = home_dir()
     out = Path(cache_dir) if cache_dir else default_cache_dir(src, root, size, crop_foreground)

@@ -17,186 +17,33 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_ssl3d.data.arrays import (  # noqa: F401  (the preprocessing steps, imported from here too)
+    DEFAULT_CT_WINDOW,
+    DEFAULT_PERCENTILES,
+    SCALE_MODES,
+    _as_shape3,
+    crop_to_foreground,
+    foreground_bbox,
+    label_mapping_for,
+    remap_labels,
+    resize_labels,
+    resize_volume,
+    scale_intensity,
+)
 from keras_ssl3d.data.layouts import discover
 from keras_ssl3d.data.nifti import load_label_volume, load_volume
 from keras_ssl3d.errors import DataError, warn_data
 from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, disk_full_reason, write_json_atomic
 
-SCALE_MODES = ("minmax", "percentile", "ct_window")
-DEFAULT_PERCENTILES = (0.5, 99.5)
-# Abdominal soft-tissue window (level 40 HU, width 400 HU), the usual choice for the pancreas.
-DEFAULT_CT_WINDOW = (-160.0, 240.0)
 CACHE_FORMAT = "keras-ssl3d-cache"
+# How the cache stores intensities (all scale modes give [0, 1]): float16 halves the disk and the page cache at
+# a rounding error <= 2.4e-4 (BENCHMARKS.md, "Compact cache"); uint8 quarters them at <= 2.0e-3 (1/510).
+CACHE_DTYPES = ("float16", "float32", "uint8")
+DEFAULT_CACHE_DTYPE = "float16"
 # 2: file names are unique per subject id (a readable part and a hash); 1 mapped "Sub 1" and "Sub_1" to one file.
 CACHE_VERSION = 2
 # Voxels longer than this many times their shortest side are stretched visibly by the cubic resize.
 ANISOTROPY_WARNING = 2.0
-
-
-# ---------------------------------------------------------------- array operations
-
-
-def _as_shape3(size):
-    if np.isscalar(size):
-        return (int(size),) * 3
-    size = tuple(int(s) for s in size)
-    if len(size) != 3:
-        raise ValueError(f"size must be an int or 3 ints, got {size}")
-    return size
-
-
-def foreground_bbox(image, threshold=None):
-    """Bounding box ``[(start, stop)] * 3`` of voxels above ``threshold`` in any channel.
-
-    With ``threshold=None`` a voxel is foreground when it exceeds its channel's minimum (the
-    background of skull-stripped MR is the minimum, 0). An empty mask gives the full extent.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3:
-        image = image[..., None]
-    if threshold is None:
-        thr = image.reshape(-1, image.shape[-1]).min(axis=0)
-    else:
-        thr = np.broadcast_to(np.asarray(threshold, dtype=image.dtype), (image.shape[-1],))
-    mask = np.any(image > thr, axis=-1)
-    if not mask.any():
-        return [(0, int(n)) for n in mask.shape]
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        box.append((int(hits[0]), int(hits[-1]) + 1))
-    return box
-
-
-def crop_to_foreground(image, label=None, threshold=None, margin=0):
-    """Crop ``image`` (and ``label``) to the foreground bounding box grown by ``margin`` voxels.
-
-    Returns ``(image, label, bbox)``; ``bbox`` lists ``(start, stop)`` per spatial axis so a
-    prediction can be pasted back.
-    """
-    box = foreground_bbox(image, threshold)
-    shape = np.shape(image)[:3]
-    box = [(max(0, a - margin), min(n, b + margin)) for (a, b), n in zip(box, shape)]
-    sl = tuple(slice(a, b) for a, b in box)
-    image = np.asarray(image)[sl]
-    if label is not None:
-        label = np.asarray(label)[sl]
-    return image, label, box
-
-
-def _linear_axis(a, out_len, axis):
-    in_len = a.shape[axis]
-    if in_len == out_len:
-        return a
-    # Half-pixel centres (align_corners=False), as torch / tf.image.resize.
-    x = (np.arange(out_len, dtype=np.float64) + 0.5) * (in_len / out_len) - 0.5
-    x = np.clip(x, 0, in_len - 1)
-    i0 = np.floor(x).astype(np.intp)
-    i1 = np.minimum(i0 + 1, in_len - 1)
-    w = (x - i0).astype(np.float32)
-    bshape = [1] * a.ndim
-    bshape[axis] = out_len
-    w = w.reshape(bshape)
-    lo = np.take(a, i0, axis=axis)
-    hi = np.take(a, i1, axis=axis)
-    lo *= 1.0 - w
-    hi *= w
-    lo += hi
-    return lo
-
-
-def resize_volume(image, shape):
-    """Trilinear resize of ``(D, H, W)`` or ``(D, H, W, C)`` to ``shape`` (half-pixel centres).
-
-    Separable: one 1-D linear interpolation per axis, the most shrinking axis first.
-    """
-    shape = _as_shape3(shape)
-    a = np.asarray(image, dtype=np.float32)
-    ratios = [shape[i] / a.shape[i] for i in range(3)]
-    for axis in sorted(range(3), key=lambda i: ratios[i]):
-        a = _linear_axis(a, shape[axis], axis)
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def _nearest_index(in_len, out_len):
-    idx = np.floor((np.arange(out_len) + 0.5) * (in_len / out_len)).astype(np.intp)
-    return np.clip(idx, 0, in_len - 1)
-
-
-def resize_labels(labels, shape):
-    """Nearest-neighbour resize of an integer ``(D, H, W)`` map (values are never mixed)."""
-    shape = _as_shape3(shape)
-    labels = np.asarray(labels)
-    idx = [_nearest_index(labels.shape[i], shape[i]) for i in range(3)]
-    return np.ascontiguousarray(labels[np.ix_(*idx)])
-
-
-def scale_intensity(image, mode="minmax", percentiles=DEFAULT_PERCENTILES, window=DEFAULT_CT_WINDOW):
-    """Scale each channel of ``(..., C)`` to [0, 1].
-
-    - ``"minmax"``: ``(x - min) / (max - min)`` (the paper);
-    - ``"percentile"``: clip to the ``percentiles`` of the channel's foreground (voxels above its
-      minimum) first, robust to a few very bright voxels;
-    - ``"ct_window"``: clip to a fixed Hounsfield ``window`` (e.g. -160..240), comparable across scans.
-    A constant channel becomes all zeros.
-    """
-    if mode not in SCALE_MODES:
-        raise ValueError(f"scale mode must be one of {SCALE_MODES}, got {mode!r}")
-    image = np.asarray(image, dtype=np.float32)
-    out = np.empty_like(image)
-    for c in range(image.shape[-1]):
-        x = image[..., c]
-        if mode == "minmax":
-            lo, hi = float(x.min()), float(x.max())
-        elif mode == "percentile":
-            fg = x[x > x.min()]
-            ref = fg if fg.size else x.ravel()
-            lo, hi = (float(v) for v in np.percentile(ref, percentiles))
-        else:
-            lo, hi = float(window[0]), float(window[1])
-        if hi <= lo:
-            out[..., c] = 0.0
-            continue
-        np.clip(x, lo, hi, out=out[..., c])
-        out[..., c] -= lo
-        out[..., c] /= np.float32(hi - lo)
-    return out
-
-
-def label_mapping_for(label_names):
-    """Raw label value -> training class ``0..K-1`` (sorted), e.g. BraTS ``{0,1,2,4}`` -> 4 -> 3."""
-    if not label_names:
-        return None
-    return {int(v): i for i, v in enumerate(sorted(int(k) for k in label_names))}
-
-
-def remap_labels(labels, mapping, path=None):
-    """Map raw label values through ``mapping`` (dict raw -> class); unknown values are an error."""
-    labels = np.asarray(labels)
-    if mapping is None:
-        if labels.size and (labels.min() < 0 or labels.max() > 255):
-            raise DataError(f"unexpected label values (range {labels.min()}..{labels.max()})", path=path)
-        return labels.astype(np.uint8)
-    lut = np.full(256, 255, dtype=np.int32)
-    for raw, new in mapping.items():
-        lut[int(raw)] = int(new)
-    values = np.unique(labels)
-    bad = [int(v) for v in values if v < 0 or v > 255 or lut[int(v)] == 255]
-    if bad:
-        expected = ", ".join(str(k) for k in sorted(mapping))
-        hint = ""
-        if set(mapping) == {0, 1, 2, 4} and 3 in bad:
-            hint = "; BraTS 2023 labels (enhancing 3)? preprocess with --label-convention brats2023"
-        raise DataError(f"unexpected label values {bad} (expected {expected}){hint}", path=path)
-    return lut[labels.astype(np.intp)].astype(np.uint8)
-
-
-def invert_mapping(mapping):
-    return None if mapping is None else {int(v): int(k) for k, v in mapping.items()}
-
-
-# ---------------------------------------------------------------- one subject
 
 
 def preprocess_subject(subject, size=128, crop_foreground=False, scale="minmax", label_mapping=None,
@@ -305,9 +152,25 @@ def _write_or_say_disk_full(path, write):
                         path=path) from None
 
 
+def to_cache_dtype(image, dtype):
+    """``image`` in [0, 1] as the cache stores it (`from_cache_dtype` reads it back as float32)."""
+    if dtype == "uint8":
+        return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.asarray(image, dtype=dtype)
+
+
+def from_cache_dtype(stored):
+    """A cached image as float32 in [0, 1], whatever the cache stores (a float32 memory map stays one)."""
+    if stored.dtype == np.float32:
+        return stored
+    if stored.dtype == np.uint8:
+        return stored.astype(np.float32) * np.float32(1.0 / 255.0)
+    return stored.astype(np.float32)
+
+
 def _process_and_write(job):
     """Worker: preprocess one subject and write its files; returns ``(id, info, error)``."""
-    subject, out, kwargs = job
+    subject, out, kwargs, dtype = job
     try:
         image, label, info = preprocess_subject(subject, **kwargs)
     except DataError as e:
@@ -319,7 +182,8 @@ def _process_and_write(job):
     name = cache_name(subject.id)
     out = Path(out)
     info["image"] = f"images/{name}.npy"
-    _write_or_say_disk_full(out / info["image"], lambda: _save_npy(out / info["image"], image))
+    stored = to_cache_dtype(image, dtype)
+    _write_or_say_disk_full(out / info["image"], lambda: _save_npy(out / info["image"], stored))
     info["label"] = None
     if label is not None:
         info["label"] = f"labels/{name}.npy"
@@ -357,7 +221,8 @@ def _pool_context():
 
 
 def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False, workers=1, skip_bad=False,
-                       progress=None, scale="minmax", modalities=None, margin=0, label_convention=None):
+                       progress=None, scale="minmax", modalities=None, margin=0, label_convention=None,
+                       dtype=None):
     """Preprocess every subject of the data set at ``src`` into the cache folder ``out``.
 
     Resumable: subjects whose files are complete are skipped; every file is written atomically.
@@ -366,13 +231,15 @@ def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False,
     Returns a summary dict: ``done``, ``already_done``, ``failed`` (``[(id, message)]``), ``total``.
     A run that fails before any subject is written leaves no cache behind (nothing to refuse a rerun).
     ``label_convention`` (``brats2021``/``brats2023``) overrides the one read from BraTS file names.
+    ``dtype`` (one of ``CACHE_DTYPES``) is how intensities are stored; ``None``: an existing cache keeps its
+    own, a new one gets ``DEFAULT_CACHE_DTYPE``.
     """
     out = Path(out)
     claim_output_dir(out, CACHE_OUTPUT)  # new, empty or a cache (resumed): never a folder of the user's files
     created = not out.exists()
     try:
         return _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale,
-                                   modalities, margin, label_convention)
+                                   modalities, margin, label_convention, dtype)
     except BaseException:
         _discard_if_empty(out, created)
         raise
@@ -395,6 +262,17 @@ CACHE_OUTPUT = OutputKind("preprocessed cache", frozenset(("images", "labels", "
                                                            "manifest.json")), _is_cache_folder)
 
 
+def _read_settings(out):
+    """The settings of an existing cache (caches made before ``dtype`` existed stored float32), or ``None``."""
+    try:
+        old = json.loads((Path(out) / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if isinstance(old, dict):
+        old.setdefault("dtype", "float32")
+    return old
+
+
 def _holds_subjects(out):
     return (out / "subjects").is_dir() and any((out / "subjects").glob("*.json"))
 
@@ -410,10 +288,15 @@ def _discard_if_empty(out, created):
 
 
 def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_bad, progress, scale, modalities,
-                        margin, label_convention):
+                        margin, label_convention, dtype):
     if scale not in SCALE_MODES:
         raise DataError(f"unknown scale mode {scale!r}; choose one of {', '.join(SCALE_MODES)}")
+    if dtype is not None and dtype not in CACHE_DTYPES:
+        raise DataError(f"unknown cache dtype {dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
     out = Path(out)
+    old = _read_settings(out)
+    if dtype is None:
+        dtype = old["dtype"] if isinstance(old, dict) and _holds_subjects(out) else DEFAULT_CACHE_DTYPE
     dataset = discover(src, layout=layout, modalities=modalities, label_convention=label_convention)
     shape = _as_shape3(size)
     mapping = label_mapping_for(dataset.label_names)
@@ -427,15 +310,12 @@ def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_b
         "margin": int(margin),
         "label_convention": dataset.extra.get("label_convention"),
         "cache_version": CACHE_VERSION,
+        "dtype": dtype,
     }
     if out.exists() and not out.is_dir():
         raise DataError("output exists and is not a folder", path=out)
     settings_path = out / "settings.json"
     if settings_path.is_file() and _holds_subjects(out):  # settings of an empty cache may change
-        try:
-            old = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = None
         if isinstance(old, dict) and old.get("cache_version") != CACHE_VERSION:
             raise DataError("cache was made by an older keras-ssl3d whose file names were not unique per subject "
                             "(one subject could overwrite another's); preprocess into a new output folder", path=out)
@@ -486,7 +366,7 @@ def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_b
         if not skip_bad:
             raise DataError(error)
 
-    jobs = [(s, str(out), kwargs) for s in pending]
+    jobs = [(s, str(out), kwargs, dtype) for s in pending]
     workers = max(1, int(workers or 1))
     if workers == 1 or len(jobs) <= 1:
         for job in jobs:

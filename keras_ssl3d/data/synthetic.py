@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_ssl3d.data.nifti import save_volume
-from keras_ssl3d.data.preprocess import resize_volume
+from keras_ssl3d.data.arrays import resize_volume
 from keras_ssl3d.fileio import atomic_path, write_json_atomic
 
 BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")

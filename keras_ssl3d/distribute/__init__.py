@@ -31,7 +31,7 @@ from pathlib import Path
 
 from keras_ssl3d.errors import ConfigError
 
-STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+from keras_ssl3d.names import DISTRIBUTION_STRATEGIES as STRATEGIES  # noqa: E402
 CPU_DEVICES_ENV = "KERAS_SSL3D_CPU_DEVICES"
 _XLA_FLAG = "--xla_force_host_platform_device_count"
 

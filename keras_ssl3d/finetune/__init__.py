@@ -14,7 +14,7 @@ Submodules are imported lazily (the CLI imports ``parsing`` without loading Kera
 """
 
 _EXPORTS = {
-    "adapt_input_channels": "keras_ssl3d.finetune.adapt",
+    "adapt_input_channels": "keras_ssl3d.presets.adapt",
     "EncoderWarmup": "keras_ssl3d.finetune.warmup",
     "apply_strategy": "keras_ssl3d.finetune.warmup",
     "MeanDice": "keras_ssl3d.finetune.metrics",

@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_ssl3d.errors import ConfigError
 
-AUGMENTATIONS = ("none", "flip", "flip_intensity")  # = keras_ssl3d.cli.options.AUGMENTATIONS
+from keras_ssl3d.names import AUGMENTATIONS  # noqa: E402
 SCALE = (0.9, 1.1)
 SHIFT = (-0.1, 0.1)
 

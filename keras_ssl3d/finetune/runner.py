@@ -15,135 +15,19 @@ see `keras_ssl3d.finetune.selection`); without one, or with ``select="last"``, t
 """
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.errors import ConfigError, DataError, PresetError
+from keras_ssl3d.data.splits import label_subset, split_indices, split_test
+from keras_ssl3d.errors import ConfigError, PresetError
 
-PAPER_LR = {"segmentation": 1e-5, "classification": 5e-5}
-PAPER_WARMUP = {"segmentation": 25, "classification": 5}
-DEFAULT_SIZE = {"segmentation": 128, "classification": 224}
-PAPER_FILTERS_3D = (32, 64, 128, 256, 512)
+from keras_ssl3d.names import FILTERS_3D as PAPER_FILTERS_3D  # noqa: E402
+from keras_ssl3d.names import FINETUNE_LEARNING_RATE as PAPER_LR  # noqa: E402
+from keras_ssl3d.names import FINETUNE_WARMUP_EPOCHS as PAPER_WARMUP  # noqa: E402
 MODEL_DIR = "model"
 RESULT_FILE = "result.json"
 SELECT_RULES = ("best", "last")
-
-
-@dataclasses.dataclass
-class TaskData:
-    """A labelled data set: 3D volumes + label maps, or 2D images + grades.
-
-    ``samples`` serves subject ``i`` as ``image(i)`` / ``label(i)``: a ``CachedDataset`` in 3D
-    (memory-mapped, resized on the fly to ``size``: only the batches in flight are in memory) or an
-    ``ArraySource`` in 2D (images small enough for memory).
-    """
-
-    task: str  # "segmentation" or "classification"
-    samples: object
-    size: int
-    num_classes: int
-    class_names: list
-    channel_names: list
-    label_mapping: dict | None = None
-    subject_ids: list | None = None
-    path: str = ""
-
-    def __len__(self):
-        return len(self.samples)
-
-
-def detect_task(path):
-    """``"segmentation"`` for volume data (NIfTI layouts, caches), ``"classification"`` for image folders."""
-    from keras_ssl3d.data import is_cache
-    from keras_ssl3d.data.images2d import IMAGE_SUFFIXES
-
-    path = Path(path)
-    if not path.exists():
-        raise DataError("data path does not exist", path=path)
-    if path.is_file() or is_cache(path):
-        return "segmentation"
-    names = [p.name.lower() for p in path.rglob("*") if p.is_file()]
-    if any(n.endswith((".nii", ".nii.gz")) for n in names) or (path / "dataset.json").is_file():
-        return "segmentation"
-    if any(n.endswith(IMAGE_SUFFIXES) for n in names):
-        return "classification"
-    raise DataError("no NIfTI volumes or PNG/JPEG images found", path=path)
-
-
-def load_task_data(path, size=None, task=None, cache_dir=None, cache_root=None, workers=1, echo=None):
-    """A labelled data set for fine-tuning or evaluation (``size``: 128 for 3D, 224 for 2D).
-
-    3D data are streamed from a cache: a raw data set is preprocessed once into ``cache_dir``
-    (default: under ``cache_root``, see ``ensure_cache``) with ``workers`` processes and reused.
-    """
-    task = task or detect_task(path)
-    size = int(size or DEFAULT_SIZE[task])
-    if task == "segmentation":
-        from keras_ssl3d.data import ensure_cache, open_cache
-
-        folder = ensure_cache(path, size, crop_foreground=False, cache_dir=cache_dir, root=cache_root,
-                              workers=workers, echo=echo)
-        cache = open_cache(folder, size=size, labeled_only=True)
-        if not len(cache):
-            raise DataError("data set has no label files", path=path)
-        num_classes = int(cache.num_classes)
-        names = {int(k): str(v) for k, v in (cache.label_names or {}).items()}
-        return TaskData(task, cache, size, num_classes, [names.get(k, f"class_{k}") for k in range(num_classes)],
-                        [str(m) for m in cache.modalities], cache.label_mapping, cache.subject_ids, str(path))
-    from keras_ssl3d.data import load_images_2d
-    from keras_ssl3d.data.images2d import list_images_2d
-    from keras_ssl3d.data.pipeline import ArraySource
-
-    images, grades = load_images_2d(path, size=size)
-    if grades is None:
-        raise DataError("images have no grades (add labels.csv or class sub-folders)", path=path)
-    if grades.min() < 0:
-        raise DataError(f"grades must be >= 0, got {int(grades.min())}", path=path)
-    num_classes = max(int(grades.max()) + 1, 2)
-    ids = [Path(p).name for p, _ in list_images_2d(path)]
-    return TaskData(task, ArraySource(images, grades.astype(np.int32)), size, num_classes,
-                    [f"grade_{k}" for k in range(num_classes)], ["red", "green", "blue"], None, ids, str(path))
-
-
-def split_test(n, test_fraction=0.0, split_seed=0):
-    """``(rest, test)`` subject indices: the held-out test subjects depend on ``split_seed`` only."""
-    if not 0.0 <= float(test_fraction) < 1.0:
-        raise ConfigError(f"--test-fraction must be in [0, 1), got {test_fraction}")
-    if not test_fraction:
-        return np.arange(n), np.arange(0)
-    n_test = max(1, int(round(n * float(test_fraction))))
-    if n - n_test < 1:
-        raise ConfigError(f"--test-fraction {test_fraction} leaves no training subject of {n}")
-    order = np.random.default_rng([int(split_seed), 3]).permutation(n)
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
-
-
-def split_indices(n, val_fraction=0.2, split_seed=0):
-    """``(train_pool, validation)`` subject indices; the validation set depends on ``split_seed`` only."""
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    order = np.random.default_rng([int(split_seed), 1]).permutation(n)
-    n_val = int(round(n * float(val_fraction)))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    else:
-        n_val = 0
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def label_subset(train_pool, fraction, seed=0):
-    """The labelled subjects used by a run: ``ceil(fraction * n)`` (at least 1) of ``train_pool``, by seed."""
-    fraction = float(fraction)
-    if not 0.0 < fraction <= 1.0:
-        raise ConfigError(f"label fraction must be in (0, 1], got {fraction}")
-    pool = np.asarray(train_pool)
-    if pool.size == 0:
-        raise ConfigError("no training subjects left after the validation split")
-    order = pool[np.random.default_rng([int(seed), 2]).permutation(pool.size)]
-    k = max(1, math.ceil(fraction * pool.size - 1e-9))
-    return np.sort(order[:k])
 
 
 def load_encoder(handle, rank):
@@ -183,7 +67,7 @@ def load_pretrained_model(handle):
 
 def adapt_encoder(encoder, channel_names, adapt="auto"):
     """Match the encoder's input layer to the data's channels (see `adapt_input_channels`)."""
-    from keras_ssl3d.finetune.adapt import adapt_input_channels
+    from keras_ssl3d.presets.adapt import adapt_input_channels
 
     names = getattr(encoder, "channel_names", None)
     if adapt == "auto":
@@ -202,7 +86,7 @@ def build_model(data, encoder_handle, filters=None, norm="batch", adapt="auto", 
     preset holds a whole U-Net (Genesis / MAE pretraining): its decoder starts the segmenter's,
     under a fresh output layer. Otherwise it is ``"fresh"`` (or ``None`` for 2D classifiers).
     """
-    from keras_ssl3d import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
+    from keras_ssl3d.models import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
 
     channels = len(data.channel_names)
     adapted = "none"
@@ -255,6 +139,9 @@ class FinetuneSettings:
     # "best": model/ is the best validation epoch; "last": the last epoch (what runs did before)
     select: str = "best"
     test_fraction: float = 0.0  # held-out test subjects (a study's); 0: none, as `finetune` does
+    # convergence (see finetune.convergence): stop after this many epochs without improvement; lr schedule
+    patience: int | None = None
+    lr_schedule: str = "constant"
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -301,6 +188,9 @@ class FinetuneSettings:
             raise ConfigError(f"model selection must be one of {SELECT_RULES}, got {self.select!r}")
         if not 0.0 <= float(self.test_fraction) < 1.0:
             raise ConfigError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        from keras_ssl3d.finetune.convergence import check_settings
+
+        check_settings(self.patience, self.lr_schedule, self.val_fraction)
 
 
 def default_warmup(task, strategy, epochs):
@@ -352,9 +242,11 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
 
     from keras_ssl3d.distribute import DistributionPlan
 
-    if resume and settings.warmup_epochs is None and "warmup_epochs" in _recorded_config(out):
+    from keras_ssl3d.training.run import recorded_config
+
+    if resume and settings.warmup_epochs is None and "warmup_epochs" in recorded_config(out):
         # the warm-up the run started with (it may be a quarter of the --epochs it had then)
-        settings = dataclasses.replace(settings, warmup_epochs=_recorded_config(out)["warmup_epochs"])
+        settings = dataclasses.replace(settings, warmup_epochs=recorded_config(out)["warmup_epochs"])
     settings.check()
     s = settings.resolved(data.task)
     note = warmup_note(data.task, settings)
@@ -373,25 +265,69 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
         raise ConfigError("--remat applies to 3D segmentation (the 3D encoder and U-Net decoder)")
     keras.utils.set_random_seed(s.seed)
     with plan.scope():  # build, compile and fit under the distribution
-        return _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log,
-                               tensorboard if plan.is_chief else None, config_text, test_idx)
+        return _train_and_save(data, s, out, Split(train_idx, val_idx, test_idx), plan, resume=resume,
+                               verbose=verbose, command=command, workers=workers, log=log,
+                               tensorboard=tensorboard if plan.is_chief else None, config_text=config_text)
 
 
-def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train_idx, val_idx, log, tensorboard,
-                    config_text=None, test_idx=()):
+@dataclasses.dataclass
+class Split:
+    """Subject indices of a run: trained on (its label subset), validated on, held out for testing."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def _train_and_save(data, s, out, split, plan, *, resume, verbose, command, workers, log, tensorboard, config_text):
+    """One run, step by step: model, run record, batches, fit, the selected epoch, ``model/`` and ``result.json``."""
+    from keras_ssl3d.fileio import write_text_atomic
+    from keras_ssl3d.finetune.selection import BestEpoch
+    from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.training.tensorboard import tensorboard_callbacks
+
+    model, adapted, decoder, callbacks, val_key = _build_and_compile(data, s, out, resume, log)
+    select = _selection_rule(s, split, out, resume)
+    config = _run_config(data, s, split, plan, adapted, decoder, select)
+    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command,
+                      checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds)
+    if config_text is not None:  # --config OUT/config.yaml repeats this run
+        write_text_atomic(out / "config.yaml", config_text)
+    train, validation = _batches(data, s, split, plan, workers)
+    callbacks = [*callbacks, *tensorboard_callbacks(tensorboard)]
+    # -- convergence options (finetune.convergence): patience state from the checkpoint's history
+    from keras_ssl3d.finetune import convergence
+    from keras_ssl3d.finetune.callbacks import checkpoint_history, convergence_callbacks
+
+    patience_from = convergence.patience_start(s.strategy, s.warmup_epochs)
+    done_rows = checkpoint_history(out, resume)
+    callbacks += convergence_callbacks(val_key, s.patience, s.lr_schedule, s.lr, s.epochs, patience_from, done_rows)
+    fit_epochs = convergence.epochs_to_fit(done_rows, val_key, s.patience, patience_from, s.epochs)
+    # -- end convergence options
+    if select == "best":
+        callbacks.append(BestEpoch(out, val_key, resume=resume))
+    history = run.fit(model, x=train, epochs=fit_epochs, callbacks=callbacks, validation_data=validation,
+                      shuffle=False, verbose=verbose)
+    rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
+    ended = convergence.outcome(rows, val_key, s.patience, patience_from, s.epochs)  # converged or at maximum
+    convergence.record_outcome(out, ended)
+    selected_epoch, selection = _restore_selected(model, out, rows, val_key, select)
+    _save_model(model, data, s, out, config, split, selected_epoch, selection)
+    return _write_result(out, data, config, split, rows, val_key, selected_epoch, selection,
+                         extra={"steps_per_epoch": len(train), **ended})  # convergence speed and outcome
+
+
+def _build_and_compile(data, s, out, resume, log):
+    """The model (its encoder frozen as the strategy says) compiled; returns it, how its input channels and
+    decoder were set up, the strategy's callbacks and the validation score that selects epochs."""
     import keras
 
-    from keras_ssl3d.data.pipeline import VolumeBatches
-    from keras_ssl3d.fileio import write_json_atomic, write_text_atomic
-    from keras_ssl3d.finetune.augment import augmentation
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
-    from keras_ssl3d.finetune.selection import BestEpoch, selected_weights
     from keras_ssl3d.finetune.warmup import apply_strategy
-    from keras_ssl3d.losses import get_segmentation_loss
     from keras_ssl3d.layers import set_remat
-    from keras_ssl3d.training import TrainingRun
+    from keras_ssl3d.losses import get_segmentation_loss
     from keras_ssl3d.training.precision import precision_policy
-    from keras_ssl3d.training.tensorboard import tensorboard_callbacks
+    from keras_ssl3d.training.run import resumed_epoch
 
     with precision_policy(s.precision):
         model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
@@ -399,8 +335,7 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         set_remat(model, s.remat)  # a loaded encoder may have been saved either way
     if decoder == "pretrained" and log is not None:
         log(f"Decoder: starting from the pretrained decoder of {s.encoder} (with a fresh output layer)")
-    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=_resume_epoch(out, resume))
-    callbacks = [*callbacks, *tensorboard_callbacks(tensorboard)]
+    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=resumed_epoch(out) if resume else 0)
     if data.task == "segmentation":
         loss = get_segmentation_loss(s.loss)
         metrics = [MeanDice(data.num_classes, name="mean_dice")]
@@ -409,8 +344,25 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         loss = keras.losses.SparseCategoricalCrossentropy()
         metrics = ["accuracy", QuadraticKappa(data.num_classes, name="kappa")]
         monitor = "kappa"
-    val_key = f"val_{monitor}"
     model.compile(optimizer=keras.optimizers.Adam(s.lr), loss=loss, metrics=metrics)
+    return model, adapted, decoder, callbacks, f"val_{monitor}"
+
+
+def _selection_rule(s, split, out, resume):
+    """``"best"`` (the best validation epoch goes to ``model/``) or ``"last"``. A run whose run.json has no
+    "select" key keeps the last epoch: it was made before selection existed (or with "last"), and resuming
+    it must not change which weights it saves."""
+    from keras_ssl3d.training.run import recorded_config
+
+    select = "best" if s.select == "best" and len(split.val) else "last"
+    if resume and "select" not in recorded_config(out):
+        select = "last"
+    return select
+
+
+def _run_config(data, s, split, plan, adapted, decoder, select):
+    """What run.json records (and a resume must match)."""
+    from keras_ssl3d.training.run import record_added
 
     config = {
         "task": data.task,
@@ -433,61 +385,64 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "remat": s.remat,
         "channel_adaptation": adapted,
         "decoder": decoder,
-        "train_subjects": [_subject_id(data, i) for i in train_idx],
-        "val_subjects": [_subject_id(data, i) for i in val_idx],
+        "train_subjects": [_subject_id(data, i) for i in split.train],
+        "val_subjects": [_subject_id(data, i) for i in split.val],
         "distribution": plan.describe(s.batch_size),
     }
-    # New keys only where a run differs from the runs made before them, so those still resume
-    # (TrainingRun refuses a resume whose config differs): a test split is recorded only when there
-    # is one; "select" only for best-epoch selection with a validation set. A run whose run.json has
-    # no "select" key keeps the last epoch: it was made before selection existed (or with "last"),
-    # and resuming it must not change which weights it saves.
-    select = "best" if s.select == "best" and len(val_idx) else "last"
-    if resume and "select" not in _recorded_config(out):
-        select = "last"
-    if len(test_idx):
+    # A test split is recorded only when there is one; "select" only for best-epoch selection with a
+    # validation set (`_selection_rule`); settings added later only when not at their older value.
+    if len(split.test):
         config["test_fraction"] = s.test_fraction
-        config["test_subjects"] = [_subject_id(data, i) for i in test_idx]
+        config["test_subjects"] = [_subject_id(data, i) for i in split.test]
     if select == "best":
         config["select"] = "best"
-    # Keys added after runs were made are recorded only when not at their default, so an older
-    # run.json (which lacks them) still compares equal and can be resumed. The checkpoint spacing
-    # does not change the numbers: it is also one of the settings a resume may change (_VOLATILE).
-    for key, default in (("checkpoint_every", 1), ("checkpoint_seconds", 0.0), ("augment", "none")):
-        if getattr(s, key) != default:
-            config[key] = getattr(s, key)
-    run = TrainingRun(out, config=config, resume=resume, seed=s.seed, command=command,
-                      checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds)
-    if config_text is not None:  # --config OUT/config.yaml repeats this run
-        write_text_atomic(out / "config.yaml", config_text)
-    # Every replica needs samples in every batch: with several, the last incomplete training batch is
-    # dropped (a different one each epoch, as the order is shuffled) and the last validation batch is
-    # completed with the first validation subjects again.
+    config.update(checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds, augment=s.augment,
+                  patience=s.patience, lr_schedule=s.lr_schedule)
+    return record_added(config, "finetune")
+
+
+def _batches(data, s, split, plan, workers):
+    """Training batches (shuffled, augmented) and validation batches (in order, never augmented).
+
+    Every replica needs samples in every batch: with several, the last incomplete training batch is
+    dropped (a different one each epoch, as the order is shuffled) and the last validation batch is
+    completed with the first validation subjects again.
+    """
+    from keras_ssl3d.data.pipeline import VolumeBatches
+    from keras_ssl3d.finetune.augment import augmentation
+
     replicated = plan.replicas > 1
     train = VolumeBatches(data.samples, batch_size=plan.global_batch(s.batch_size), shuffle=True, seed=s.seed,
-                          with_labels=True, indices=train_idx, workers=workers, drop_remainder=replicated,
-                          transform=augmentation(s.augment))  # validation batches are never augmented
+                          with_labels=True, indices=split.train, workers=workers, drop_remainder=replicated,
+                          transform=augmentation(s.augment))
     validation = None
-    if len(val_idx):
+    if len(split.val):
         per_device = 1 if data.task == "segmentation" else s.batch_size
         batch = plan.global_batch(per_device)
-        padded = np.resize(val_idx, -(-len(val_idx) // batch) * batch) if replicated else val_idx
+        padded = np.resize(split.val, -(-len(split.val) // batch) * batch) if replicated else split.val
         validation = VolumeBatches(data.samples, batch_size=batch, shuffle=False, with_labels=True, indices=padded)
-    if select == "best":
-        callbacks.append(BestEpoch(out, val_key, resume=resume))
-    history = run.fit(model, x=train, epochs=s.epochs, callbacks=callbacks, validation_data=validation,
-                      shuffle=False, verbose=verbose)
-    rows = list(history.rows) if hasattr(history, "rows") else _rows(history)
-    selected_epoch, selection = len(rows), "last epoch"
-    chosen = selected_weights(out, rows, val_key) if select == "best" else None
-    if chosen is not None:
-        selected_epoch, selection = chosen[0], f"best validation {val_key}"
-        if chosen[1] is not None:  # else the model holds the best epoch's weights: it is the last
-            import warnings
+    return train, validation
 
-            with warnings.catch_warnings():  # the optimizer (its size changes after a warm-up) is not needed
-                warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
-                model.load_weights(str(chosen[1]))
+
+def _restore_selected(model, out, rows, val_key, select):
+    """Load the selected epoch's weights into ``model``; returns ``(selected epoch, how it was selected)``."""
+    from keras_ssl3d.finetune.selection import selected_weights
+
+    chosen = selected_weights(out, rows, val_key) if select == "best" else None
+    if chosen is None:
+        return len(rows), "last epoch"
+    if chosen[1] is not None:  # else the model holds the best epoch's weights: it is the last
+        import warnings
+
+        with warnings.catch_warnings():  # the optimizer (its size changes after a warm-up) is not needed
+            warnings.filterwarnings("ignore", message=".*Skipping variable loading for optimizer.*")
+            model.load_weights(str(chosen[1]))
+    return chosen[0], f"best validation {val_key}"
+
+
+def _save_model(model, data, s, out, config, split, selected_epoch, selection):
+    """``out/model/``: a preset folder whose metadata says how the model was made."""
+    from keras_ssl3d.layers import set_remat
 
     metadata = {
         "task": data.task,
@@ -500,8 +455,8 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "label_mapping": None if data.label_mapping is None else {str(k): v for k, v in data.label_mapping.items()},
         "input_size": [data.size] * (3 if data.task == "segmentation" else 2),
         "channel_names": data.channel_names,
-        "channel_adaptation": adapted,
-        "decoder": decoder,
+        "channel_adaptation": config["channel_adaptation"],
+        "decoder": config["decoder"],
         "epochs": s.epochs,
         "lr": s.lr,
         "seed": s.seed,
@@ -510,11 +465,17 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "selected_epoch": selected_epoch,
         "selection": selection,
     }
-    if len(test_idx):
+    if len(split.test):
         metadata["test_subjects"] = config["test_subjects"]
     if s.remat:  # a setting of this run (run.json), not of the saved model
         set_remat(model, False)
     model.save_pretrained(out / MODEL_DIR, metadata=metadata)
+
+
+def _write_result(out, data, config, split, rows, val_key, selected_epoch, selection, extra=None):
+    """``out/result.json``: the validation curve, the selected epoch and the run's config."""
+    from keras_ssl3d.fileio import write_json_atomic
+
     curve = [row.get(val_key) for row in rows]
     result = {
         "task": data.task,
@@ -524,41 +485,16 @@ def _train_and_save(data, s, out, resume, verbose, command, workers, plan, train
         "selected_score": curve[selected_epoch - 1] if 0 < selected_epoch <= len(curve) else None,
         "best_score": max((c for c in curve if c is not None), default=None),
         "curve": curve,
-        "train_size": int(len(train_idx)),
-        "val_size": int(len(val_idx)),
-        "test_size": int(len(test_idx)),
+        "train_size": int(len(split.train)),
+        "val_size": int(len(split.val)),
+        "test_size": int(len(split.test)),
         "selected_epoch": selected_epoch,
         "selection": selection,
         "config": config,
+        **(extra or {}),
     }
     write_json_atomic(out / RESULT_FILE, result)
     return result
-
-
-def _recorded_config(out):
-    """The config in ``out/run.json`` ({} when there is none)."""
-    from keras_ssl3d.training.run import RUN_FILE, read_run_record
-
-    return read_run_record(out).get("config", {}) if (Path(out) / RUN_FILE).is_file() else {}
-
-
-def _resume_epoch(out, resume):
-    """Epochs already done by the run being resumed (0 for a new run)."""
-    if not resume:
-        return 0
-    from keras_ssl3d.training.checkpoint import STATE, latest_checkpoint
-
-    latest = latest_checkpoint(out) if Path(out).is_dir() else None
-    if latest is None:
-        return 0
-    import json
-
-    from keras_ssl3d.errors import RunError
-
-    try:
-        return int(json.loads((latest / STATE).read_text(encoding="utf-8")).get("epoch", 0))
-    except (OSError, ValueError, AttributeError) as e:
-        raise RunError(f"cannot resume: the checkpoint's {STATE} is truncated or corrupt ({e})", path=latest) from None
 
 
 def _rows(history):

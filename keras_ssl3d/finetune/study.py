@@ -27,6 +27,8 @@ import numpy as np
 
 from keras_ssl3d.errors import ConfigError
 from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_text_atomic
+from keras_ssl3d.finetune.convergence import DEFAULT_SPEED_FRACTION, at_maximum_note, speed_markdown
+from keras_ssl3d.finetune.convergence import RUN_COLUMNS as CONVERGENCE_COLUMNS
 from keras_ssl3d.finetune.statistics import compare_to_scratch, format_comparison
 
 SCRATCH = "none"
@@ -38,7 +40,8 @@ SURFACE_COLUMNS = ["hd95", "msd", "hd95_whole_tumor", "hd95_tumor_core", "hd95_e
 COLUMNS = ["encoder", "label", "strategy", "warmup_epochs", "fraction", "used_fraction", "repeat", "seed",
            "train_size", "val_size", "test_size",
            "score", "score_name", "whole_tumor", "tumor_core", "enhancing_tumor", "final_val_metric",
-           "best_val_metric", "selected_epoch", "epochs", "wall_s", "run_dir", *SURFACE_COLUMNS]
+           "best_val_metric", "selected_epoch", "epochs", "wall_s", "run_dir", *SURFACE_COLUMNS,
+           *CONVERGENCE_COLUMNS]
 # The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
 SCRATCH_STRATEGY = "full"
 # A study folder: its runs/ (or runs.csv) says so; the package writes only these names in it.
@@ -76,10 +79,12 @@ def encoder_label(handle):
     return path.name or str(handle)
 
 
-def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None):
-    """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows."""
-    from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
-    from keras_ssl3d.finetune.runner import RESULT_FILE, run_finetune, warmup_note
+def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None,
+              speed_fraction=DEFAULT_SPEED_FRACTION):
+    """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows.
+
+    ``speed_fraction``: the convergence-speed target (see `keras_ssl3d.finetune.convergence`)."""
+    from keras_ssl3d.finetune.runner import RESULT_FILE, warmup_note
 
     out = Path(out)
     claim_output_dir(out, STUDY_OUTPUT)  # new, empty or an earlier study (resumed): never the user's folder
@@ -125,10 +130,9 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                     log(f"[{done}/{total}] {label}, {fraction:g} of the labels, repeat {repeat}")
                     s = _replace(settings, encoder=handle, label_fraction=float(fraction), seed=repeat,
                                  strategy=strategy)
-                    result = run_finetune(data, s, run_dir, resume=(run_dir / "run.json").is_file(),
-                                          verbose=verbose, workers=workers, plan=plan)
-                    model, metadata = load_finetuned(run_dir)
-                    scores = evaluate_model(model, metadata, data, subjects="test")
+                    result, _, _, scores = finetune_and_score(data, s, run_dir, data, subjects="test",
+                                                              resume=(run_dir / "run.json").is_file(),
+                                                              verbose=verbose, workers=workers, plan=plan)
                     wall = time.perf_counter() - start
                     result["evaluation"] = _strip(scores)
                     result["wall_s"] = wall
@@ -141,22 +145,35 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                 # has); reused runs are drawn once, at the end.
                 stale = reused
                 if not reused:
-                    write_outputs(out, rows, _curves(out, rows), data.task, settings)
+                    write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction)
     if stale:
-        write_outputs(out, rows, _curves(out, rows), data.task, settings)
+        write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction)
     return rows
+
+
+def finetune_and_score(data, settings, run_dir, test_data, subjects="all", **run_options):
+    """One fine-tuning run on ``data`` (`run_finetune`, ``run_options`` passed on) and the scores of the
+    model it saved on ``test_data`` (``subjects="test"``: the held-out test subjects of a study's data).
+    Returns ``(result, model, metadata, scores)``; the study and the demo both train through here."""
+    from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
+    from keras_ssl3d.finetune.runner import run_finetune
+
+    result = run_finetune(data, settings, run_dir, **run_options)
+    model, metadata = load_finetuned(run_dir)
+    return result, model, metadata, evaluate_model(model, metadata, test_data, subjects=subjects)
 
 
 def _test_subjects(data, settings):
     """The held-out test subjects of the study (``split_seed`` only: the same for every run)."""
-    from keras_ssl3d.finetune.runner import _subject_id, split_test
+    from keras_ssl3d.data.splits import split_test
+    from keras_ssl3d.finetune.runner import _subject_id
 
     return [_subject_id(data, i) for i in split_test(len(data), settings.test_fraction, settings.split_seed)[1]]
 
 
 def _label_pool_size(data, settings):
     """Subjects a label fraction is taken of (those left after the test and validation splits)."""
-    from keras_ssl3d.finetune.runner import split_indices, split_test
+    from keras_ssl3d.data.splits import split_indices, split_test
 
     rest = split_test(len(data), settings.test_fraction, settings.split_seed)[0]
     return len(split_indices(len(rest), settings.val_fraction, settings.split_seed)[0])
@@ -186,6 +203,7 @@ def _strip(scores):
 
 
 def _row(label, handle, fraction, repeat, result, wall, run_dir, pool_size=None):
+    from keras_ssl3d.finetune.convergence import run_columns as convergence_columns
     from keras_ssl3d.finetune.runner import effective_warmup
 
     evaluation = result.get("evaluation") or {}
@@ -213,6 +231,7 @@ def _row(label, handle, fraction, repeat, result, wall, run_dir, pool_size=None)
         "wall_s": None if wall is None else round(float(wall), 2),
         "run_dir": str(run_dir),
         **surface,
+        **convergence_columns(result),
     }
 
 
@@ -378,7 +397,7 @@ def _save(fig, path):
         fig.savefig(tmp, format="png", dpi=120)
 
 
-def summary_markdown(rows, settings, task):
+def summary_markdown(rows, settings, task, speed_fraction=DEFAULT_SPEED_FRACTION):
     labels, fractions = _by_label(rows)
     score_name = rows[0]["score_name"] if rows and rows[0].get("score_name") else (
         "mean_dice" if task == "segmentation" else "kappa")
@@ -395,10 +414,13 @@ def summary_markdown(rows, settings, task):
         for label in labels:
             s = _scores(rows, label, f)
             mean, sd = _mean_sd(s)
-            cells.append("n/a" if not s.size else f"{mean:.4f} (n=1)" if s.size == 1
-                         else f"{mean:.4f} ± {sd:.4f} (n={s.size})")
+            cells.append(("n/a" if not s.size else f"{mean:.4f} (n=1)" if s.size == 1
+                          else f"{mean:.4f} ± {sd:.4f} (n={s.size})") + at_maximum_note(rows, label, f))
         lines.append(f"| {_fraction_label(rows, f)} | " + " | ".join(cells) + " |")
     lines += _surface_table(rows, labels, fractions)
+    if any(at_maximum_note(rows, label, f) for label in labels for f in fractions):  # finetune.convergence
+        lines += ["", "`(k/n hit --epochs)`: k of the n runs stopped at their maximum --epochs without converging "
+                  f"(--patience {settings.patience} not met); their score is not a converged one."]
     comparisons = compare_to_scratch(rows)
     if comparisons:
         lines += ["", "## Pretrained minus scratch, paired by label subset", "",
@@ -407,6 +429,7 @@ def summary_markdown(rows, settings, task):
                   "", "| % labels | encoder | difference to scratch |", "|---|---|---|"]
         for (label, f), c in sorted(comparisons.items(), key=lambda item: (item[0][1], labels.index(item[0][0]))):
             lines.append(f"| {_fraction_label(rows, f)} | {label} | {format_comparison(c)} |")
+    lines += speed_markdown(rows, speed_fraction)  # convergence speed (finetune.convergence)
     walls = [r["wall_s"] for r in rows if r.get("wall_s") is not None]
     lines += ["", f"Runs: {len(rows)}; total training+evaluation time: {sum(walls):.0f} s.",
               f"Settings: epochs {settings.epochs}, strategy {settings.strategy}"
@@ -414,7 +437,7 @@ def summary_markdown(rows, settings, task):
               f"(strategy {SCRATCH_STRATEGY}) from the first step; lr {settings.lr}, batch size "
               f"{settings.batch_size}, test fraction {settings.test_fraction}, validation fraction "
               f"{settings.val_fraction} of the rest (split seed {settings.split_seed}); model selection: "
-              f"{_selection_rule(settings)}"
+              f"{_selection_rule(settings)}{_convergence_rule(settings)}"
               + ("." if settings.augment == "none" else f"; training batches augmented ({settings.augment})."),
               "Label subsets: repeat r uses seed r; identical across encoders, nested across fractions.",
               "", "Figures: `data_efficiency.png`, `convergence.png`; every run: `runs.csv` "
@@ -444,14 +467,19 @@ def _surface_table(rows, labels, fractions):
     return lines
 
 
+def _convergence_rule(settings):
+    patience = "" if settings.patience is None else f"; until {settings.patience} epochs without improvement"
+    return patience + ("" if settings.lr_schedule == "constant" else f"; lr schedule {settings.lr_schedule}")
+
+
 def _selection_rule(settings):
     if settings.select != "best":
         return "last epoch"
     return "best validation epoch" if settings.val_fraction else "last epoch (no validation subjects)"
 
 
-def write_outputs(out, rows, curves, task, settings):
+def write_outputs(out, rows, curves, task, settings, speed_fraction=DEFAULT_SPEED_FRACTION):
     score_name = "mean_dice" if task == "segmentation" else "kappa"
     plot_data_efficiency(out / "data_efficiency.png", rows, score_name)
     plot_convergence(out / "convergence.png", curves, score_name)
-    write_text_atomic(out / "summary.md", summary_markdown(rows, settings, task))
+    write_text_atomic(out / "summary.md", summary_markdown(rows, settings, task, speed_fraction))

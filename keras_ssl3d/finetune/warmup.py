@@ -32,7 +32,7 @@ import keras
 
 from keras_ssl3d.errors import ConfigError
 
-STRATEGIES = ("frozen", "warmup", "full")
+from keras_ssl3d.names import FINETUNE_STRATEGIES as STRATEGIES  # noqa: E402
 
 
 class EncoderWarmup(keras.callbacks.Callback):

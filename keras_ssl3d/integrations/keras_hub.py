@@ -27,6 +27,7 @@ def _backbone_twin(cls):
         "__module__": __name__,
         "__doc__": f"{cls.__name__} as a keras-hub Backbone (see keras_ssl3d.integrations.keras_hub).",
         "save_to_preset": save_to_preset,
+        "_backbone_twin": True,  # presets/io.py keeps rebuilding the plain class for our own loaders
     })
 
 

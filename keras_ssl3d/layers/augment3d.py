@@ -17,9 +17,11 @@ import math
 import keras
 from keras import ops
 
-from keras_ssl3d.tasks.transforms import ROTATIONS_3D
-
 AUGMENT_ON = ("host", "device", "auto")
+# The 9 quarter turns: (axes of the turned plane in (N, D, H, W, C), quarter turns), about D, H, W; the
+# same set as the numpy transforms' rotation classes (``tasks.transforms.ROTATIONS_3D`` without the
+# identity; a test checks it).
+QUARTER_TURNS_3D = tuple((axes, k) for axes in ((2, 3), (1, 3), (1, 2)) for k in (1, 2, 3))
 
 
 def accelerator_visible():
@@ -120,21 +122,20 @@ def quarter_turn(x, axes, k):
 
 @keras.saving.register_keras_serializable(package="keras_ssl3d")
 class RandomQuarterTurn3D(_Random3D):
-    """With probability ``p``, rotate each sample by one of the 9 quarter turns of ``ROTATIONS_3D``
+    """With probability ``p``, rotate each sample by one of the 9 quarter turns ``QUARTER_TURNS_3D``
     (90/180/270 degrees about each axis), drawn uniformly; non-cubic planes only turn 180 degrees
     (sizes unknown when traced, e.g. an encoder built for any size, are taken as cubic: pretraining
     inputs are size^3)."""
 
     def call(self, x):
         n = ops.shape(x)[0]
-        allowed = [c for c, (axes, k) in enumerate(ROTATIONS_3D)  # unknown sizes (None) count as equal
-                   if axes is not None and (k == 2 or x.shape[axes[0]] == x.shape[axes[1]])]
+        allowed = [(axes, k) for axes, k in QUARTER_TURNS_3D  # unknown sizes (None) count as equal
+                   if k == 2 or x.shape[axes[0]] == x.shape[axes[1]]]
         pick = ops.cast(ops.floor(self._uniform(n, 0.0, float(len(allowed)))), "int32")
         pick = ops.minimum(pick, len(allowed) - 1)
-        label = ops.where(self._apply(n), ops.take(ops.array(allowed, "int32"), pick), 0)
+        label = ops.where(self._apply(n), pick, -1)  # -1: not turned
         out = x
-        for c in allowed:
-            axes, k = ROTATIONS_3D[c]
+        for c, (axes, k) in enumerate(allowed):
             out = ops.where(_per_sample(label == c, 3), quarter_turn(x, axes, k), out)
         return out
 

@@ -1,4 +1,4 @@
-"""Contrastive predictive coding over a patch grid: context network, predictions, scores.
+"""Contrastive predictive coding over a patch grid: context network and predictions (the scores: ``layers.scores``).
 
 The grid's first axis is its "rows" (depth in 3D, height in 2D). The context at row ``i``
 aggregates all rows ``0..i`` autoregressively (a GRU running down the rows, each row's patch
@@ -99,31 +99,4 @@ class CPCPredictor(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(grid=list(self.grid), embedding_dim=self.embedding_dim, steps=self.steps)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_ssl3d")
-class ContrastiveScores(keras.layers.Layer):
-    """Scores of every query against every key of the batch: ``(N, Q, E), (N, K, E) -> (N, Q, N*K)``.
-
-    Cosine similarities with ``normalize=True`` (the default), else dot products. This is the
-    ``y_pred`` layout ``InfoNCE`` expects: key ``m * K + k`` is sample ``m``'s ``k``-th key.
-    """
-
-    def __init__(self, normalize=True, **kwargs):
-        super().__init__(**kwargs)
-        self.normalize = bool(normalize)
-
-    def call(self, queries, keys):
-        queries = ops.cast(queries, "float32")
-        keys = ops.cast(keys, "float32")
-        if self.normalize:
-            queries = queries / ops.sqrt(ops.maximum(ops.sum(ops.square(queries), -1, keepdims=True), 1e-12))
-            keys = keys / ops.sqrt(ops.maximum(ops.sum(ops.square(keys), -1, keepdims=True), 1e-12))
-        all_keys = ops.reshape(keys, (-1, keys.shape[-1]))
-        return ops.einsum("nqe,ke->nqk", queries, all_keys)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(normalize=self.normalize)
         return config

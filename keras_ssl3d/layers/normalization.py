@@ -6,7 +6,7 @@ group and instance norm do not depend on the batch size.
 
 import keras
 
-NORMALIZATIONS = ("batch", "group", "instance", "none")
+from keras_ssl3d.names import NORMALIZATIONS  # noqa: E402
 
 
 def check_norm(norm):

@@ -190,12 +190,19 @@ def _deserialize(config, directory):
         ) from None
 
 
+# The model classes a preset holds, as they are defined (`PretrainedMixin.__init_subclass__` adds them): the
+# preset layer knows them without importing the models above it.
+_MODEL_CLASSES = []
+
+
+def register_model_class(cls):
+    _MODEL_CLASSES.append(cls)
+
+
 def _own_classes():
     """Rebuild our models as our own classes, also where integrations/keras_hub.py registered keras-hub
     Backbone twins under their names (only keras-hub's loaders should get those)."""
-    from keras_ssl3d.models import PRESET_CLASSES
-
-    return keras.saving.custom_object_scope({keras.saving.get_registered_name(c): c for c in PRESET_CLASSES})
+    return keras.saving.custom_object_scope({keras.saving.get_registered_name(c): c for c in _MODEL_CLASSES})
 
 
 def _first_line(e):

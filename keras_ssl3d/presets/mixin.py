@@ -6,6 +6,13 @@ from keras_ssl3d.errors import ConfigError, PresetError
 class PretrainedMixin:
     """Adds the preset API to a Keras model class."""
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("_backbone_twin"):  # keras-hub twins (integrations/keras_hub.py) are not ours
+            from keras_ssl3d.presets.io import register_model_class
+
+            register_model_class(cls)
+
     @classmethod
     def from_pretrained(cls, handle, *, in_channels=None, channels=None, adapt="duplicate", revision=None,
                         cache_dir=None, local_files_only=None, token=None):
@@ -35,7 +42,7 @@ class PretrainedMixin:
                     commit_message=None):
         """Save this model as a preset and upload it to the Hugging Face Hub (see ``keras_ssl3d.zoo``)."""
         try:
-            from keras_ssl3d.zoo.hub import push_model
+            from keras_ssl3d.presets.publish import push_model
         except ImportError:
             raise PresetError("hub publishing is not available in this installation") from None
         return push_model(self, repo_id, token=token, private=private, revision=revision, metadata=metadata,
@@ -74,7 +81,7 @@ def _adapt(model, in_channels, channels, adapt):
             raise ConfigError(f"in_channels={in_channels} but {len(channels)} channel names given")
         in_channels = len(channels)
     try:
-        from keras_ssl3d.finetune.adapt import adapt_input_channels
+        from keras_ssl3d.presets.adapt import adapt_input_channels
     except ImportError:
         if in_channels == getattr(model, "in_channels", None):
             return model

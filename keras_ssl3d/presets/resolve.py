@@ -1,24 +1,9 @@
 """Turn a handle (local folder, ``.keras`` file, zoo name, hub repo) into a local preset."""
 
-import dataclasses
 from pathlib import Path
 
 from keras_ssl3d.errors import PresetError
-
-
-@dataclasses.dataclass
-class ResolvedPreset:
-    """A preset available on local disk.
-
-    ``kind`` is ``"folder"`` or ``"keras_file"``; ``expected_sha256`` is a pinned value the
-    weights must match on top of the folder's own metadata (zoo registry entries pin one).
-    """
-
-    path: Path
-    kind: str
-    source: str
-    expected_sha256: str | None = None
-    metadata: dict | None = None
+from keras_ssl3d.presets.download import ResolvedPreset, resolve_remote_handle
 
 
 def resolve_handle(handle, *, revision=None, cache_dir=None, local_files_only=None, token=None):
@@ -47,11 +32,5 @@ def _looks_like_path(text):
 
 
 def _resolve_remote(handle, **kwargs):
-    """Zoo names and hub repos; the zoo package provides the resolver."""
-    try:
-        from keras_ssl3d.zoo.resolve import resolve_remote_handle
-    except ImportError:
-        raise PresetError(
-            f"unknown preset {handle!r}: not a local preset folder or .keras file"
-        ) from None
+    """Zoo names and hub repos (``keras_ssl3d.presets.download``)."""
     return resolve_remote_handle(handle, **kwargs)

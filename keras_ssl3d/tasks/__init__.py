@@ -6,6 +6,9 @@ Models Genesis (3D), MAE for CNNs (3D) and SimCLR (3D and 2D).
 encoder. ``TASKS`` maps the CLI names to the classes.
 """
 
+import importlib
+
+from keras_ssl3d import names
 from keras_ssl3d.tasks.cpc import CPC
 from keras_ssl3d.tasks.exemplar import Exemplar
 from keras_ssl3d.tasks.genesis import Genesis
@@ -16,10 +19,16 @@ from keras_ssl3d.tasks.rotation import Rotation
 from keras_ssl3d.tasks.rpl import RPL
 from keras_ssl3d.tasks.simclr import SimCLR
 
-# The one registry of tasks: CLI choices, the demo, the zoo and the benchmarks read it.
-TASKS = {"cpc": CPC, "rpl": RPL, "jigsaw": Jigsaw, "rotation": Rotation, "exemplar": Exemplar,
-         "genesis": Genesis, "mae": MAE, "simclr": SimCLR}
-TASK_NAMES = tuple(TASKS)  # = keras_ssl3d.task_names.TASK_NAMES (importable without Keras)
+
+def _load(spec):
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# The one registry of tasks (from the table in keras_ssl3d.names): CLI choices, the demo, the zoo and
+# the benchmarks read it.
+TASKS = {name: _load(spec) for name, spec in names.TASKS.items()}
+TASK_NAMES = names.TASK_NAMES
 
 
 def make_task(name, encoder, input_size=None, **hparams):

@@ -1,4 +1,4 @@
-"""What the five pretext task models share: compile defaults, the encoder, patch embedding, data."""
+"""What the pretext task models share: compile defaults, the encoder, patch embedding, data."""
 
 import keras
 import numpy as np
@@ -6,9 +6,8 @@ from keras import ops
 
 from keras_ssl3d.errors import ConfigError
 
-# Adam learning rates of the paper's appendix.
-DEFAULT_LEARNING_RATE = {3: 1e-3, 2: 5e-4}
-DEFAULT_INPUT_SIZE = {3: 128, 2: 224}
+from keras_ssl3d.names import PRETEXT_INPUT_SIZE as DEFAULT_INPUT_SIZE
+from keras_ssl3d.names import PRETEXT_LEARNING_RATE as DEFAULT_LEARNING_RATE  # Adam, the paper's appendix
 
 
 
@@ -47,7 +46,7 @@ def patch_geometry(encoder, input_size, grid, jitter, task):
     A patch smaller than the encoder's smallest input would pool away to nothing
     (a deep Keras shape error); say which settings to change instead.
     """
-    from keras_ssl3d.layers.patches import grid_geometry
+    from keras_ssl3d.tasks.patches import grid_geometry
 
     size = spatial_size(input_size, encoder.rank)
     try:

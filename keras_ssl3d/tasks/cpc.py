@@ -12,7 +12,8 @@ often the true patch scores highest among them (chance: ``1 / (batch * patches)`
 import keras
 from keras import ops
 
-from keras_ssl3d.layers.cpc import ContrastiveScores, CPCContext, CPCPredictor
+from keras_ssl3d.layers.cpc import CPCContext, CPCPredictor
+from keras_ssl3d.layers.scores import ContrastiveScores
 from keras_ssl3d.losses.contrastive import InfoNCE, InfoNCEAccuracy
 from keras_ssl3d.tasks import transforms
 from keras_ssl3d.tasks.base import PretextTask, check_encoder, embed_patches, patch_geometry

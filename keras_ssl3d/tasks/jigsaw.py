@@ -23,7 +23,7 @@ class Jigsaw(PretextTask):
     Args:
         encoder: ``Encoder3D`` or ``Encoder2D``; one copy encodes all patches of the batch at once.
         input_size: size of the volumes/images the transform cuts (128 / 224 by default); sets
-            the patch size, e.g. 128^3 -> 39^3 patches (see ``layers.patches``).
+            the patch size, e.g. 128^3 -> 39^3 patches (see ``tasks.patches``).
         grid: patches per axis (3).
         jitter: random jitter per axis in voxels (3).
         num_permutations: size of the permutation set (1000 in 3D, 100 in 2D).

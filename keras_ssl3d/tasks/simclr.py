@@ -14,27 +14,11 @@ from keras import ops
 
 from keras_ssl3d.errors import DataError
 from keras_ssl3d.layers.augment3d import ExemplarAugment3D, resolve_augment_on
-from keras_ssl3d.layers.cpc import ContrastiveScores
+from keras_ssl3d.layers.scores import SELF_SCORE, NTXentScores  # noqa: F401  (SELF_SCORE: imported from here too)
 from keras_ssl3d.layers.heads import MLPHead
 from keras_ssl3d.losses.contrastive import InfoNCE, InfoNCEAccuracy
 from keras_ssl3d.tasks import transforms
 from keras_ssl3d.tasks.base import PretextTask, check_encoder, global_pool
-
-SELF_SCORE = -1e4  # a view is no candidate for itself: exp(-1e4 / t) is 0 for any temperature below 10
-
-
-@keras.saving.register_keras_serializable(package="keras_ssl3d")
-class NTXentScores(ContrastiveScores):
-    """Projections of two views ``(N, 2, D)`` -> cosine scores ``(N, 2, 2N)`` of every view against
-    every view of the batch, in the layout ``InfoNCE`` reads (key ``2m + v`` is sample ``m``'s view
-    ``v``), with each view's score against itself set to ``SELF_SCORE``."""
-
-    def call(self, views):
-        scores = super().call(views, views)                                          # (N, 2, 2N)
-        n2 = ops.shape(scores)[-1]
-        own = ops.reshape(ops.eye(n2, dtype="float32"), ops.shape(scores))          # query 2m+v vs key 2m+v
-        return ops.where(own > 0, SELF_SCORE, scores)
-
 
 @keras.saving.register_keras_serializable(package="keras_ssl3d")
 class SimCLR(PretextTask):

@@ -12,7 +12,7 @@ linear interpolation with per-sample scales (three gathers).
 import numpy as np
 
 from keras_ssl3d.errors import DataError
-from keras_ssl3d.layers.patches import extract_patches, grid_geometry, patch_corners
+from keras_ssl3d.tasks.patches import extract_patches, grid_geometry, patch_corners
 
 # Rotation classes. Arrays are (N, D, H, W, C): a rotation "about D" turns the (H, W) plane.
 ROTATIONS_3D = ((None, 0),

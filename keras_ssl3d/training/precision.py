@@ -15,7 +15,7 @@ import contextlib
 
 from keras_ssl3d.errors import ConfigError
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+from keras_ssl3d.names import PRECISIONS  # noqa: E402,F401
 
 
 @contextlib.contextmanager

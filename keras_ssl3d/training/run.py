@@ -149,6 +149,7 @@ class TrainingRun:
                 raise RunError("the run directory already holds a run: pass --resume to continue it, "
                                "or choose another output folder", path=self.run_dir)
             record = {
+                "schema": SCHEMA_VERSION,
                 "created": _now(),
                 "command": self.command,
                 "cwd": os.getcwd(),
@@ -371,6 +372,43 @@ def _in_main_thread():
 # Settings a resumed run may change. "distribution": a run may resume on another number of devices
 # (from the checkpoint, with that many replicas from then on); "remat": same numbers, less memory;
 # "checkpoint_every"/"checkpoint_seconds": when checkpoints are written, not what is trained.
+# run.json's layout: 2 adds this field (a run.json without it is 1). What stays compatible across
+# versions is written down here, in one place: settings that a resume may change (_VOLATILE), and
+# settings added to a command's config after runs were made with it (ADDED_SETTINGS).
+SCHEMA_VERSION = 2
+# Per command, the value that a run.json without the setting was made with. A config records such a
+# setting only when it differs (`record_added`), so an older run.json still compares equal and resumes.
+ADDED_SETTINGS = {
+    "pretrain": {"val_fraction": 0.0, "micro_batches": 1},
+    "finetune": {"checkpoint_every": 1, "checkpoint_seconds": 0.0, "augment": "none", "patience": None,
+                 "lr_schedule": "constant"},
+}
+
+
+def record_added(config, command):
+    """``config`` without the settings added after runs were made (`ADDED_SETTINGS`) that are at the value
+    older runs had."""
+    added = ADDED_SETTINGS[command]
+    return {k: v for k, v in config.items() if not (k in added and v == added[k])}
+
+
+def recorded_config(run_dir):
+    """The config in ``run_dir/run.json`` ({} when there is none; a corrupt one is a one-line `RunError`)."""
+    return read_run_record(run_dir).get("config", {}) if (Path(run_dir) / RUN_FILE).is_file() else {}
+
+
+def resumed_epoch(run_dir):
+    """Epochs already done by the run in ``run_dir`` (0 when it has no checkpoint)."""
+    latest = ckpt.latest_checkpoint(run_dir) if Path(run_dir).is_dir() else None
+    if latest is None:
+        return 0
+    try:
+        return int(json.loads((latest / ckpt.STATE).read_text(encoding="utf-8")).get("epoch", 0))
+    except (OSError, ValueError, AttributeError) as e:
+        raise RunError(f"cannot resume: the checkpoint's {ckpt.STATE} is truncated or corrupt ({e})",
+                       path=latest) from None
+
+
 _VOLATILE = {"resume", "out", "verbose", "workers", "epochs", "distribution", "remat", "checkpoint_every",
              "checkpoint_seconds"}
 

@@ -1,4 +1,7 @@
-"""The model zoo: named presets (registry manifests), hub download/publish, model cards, export.
+"""The model zoo: builds presets from recipes (``build``) and exports them (``export``).
+
+Where presets come from lives in ``keras_ssl3d.presets`` (``catalogue``: the manifests of
+``zoo/manifests/``; ``download``, ``publish``, ``cards``); its names are re-exported here:
 
 - ``load_registry()`` / ``get_entry(name)`` / ``entry_status(entry)``: the registry.
 - ``resolve_remote_handle(handle, ...)``: zoo names and hub repos -> local preset folder (used by
@@ -13,16 +16,16 @@ import importlib
 # Imported on first use: the registry alone must not import Keras (`keras-ssl3d zoo list` is instant).
 _NAMES = {
     "hub_model_card": "cards", "model_cards_markdown": "cards",
-    "PushResult": "hub", "push_model": "hub", "push_preset_folder": "hub",
-    "ZooEntry": "registry", "entry_status": "registry", "get_entry": "registry", "load_registry": "registry",
-    "local_build_dir": "registry",
-    "download_preset": "resolve", "parse_handle": "resolve", "resolve_remote_handle": "resolve",
+    "PushResult": "publish", "push_model": "publish", "push_preset_folder": "publish",
+    "ZooEntry": "catalogue", "entry_status": "catalogue", "get_entry": "catalogue", "load_registry": "catalogue",
+    "local_build_dir": "catalogue",
+    "download_preset": "download", "parse_handle": "download", "resolve_remote_handle": "download",
 }
 
 
 def __getattr__(name):
     if name in _NAMES:
-        return getattr(importlib.import_module(f"keras_ssl3d.zoo.{_NAMES[name]}"), name)
+        return getattr(importlib.import_module(f"keras_ssl3d.presets.{_NAMES[name]}"), name)
     raise AttributeError(f"module 'keras_ssl3d.zoo' has no attribute {name!r}")
 
 

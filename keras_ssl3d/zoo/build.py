@@ -2,7 +2,7 @@
 
 The recipe (task, hyper-parameters, learning rate, input size) comes from the registry manifest;
 the data are the user's (any layout ``keras_ssl3d.data`` understands, or a preprocessed cache).
-Training goes through ``keras_ssl3d.training.TrainingRun`` (per-epoch checkpoints, ``--resume``),
+Training is ``keras_ssl3d.tasks.runner.run_pretrain`` (per-epoch checkpoints, ``--resume``),
 and the trained encoder is saved as a preset folder in ``local_build_dir(name)``, where
 ``from_pretrained(name)`` finds it. The metadata records the recipe and what this build used
 (epochs, batch size, input size, number of samples, final losses and metrics).
@@ -11,34 +11,25 @@ and the trained encoder is saved as a preset folder in ``local_build_dir(name)``
 from pathlib import Path
 
 from keras_ssl3d.errors import ConfigError, DataError
-from keras_ssl3d.zoo.registry import get_entry, home_dir, local_build_dir
+from keras_ssl3d.presets.catalogue import get_entry, home_dir, local_build_dir
 
 DEFAULT_EPOCHS = 100
-DEFAULT_BATCH_SIZE = {3: 2, 2: 16}
+from keras_ssl3d.names import PRETEXT_BATCH_SIZE as DEFAULT_BATCH_SIZE  # noqa: E402
 
 
-def make_encoder(entry, **overrides):
-    """A fresh encoder with the manifest's architecture (``overrides`` e.g. tiny ``filters``)."""
-    import keras_ssl3d
+def recipe_settings(entry, *, epochs, batch_size, input_size, seed=0, encoder_overrides=None, steps_per_epoch=None):
+    """The recipe of ``entry`` as `PretrainSettings` (``encoder_overrides`` e.g. tiny ``filters``)."""
+    from keras_ssl3d.tasks.runner import PretrainSettings
 
     arch = entry.manifest["architecture"]
-    cls = {"Encoder3D": keras_ssl3d.Encoder3D, "Encoder2D": keras_ssl3d.Encoder2D}.get(arch["class_name"])
-    if cls is None:
+    if arch["class_name"] != {3: "Encoder3D", 2: "Encoder2D"}.get(entry.rank):
         raise ConfigError(f"zoo preset {entry.name!r}: unknown architecture {arch['class_name']!r}")
-    config = dict(arch.get("config", {}))
-    config.update(overrides)
-    return cls(**config)
-
-
-def make_task(entry, encoder, input_size):
-    """The recipe's pretext task around ``encoder`` (hyper-parameters from the manifest)."""
-    from keras_ssl3d.tasks import TASKS, make_task
-
     recipe = entry.recipe
-    name = recipe["task"]
-    if name not in TASKS:
-        raise ConfigError(f"zoo preset {entry.name!r}: unknown task {name!r}")
-    return make_task(name, encoder, input_size=input_size, **recipe.get("task_hparams", {}))
+    return PretrainSettings(task=recipe["task"], dims=entry.rank, size=input_size, epochs=epochs,
+                            batch_size=batch_size, lr=float(recipe["learning_rate"]),
+                            encoder=dict(arch.get("config", {}), **(encoder_overrides or {})),
+                            task_options=dict(recipe.get("task_hparams", {})), seed=seed,
+                            steps_per_epoch=steps_per_epoch)
 
 
 def load_samples(entry, data_dir, input_size, cache_root=None, echo=None):
@@ -54,54 +45,34 @@ def load_samples(entry, data_dir, input_size, cache_root=None, echo=None):
     return samples
 
 
-def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, resume=False, seed=0,
-                 encoder_overrides=None, steps_per_epoch=None, verbose="auto", plan=None, held_out=None):
-    """Pretrain the recipe's task on ``samples``; return ``(preset model, training record, final metrics)``.
+def train_preset(entry, samples, *, epochs, batch_size, input_size, run_dir, preset_dir, data_description,
+                 resume=False, seed=0, encoder_overrides=None, steps_per_epoch=None, verbose="auto", plan=None,
+                 held_out=None, metadata=None):
+    """Pretrain the recipe's task on ``samples`` (`run_pretrain`) and save it to ``preset_dir`` with the zoo's
+    metadata (the recipe, what this build used, final losses and metrics); return the `PretrainResult`.
 
-    The preset model is the encoder, or the whole U-Net for tasks that pretrain a decoder too.
     ``plan``: a ``keras_ssl3d.distribute.DistributionPlan``; ``batch_size`` is then per device.
     ``held_out``: samples never trained on, scored every epoch (``val_*`` metrics, one fixed batch of
-    all of them); the record then holds ``pretext``, what the task reached next to chance
-    (``keras_ssl3d.tasks.base.pretext_summary``).
+    all of them); the record then holds ``pretext``, what the task reached next to chance.
+    ``metadata``: ``function(result) -> dict`` of more metadata.
     """
-    import keras
+    from keras_ssl3d.tasks.runner import run_pretrain
 
-    from keras_ssl3d.distribute import DistributionPlan
-    from keras_ssl3d.training import TrainingRun
+    settings = recipe_settings(entry, epochs=epochs, batch_size=batch_size, input_size=input_size, seed=seed,
+                               encoder_overrides=encoder_overrides, steps_per_epoch=steps_per_epoch)
 
-    plan = plan or DistributionPlan("none", [])
-    keras.utils.set_random_seed(seed)
-    with plan.scope():
-        encoder = make_encoder(entry, **(encoder_overrides or {}))
-        task = make_task(entry, encoder, input_size)
-        task.compile(learning_rate=float(entry.recipe["learning_rate"]))
-    if len(samples) < plan.global_batch(batch_size):
-        raise DataError(f"{len(samples)} samples are fewer than one batch of {plan.global_batch(batch_size)}")
-    dataset = task.dataset(samples, batch_size=plan.global_batch(batch_size), seed=seed)
-    config = {"zoo_name": entry.name, "recipe": entry.recipe, "epochs": epochs, "batch_size": batch_size,
-              "input_size": input_size, "samples": int(len(samples)), "seed": seed,
-              "encoder_overrides": encoder_overrides or {}, "distribution": plan.describe(batch_size)}
-    run = TrainingRun(plan.output_dir(run_dir), config=config, resume=resume, seed=seed)
-    fit_kwargs = {"verbose": verbose}
-    val_batch = None
-    if held_out is not None:
-        val_batch = max(len(held_out), getattr(task, "min_batch_size", 1))
-        fit_kwargs["validation_data"] = task.held_out_dataset(held_out, batch_size=val_batch, seed=seed + 1)
-    if steps_per_epoch:
-        fit_kwargs["steps_per_epoch"] = int(steps_per_epoch)
-    with plan.scope():
-        history = run.fit(task, x=dataset, epochs=epochs, **fit_kwargs)
-    final = {k: float(v[-1]) for k, v in getattr(history, "history", {}).items() if v and v[-1] is not None}
-    record = {"epochs": epochs, "batch_size": batch_size, "input_size": input_size, "samples": int(len(samples)),
-              "seed": seed, "learning_rate": float(entry.recipe["learning_rate"]),
-              "steps_per_epoch": steps_per_epoch or len(dataset)}
-    if held_out is not None:
-        from keras_ssl3d.tasks.base import pretext_summary
+    def zoo_metadata(result):
+        record = {"epochs": epochs, "batch_size": batch_size, "input_size": input_size, "samples": int(len(samples)),
+                  "seed": seed, "learning_rate": settings.lr, "steps_per_epoch": result.steps_per_epoch}
+        if held_out is not None:
+            record.update(held_out_samples=int(len(held_out)), pretext=result.pretext)
+        found = preset_metadata(entry, record, result.final, data_description)
+        return dict(found, **(metadata(result) if metadata else {}))
 
-        record.update(held_out_samples=int(len(held_out)),
-                      pretext=pretext_summary(list(getattr(history, "rows", [])), task.chance_loss,
-                                              task.chance_accuracy(val_batch)))
-    return task.pretrained_model(), record, final
+    return run_pretrain(samples, settings, run_dir, held_out=held_out, plan=plan, resume=resume, verbose=verbose,
+                        record={"zoo_name": entry.name, "recipe": entry.recipe,
+                                "encoder_overrides": encoder_overrides or {}},
+                        metadata=zoo_metadata, preset_dir=preset_dir, input_contract=contract_extra(entry))
 
 
 def preset_metadata(entry, record, final_metrics, data_description):
@@ -126,8 +97,6 @@ def contract_extra(entry):
 def build_preset(name, data_dir, *, epochs=None, batch_size=None, input_size=None, run_dir=None, resume=False,
                  seed=0, echo=print, plan=None):
     """Run ``name``'s recipe on ``data_dir``; save the encoder to ``local_build_dir(name)``; return it."""
-    from keras_ssl3d.presets.io import save_preset
-
     entry = get_entry(name)
     recipe = entry.recipe
     epochs = int(epochs or recipe.get("epochs") or DEFAULT_EPOCHS)
@@ -137,12 +106,10 @@ def build_preset(name, data_dir, *, epochs=None, batch_size=None, input_size=Non
     echo(f"building {name}: task {recipe['task']}, {epochs} epochs, batch {batch_size}, input {input_size}, "
          f"run folder {run_dir}")
     samples = load_samples(entry, data_dir, input_size, cache_root=run_dir.parent, echo=echo)
-    encoder, record, final = train_preset(entry, samples, epochs=epochs, batch_size=batch_size,
-                                          input_size=input_size, run_dir=run_dir, resume=resume, seed=seed,
-                                          plan=plan)
     out = plan.output_dir(local_build_dir(name)) if plan is not None else local_build_dir(name)  # chief writes
-    save_preset(encoder, out, metadata=preset_metadata(entry, record, final, f"user data ({Path(data_dir).name})"),
-                input_contract_extra=contract_extra(entry))
+    train_preset(entry, samples, epochs=epochs, batch_size=batch_size, input_size=input_size, run_dir=run_dir,
+                 preset_dir=out, data_description=f"user data ({Path(data_dir).name})", resume=resume, seed=seed,
+                 plan=plan)
     return out
 
 
@@ -154,11 +121,11 @@ def recipe_options(entry):
     """
     import inspect
 
-    import keras_ssl3d
+    from keras_ssl3d.models import Encoder2D, Encoder3D
 
     arch = entry.manifest["architecture"]
     config = dict(arch.get("config", {}))
-    cls = {"Encoder3D": keras_ssl3d.Encoder3D, "Encoder2D": keras_ssl3d.Encoder2D}[arch["class_name"]]
+    cls = {"Encoder3D": Encoder3D, "Encoder2D": Encoder2D}[arch["class_name"]]
     shown = ("filters", "norm") if entry.rank == 3 else ("blocks",)
     defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
     for key, value in config.items():

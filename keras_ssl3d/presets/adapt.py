@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_ssl3d.errors import ConfigError
 
-STRATEGIES = ("duplicate", "mean", "random", "by_name")
+from keras_ssl3d.names import CHANNEL_ADAPTATIONS as STRATEGIES  # noqa: E402
 
 
 def adapt_input_channels(model, in_channels=None, channels=None, strategy="duplicate"):

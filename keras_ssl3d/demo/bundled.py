@@ -1,6 +1,6 @@
 """Build the bundled DEMO presets: tiny encoders pretrained on built-in synthetic BraTS-like data.
 
-    python -m keras_ssl3d.zoo.build_demo [--only demo-brats-rotation] [--epochs 30]
+    python -m keras_ssl3d.demo.bundled [--only demo-brats-rotation] [--epochs 30]
 
 Each ``demo-*`` manifest names its tiny architecture; this script trains the manifest's task on
 ``keras_ssl3d.data.synthetic.brats_like_arrays`` (fixed seeds) at the size, shape and widths of
@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from keras_ssl3d.zoo.registry import MANIFEST_DIR, PACKAGE_DIR, load_registry
+from keras_ssl3d.presets.catalogue import MANIFEST_DIR, PACKAGE_DIR, load_registry
 
 DEMO_SUBJECTS = 40
 DEMO_HELD_OUT = 8
@@ -30,9 +30,9 @@ DEMO_BATCH_SIZE = 4
 
 def demo_samples(n=DEMO_SUBJECTS, seed=0):
     """Synthetic 4-channel BraTS-like volumes as the quick demo sees them: its shape, resized to its size."""
-    from keras_ssl3d.data.preprocess import resize_volume
+    from keras_ssl3d.data.arrays import resize_volume
     from keras_ssl3d.data.synthetic import brats_like_arrays
-    from keras_ssl3d.demo import quick_config
+    from keras_ssl3d.demo.runner import quick_config
 
     config = quick_config()
     images, _ = brats_like_arrays(n=n, shape=config.shape, seed=seed)
@@ -44,10 +44,10 @@ def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
     """Train and write one demo preset; return ``(folder, weights sha256, pretext summary)``."""
     import dataclasses
 
-    from keras_ssl3d.demo import quick_config
-    from keras_ssl3d.presets.io import read_metadata, save_preset
+    from keras_ssl3d.demo.runner import quick_config
+    from keras_ssl3d.presets.io import read_metadata
     from keras_ssl3d.tasks import TASKS
-    from keras_ssl3d.zoo.build import contract_extra, preset_metadata, train_preset
+    from keras_ssl3d.zoo.build import train_preset
 
     entry = load_registry()[name]
     task = entry.recipe["task"]
@@ -57,21 +57,16 @@ def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
     samples = demo_samples(seed=seed)
     held_out = demo_samples(DEMO_HELD_OUT, seed=seed + 20_000)  # other subjects: never trained on
     size = quick_config().size
+    out = (PACKAGE_DIR / entry.manifest["bundled"]["path"]).resolve()
+    described = (f"keras_ssl3d.data.synthetic.brats_like_arrays(n={DEMO_SUBJECTS}, shape={quick_config().shape}, "
+                 f"seed={seed}); held out: n={DEMO_HELD_OUT}, seed={seed + 20_000}")
     with tempfile.TemporaryDirectory(prefix="keras_ssl3d_demo_") as run_dir:
-        encoder, record, final = train_preset(entry, samples, epochs=epochs, batch_size=DEMO_BATCH_SIZE,
-                                              input_size=size, run_dir=run_dir, seed=seed, verbose=verbose,
-                                              held_out=held_out)
-    summary = record.pop("pretext")  # the preset's own entry, and the manifest's
-    bundled = entry.manifest["bundled"]["path"]
-    out = (PACKAGE_DIR / bundled).resolve()
-    metadata = preset_metadata(entry, record, final, f"keras_ssl3d.data.synthetic.brats_like_arrays(n={DEMO_SUBJECTS}, "
-                                                     f"shape={quick_config().shape}, seed={seed}); held out: n="
-                                                     f"{DEMO_HELD_OUT}, seed={seed + 20_000}")
-    metadata["demo"] = True
-    metadata["pretext"] = summary
-    save_preset(encoder, out, metadata=metadata, input_contract_extra=contract_extra(entry))
+        result = train_preset(entry, samples, epochs=epochs, batch_size=DEMO_BATCH_SIZE, input_size=size,
+                              run_dir=run_dir, preset_dir=out, data_description=described, seed=seed,
+                              verbose=verbose, held_out=held_out,
+                              metadata=lambda r: {"demo": True, "pretext": r.pretext})
     sha = read_metadata(out)["weights_sha256"]
-    return out, sha, summary
+    return out, sha, result.pretext
 
 
 def pin_bundled_sha(name, sha, pretext=None):

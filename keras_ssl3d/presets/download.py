@@ -14,6 +14,7 @@ Files come through ``huggingface_hub`` into its standard cache. ``HF_ENDPOINT``,
 ``PresetError`` that says what to do; tokens never appear in messages.
 """
 
+import dataclasses
 import functools
 import os
 import re
@@ -21,14 +22,29 @@ from pathlib import Path
 
 from keras_ssl3d.errors import PresetError
 from keras_ssl3d.presets.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata
-from keras_ssl3d.presets.resolve import ResolvedPreset
-from keras_ssl3d.zoo.registry import NAME_RE, get_entry, local_build_dir
+from keras_ssl3d.presets.catalogue import NAME_RE, get_entry, hub_cache_dir, local_build_dir
 
 PRESET_FILES = (METADATA_FILE, CONFIG_FILE, WEIGHTS_FILE)
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+@dataclasses.dataclass
+class ResolvedPreset:
+    """A preset available on local disk.
+
+    ``kind`` is ``"folder"`` or ``"keras_file"``; ``expected_sha256`` is a pinned value the
+    weights must match on top of the folder's own metadata (zoo registry entries pin one).
+    """
+
+    path: Path
+    kind: str
+    source: str
+    expected_sha256: str | None = None
+    metadata: dict | None = None
+
 
 
 # -- hub settings, read at call time --------------------------------------------------------------
@@ -75,19 +91,6 @@ def with_client_settings(sync_endpoint=False):
         return wrapper
 
     return decorate
-
-
-def hub_cache_dir(cache_dir=None):
-    """The Hugging Face hub cache: ``cache_dir``, ``HF_HUB_CACHE``, ``HF_HOME/hub`` or the default."""
-    if cache_dir is not None:
-        return str(Path(cache_dir).expanduser())
-    if os.environ.get("HF_HUB_CACHE"):
-        return str(Path(os.environ["HF_HUB_CACHE"]).expanduser())
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
 
 
 # -- handle parsing --------------------------------------------------------------------------------

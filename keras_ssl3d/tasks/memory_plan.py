@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 
 from keras_ssl3d.errors import ConfigError
+from keras_ssl3d.names import FILTERS_3D as DEFAULT_FILTERS
 
 GB = 1e9
 PARAM_STATE_BYTES = 16  # weight + gradient + Adam m + Adam v, float32
@@ -42,7 +43,6 @@ DECODER_WEIGHT = 0.7      # a decoder level holds less than an encoder level (fi
 # (rotation 64^3, mixed_bfloat16) measured, no GPU: an estimate, not a calibration.
 MIXED_ELEMENT_BYTES = 3
 
-DEFAULT_FILTERS = (32, 64, 128, 256, 512)
 # A setting fits when its estimate plus this margin does: the largest under-estimate among the
 # measured peaks is 15 % (BENCHMARKS.md, "Memory planner").
 SAFETY_MARGIN = 0.15
@@ -147,7 +147,7 @@ def task_hparams(task, task_options=None):
 
 def encoder_inputs(task, size, task_options=None):
     """``(inputs per sample, spatial size of each)``: what one sample feeds the task's encoder."""
-    from keras_ssl3d.layers.patches import grid_geometry
+    from keras_ssl3d.tasks.patches import grid_geometry
 
     volume = (int(size),) * 3
     if task == SEGMENTATION:

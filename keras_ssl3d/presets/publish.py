@@ -13,7 +13,7 @@ from pathlib import Path
 
 from keras_ssl3d.errors import PresetError
 from keras_ssl3d.presets.io import CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE, read_metadata, save_preset, verify_weights
-from keras_ssl3d.zoo.resolve import REPO_ID_RE, REVISION_RE, hub_endpoint, hub_offline, with_client_settings
+from keras_ssl3d.presets.download import REPO_ID_RE, REVISION_RE, hub_endpoint, hub_offline, with_client_settings
 
 README_FILE = "README.md"
 
@@ -76,7 +76,7 @@ def push_preset_folder(folder, repo_id, *, token=None, private=False, revision=N
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
                       for name in (CONFIG_FILE, METADATA_FILE, WEIGHTS_FILE)]
         if card:
-            from keras_ssl3d.zoo.cards import hub_model_card
+            from keras_ssl3d.presets.cards import hub_model_card
 
             text = hub_model_card(metadata, entry=entry, repo_id=repo_id)
             operations.append(CommitOperationAdd(path_in_repo=README_FILE, path_or_fileobj=text.encode("utf-8")))
@@ -99,7 +99,7 @@ def _zoo_entry(metadata):
     name = metadata.get("zoo_name")
     if not name:
         return None
-    from keras_ssl3d.zoo.registry import load_registry
+    from keras_ssl3d.presets.catalogue import load_registry
 
     return load_registry().get(name)
 

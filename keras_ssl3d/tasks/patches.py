@@ -43,11 +43,6 @@ def patch_shape_for(spatial_shape, grid, jitter):
     return grid_geometry(spatial_shape, grid, jitter)[1]
 
 
-def grid_cells(grid):
-    """All cell coordinates of a grid in row-major order, ``(prod(grid), rank)``."""
-    return np.stack(np.unravel_index(np.arange(int(np.prod(grid))), grid), axis=-1)
-
-
 def patch_corners(spatial_shape, grid, jitter, cells, rng):
     """Corners of jittered patches: ``cells`` ``(N, P)`` flat cell indices -> ``(N, P, rank)``.
 

@@ -1,4 +1,4 @@
-"""The zoo registry: one JSON manifest per named preset, shipped inside the package.
+"""The catalogue of named presets (the zoo registry): one JSON manifest per named preset, shipped inside the package.
 
 A manifest (``keras_ssl3d/zoo/manifests/<name>.json``) records everything needed to trust, use
 and rebuild a preset: the hub repo with the pinned revision and weights sha256 once published,
@@ -19,11 +19,11 @@ import re
 from pathlib import Path
 
 from keras_ssl3d.errors import PresetError
+from keras_ssl3d.home import HOME_ENV, home_dir  # noqa: F401  (HOME_ENV: part of this module's interface)
 
-MANIFEST_DIR = Path(__file__).parent / "manifests"
-PACKAGE_DIR = Path(__file__).parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "zoo"  # the zoo's data: manifests/ and bundled/
+MANIFEST_DIR = PACKAGE_DIR / "manifests"
 MANIFESTS_ENV = "KERAS_SSL3D_ZOO_MANIFESTS"
-HOME_ENV = "KERAS_SSL3D_HOME"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 REQUIRED_KEYS = ("name", "version", "title", "rank", "architecture", "hub", "recipe", "input_contract", "data",
@@ -91,14 +91,6 @@ class ZooEntry:
     @property
     def channel_names(self):
         return list(self.input_contract.get("channel_names") or [])
-
-
-def home_dir():
-    """keras-ssl3d's own cache: ``$KERAS_SSL3D_HOME`` or ``~/.cache/keras_ssl3d``."""
-    if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(base).expanduser() / "keras_ssl3d"
 
 
 def local_build_dir(name):
@@ -184,12 +176,23 @@ def get_entry(name):
     )
 
 
+def hub_cache_dir(cache_dir=None):
+    """The Hugging Face hub cache: ``cache_dir``, ``HF_HUB_CACHE``, ``HF_HOME/hub`` or the default."""
+    if cache_dir is not None:
+        return str(Path(cache_dir).expanduser())
+    if os.environ.get("HF_HUB_CACHE"):
+        return str(Path(os.environ["HF_HUB_CACHE"]).expanduser())
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
 def hub_cached(entry, cache_dir=None):
     """Whether the pinned hub revision's weights are already in the Hugging Face cache."""
     if not (entry.repo_id and entry.revision):
         return False
-    from keras_ssl3d.zoo.resolve import hub_cache_dir
-
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:

@@ -10,7 +10,7 @@ import json
 
 import yaml
 
-from keras_ssl3d.zoo.registry import builtin_registry
+from keras_ssl3d.presets.catalogue import builtin_registry
 
 LIBRARY_NAME = "keras-ssl3d"
 BASE_TAGS = ["keras-ssl3d", "keras", "self-supervised", "medical-imaging"]
