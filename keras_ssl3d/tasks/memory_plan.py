@@ -28,6 +28,11 @@ from dataclasses import dataclass
 
 from keras_ssl3d.errors import ConfigError
 from keras_ssl3d.names import FILTERS_3D as DEFAULT_FILTERS
+from keras_ssl3d.training.budget import (  # noqa: F401  (exact counts, shared with the size check)
+    conv_parameters,
+    encoder_parameters,
+    residual_block_parameters,
+)
 
 GB = 1e9
 PARAM_STATE_BYTES = 16  # weight + gradient + Adam m + Adam v, float32
@@ -51,40 +56,14 @@ HOST_SHARE = 0.8          # --memory-budget auto on a CPU: this share of the ava
 
 # ----------------------------------------------------------------------------- parameters
 
-def _conv(k, cin, cout, bias):
-    return k * cin * cout + (cout if bias else 0)
-
-
-def _norm(norm, channels):
-    return {"batch": 4 * channels, "group": 2 * channels, "instance": 2 * channels}.get(norm, 0)
-
-
-def _residual_block(cin, f, norm, projection, strides=1):
-    bias = norm == "none"
-    n = _conv(27, cin, f, bias) + _norm(norm, f) + _conv(27, f, f, bias) + _norm(norm, f)
-    if projection or cin != f or strides != 1:
-        n += _conv(1, cin, f, bias) + _norm(norm, f)
-    return n
-
-
-def encoder_parameters(filters=DEFAULT_FILTERS, in_channels=1, norm="batch", blocks_per_level=1):
-    """Exact parameter count (trainable and not) of ``Encoder3D(in_channels, filters, ...)``."""
-    total, cin = 0, int(in_channels)
-    for level, f in enumerate(filters, start=1):
-        for block in range(1, blocks_per_level + 1):
-            total += _residual_block(cin, f, norm, projection=level == 1 and block == 1)
-            cin = f
-    return total
-
-
 def decoder_parameters(filters=DEFAULT_FILTERS, out_channels=1, norm="batch"):
     """Exact parameter count of the restoration U-Net's decoder and 1x1 head (``Segmenter3D``)."""
     total, cin = 0, filters[-1]
     for width, skip in zip(reversed(filters[:-1]), reversed(filters[:-1])):
-        total += _conv(8, cin, width, True)                           # Conv3DTranspose 2x2x2, stride 2
-        total += _residual_block(width + skip, width, norm, projection=False)
+        total += conv_parameters(8, cin, width, True)  # Conv3DTranspose 2x2x2, stride 2
+        total += residual_block_parameters(width + skip, width, norm, projection=False)
         cin = width
-    return total + _conv(1, filters[0], out_channels, True)
+    return total + conv_parameters(1, filters[0], out_channels, True)
 
 
 def _mlp(inputs, hidden, out):

@@ -14,12 +14,31 @@ FLOAT_BYTES = 4
 CACHE_WARNING_BYTES = 2**30  # one channel of one subject
 
 
-def encoder_parameters(filters, in_channels=1):
-    """Parameters of ``Encoder3D(filters)``: per level a residual block of two 3^3 convolutions and a 1^3 projection."""
-    total, previous = 0, int(in_channels)
-    for width in filters:
-        total += 27 * (previous * width + width * width) + previous * width + 4 * width
-        previous = width
+def conv_parameters(k, cin, cout, bias):
+    return k * cin * cout + (cout if bias else 0)
+
+
+def _norm(norm, channels):
+    return {"batch": 4 * channels, "group": 2 * channels, "instance": 2 * channels}.get(norm, 0)
+
+
+def residual_block_parameters(cin, f, norm, projection, strides=1):
+    bias = norm == "none"
+    n = conv_parameters(27, cin, f, bias) + _norm(norm, f) + conv_parameters(27, f, f, bias) + _norm(norm, f)
+    if projection or cin != f or strides != 1:
+        n += conv_parameters(1, cin, f, bias) + _norm(norm, f)
+    return n
+
+
+def encoder_parameters(filters, in_channels=1, norm="batch", blocks_per_level=1):
+    """Exact parameter count (trainable and not) of ``Encoder3D(in_channels, filters, ...)``: per level a residual
+    block of two 3^3 convolutions with their normalisation, and a 1^3 projection where the width changes (the
+    memory planner, ``keras_ssl3d.tasks.memory_plan``, counts with this too)."""
+    total, cin = 0, int(in_channels)
+    for level, f in enumerate(filters, start=1):
+        for block in range(1, blocks_per_level + 1):
+            total += residual_block_parameters(cin, f, norm, projection=level == 1 and block == 1)
+            cin = f
     return total
 
 
