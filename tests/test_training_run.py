@@ -233,3 +233,14 @@ def test_killed_or_interrupted_run_resumes(tmp_path, sig):
     assert "DONE epoch-0003" in done.stdout
     history = (run_dir / "history.csv").read_text().strip().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
+
+
+def test_a_task_setting_added_later_is_recorded_only_when_it_differs():
+    """Exemplar/SimCLR gained ``augment_on``: at its default a run.json is the one older runs wrote (they resume)."""
+    from keras_ssl3d.training.run import record_added
+
+    older = {"task": "exemplar", "task_config": {"hidden_units": 64}}
+    assert record_added({**older, "task_config": {"hidden_units": 64, "augment_on": "auto"}}, "pretrain") == older
+    changed = record_added({**older, "task_config": {"hidden_units": 64, "augment_on": "device"}}, "pretrain")
+    assert changed["task_config"] == {"hidden_units": 64, "augment_on": "device"}
+

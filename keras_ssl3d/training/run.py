@@ -385,11 +385,19 @@ ADDED_SETTINGS = {
 }
 
 
+# The same for settings added to a task's constructor (a pretraining run's ``task_config``).
+ADDED_TASK_SETTINGS = {"augment_on": "auto"}
+
+
 def record_added(config, command):
-    """``config`` without the settings added after runs were made (`ADDED_SETTINGS`) that are at the value
-    older runs had."""
+    """``config`` without the settings added after runs were made (`ADDED_SETTINGS`, `ADDED_TASK_SETTINGS`)
+    that are at the value older runs had."""
     added = ADDED_SETTINGS[command]
-    return {k: v for k, v in config.items() if not (k in added and v == added[k])}
+    config = {k: v for k, v in config.items() if not (k in added and v == added[k])}
+    if isinstance(config.get("task_config"), dict):
+        config["task_config"] = {k: v for k, v in config["task_config"].items()
+                                 if not (k in ADDED_TASK_SETTINGS and v == ADDED_TASK_SETTINGS[k])}
+    return config
 
 
 def recorded_config(run_dir):
