@@ -148,7 +148,7 @@ def test_bare_brats_file_names_are_a_subject(data, tmp_path, capsys):
     assert run_cli(cli, _preprocess(data, tmp_path / "cache")) == 0
     assert "4 subjects preprocessed, 0 already done, 0 skipped as bad, of 4" in capsys.readouterr().out
     cache = open_cache(tmp_path / "cache")
-    assert "case_bare" in cache.subject_ids and cache.has_labels
+    assert "case_bare" in cache.subject_ids and all(s.get("label") for s in cache.subjects)
 
 
 def test_every_folder_not_taken_as_a_subject_is_reported(data, tmp_path):
@@ -383,7 +383,7 @@ def test_a_semicolon_csv_manifest_is_read(data, tmp_path, capsys):
     assert run_cli(cli, _preprocess(data / "manifest.csv", tmp_path / "cache")) == 0, capsys.readouterr().err
     cache = open_cache(tmp_path / "cache")
     assert cache.subject_ids == ["BraTS_Synth_001", "BraTS_Synth_002", "BraTS_Synth_003"]
-    assert cache.modalities == ["t1", "t1ce", "t2", "flair"] and cache.has_labels
+    assert cache.modalities == ["t1", "t1ce", "t2", "flair"] and all(s.get("label") for s in cache.subjects)
 
 
 def test_extra_csv_columns_are_named_not_read(data):

@@ -138,12 +138,16 @@ class TrainingRun:
                 if changed:
                     raise RunError(f"cannot resume with different settings ({', '.join(changed)})",
                                    path=record_path)
-            # What a resume may change (more --epochs, ...) is recorded as it is now, the rest as it was.
-            self.config = {**recorded, **{k: v for k, v in self.config.items() if k in _VOLATILE}} if recorded \
-                else self.config
+            # What a resume may change (more --epochs, ...) is recorded as it is now, the rest as it was; the
+            # devices a resume ran on go into its own entry (the config keeps those the run started on).
+            now = {k: v for k, v in self.config.items() if k in _VOLATILE}
+            entry = {"at": _now(), "command": self.command}
+            if recorded and "distribution" in now:
+                entry["distribution"] = now.pop("distribution")
+            self.config = {**recorded, **now} if recorded else self.config
             record["config"] = self.config
             self.seed = int(record.get("seed", self.seed))
-            record.setdefault("resumed", []).append({"at": _now(), "command": self.command})
+            record.setdefault("resumed", []).append(entry)
         else:
             if existing is not None or record_path.is_file():
                 raise RunError("the run directory already holds a run: pass --resume to continue it, "
