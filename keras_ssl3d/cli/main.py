@@ -19,13 +19,13 @@ COMMANDS = {
     "pretrain": ("keras_ssl3d.cli.pretrain", "pretrain", "Pretrain an encoder with a self-supervised task."),
     "plan": ("keras_ssl3d.cli.plan", "plan", "Estimate a pretraining step's memory; pick remat/micro-batches."),
     "finetune": ("keras_ssl3d.cli.finetune", "finetune", "Fine-tune an encoder for segmentation/classification."),
-    "evaluate": ("keras_ssl3d.cli.evaluate", "evaluate", "Evaluate a fine-tuned model (Dice, kappa)."),
+    "evaluate": ("keras_ssl3d.cli.evaluate", "evaluate", "Evaluate a fine-tuned model (Dice, HD95, kappa)."),
     "predict": ("keras_ssl3d.cli.predict", "predict", "Predict label maps as NIfTI in the input geometry."),
     "study": ("keras_ssl3d.cli.study", "study", "Data-efficiency study: pretrained vs scratch."),
     "probe": ("keras_ssl3d.cli.probe", "probe", "Frozen-encoder probe vs a random encoder of its architecture."),
     "zoo": ("keras_ssl3d.cli.zoo", "zoo", "List, describe, download and build zoo presets."),
     "push": ("keras_ssl3d.cli.push", "push", "Upload a preset folder to the Hugging Face Hub."),
-    "export": ("keras_ssl3d.cli.export", "export", "Export an encoder as a TF SavedModel / TF-Hub module."),
+    "export": ("keras_ssl3d.cli.export", "export", "Export a preset as a TF SavedModel, TF-Hub module or ONNX file."),
     "demo": ("keras_ssl3d.cli.demo", "demo", "Run the whole job on built-in synthetic data."),
 }
 
