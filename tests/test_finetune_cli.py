@@ -92,7 +92,7 @@ def test_finetune_pretrained_then_evaluate_and_predict(brats, pretrained, capsys
 
 
 def _assert_same_weights(preset, weights_file):
-    from keras_ssl3d.finetune.runner import load_pretrained_model
+    from keras_ssl3d.finetune.model import load_pretrained_model
 
     saved = load_pretrained_model(str(preset))
     reference = load_pretrained_model(str(preset))
@@ -184,7 +184,7 @@ def test_finetune_2d_grading_and_evaluate(tmp_path, capsys):
 
 def test_augmented_run_with_sparse_checkpoints_resumes_to_the_uninterrupted_weights(brats, monkeypatch, capsys):
     from keras_ssl3d.finetune import augment
-    from keras_ssl3d.finetune.runner import load_pretrained_model
+    from keras_ssl3d.finetune.model import load_pretrained_model
     from keras_ssl3d.training import run as run_module
 
     sizes = []

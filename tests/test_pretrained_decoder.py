@@ -45,7 +45,7 @@ def test_from_pretrained_starts_the_decoder_from_the_preset(genesis_run):
 
 def test_finetune_loads_the_decoder_and_says_so(genesis_run, capsys):
     from keras_ssl3d.data.labelled import load_task_data
-    from keras_ssl3d.finetune.runner import build_model
+    from keras_ssl3d.finetune.model import build_model
 
     folder = genesis_run / "pre" / "encoder"
     data = load_task_data(genesis_run / "brats", size=16)

@@ -48,7 +48,7 @@ def probe(data_path, encoder, out, with_random, scratch_runs, label_fraction, ep
     from keras_ssl3d.finetune.probe import (FRESH, PROBE_OUTPUT, ProbeSettings, load_probe_encoder, random_like,
                                             run_probe, score_line, write_probe)
     from keras_ssl3d.data.labelled import detect_task, load_task_data
-    from keras_ssl3d.finetune.runner import load_encoder
+    from keras_ssl3d.finetune.model import load_encoder
 
     claim_output_dir(out, PROBE_OUTPUT, option="--out")  # before any data is read or cached
     filter_list = parse_int_list(filters, "--filters")

@@ -64,7 +64,8 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_sch
     from keras_ssl3d.finetune.parsing import parse_float_list, parse_int_list, parse_name_list
     from keras_ssl3d.data.labelled import load_task_data
     from keras_ssl3d.fileio import claim_output_dir
-    from keras_ssl3d.finetune.runner import FinetuneSettings, load_encoder
+    from keras_ssl3d.finetune.model import load_encoder
+    from keras_ssl3d.finetune.runner import FinetuneSettings
     from keras_ssl3d.finetune.study import SCRATCH, STUDY_OUTPUT, run_study, split_encoder_spec
 
     claim_output_dir(out, STUDY_OUTPUT, option="--out")  # before any data is read or cached

@@ -2,8 +2,11 @@
 
 Submodules are imported lazily (the CLI imports ``parsing`` without loading Keras):
 
-- ``adapt``: `adapt_input_channels` (c1 -> c2 input channels: duplicate / mean / random / by_name);
-- ``warmup``: `EncoderWarmup`, `apply_strategy` (frozen / warmup / full);
+- ``presets.adapt``: `adapt_input_channels` (c1 -> c2 input channels: duplicate / mean / random / by_name);
+- ``model``: the model a run trains (`load_encoder`, `build_model`: encoder + U-Net decoder or grading head);
+- ``warmup``: `EncoderWarmup`, `apply_strategy` (frozen / warmup / full), the warm-up rule for short runs;
+- ``convergence`` / ``callbacks``: `--patience`, the poly lr schedule, convergence speed in a study;
+- ``probe``: the frozen-encoder probe;
 - ``metrics``: Dice, BraTS regions, quadratic-weighted kappa, `MeanDice`, `QuadraticKappa`;
 - ``surface``: `hd95`, `mean_surface_distance` in mm (BraTS empty-mask convention);
 - ``inference``: `sliding_window_predict`, `predict_labels` (MONAI's sliding-window conventions);

@@ -157,7 +157,7 @@ def load_probe_encoder(handle, data, filters=None, norm="batch", adapt="auto", s
     """The encoder to probe: a preset/run's encoder (or one loaded already; its input adapted to the data's channels as finetune
     does), or with ``none``/``random`` a fresh one from ``filters``/``norm`` (initialised by ``seed``)."""
     from keras_ssl3d.models import Encoder3D
-    from keras_ssl3d.finetune.runner import adapt_encoder, load_encoder
+    from keras_ssl3d.finetune.model import adapt_encoder, load_encoder
     from keras_ssl3d.names import FILTERS_3D as PAPER_FILTERS_3D
 
     if isinstance(handle, str) and handle.lower() in FRESH:

@@ -84,7 +84,8 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
     """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows.
 
     ``speed_fraction``: the convergence-speed target (see `keras_ssl3d.finetune.convergence`)."""
-    from keras_ssl3d.finetune.runner import RESULT_FILE, warmup_note
+    from keras_ssl3d.finetune.runner import RESULT_FILE
+    from keras_ssl3d.finetune.warmup import warmup_note
 
     out = Path(out)
     claim_output_dir(out, STUDY_OUTPUT)  # new, empty or an earlier study (resumed): never the user's folder
@@ -204,7 +205,7 @@ def _strip(scores):
 
 def _row(label, handle, fraction, repeat, result, wall, run_dir, pool_size=None):
     from keras_ssl3d.finetune.convergence import run_columns as convergence_columns
-    from keras_ssl3d.finetune.runner import effective_warmup
+    from keras_ssl3d.finetune.warmup import effective_warmup
 
     evaluation = result.get("evaluation") or {}
     train_size = result.get("train_size")

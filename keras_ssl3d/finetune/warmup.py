@@ -33,6 +33,7 @@ import keras
 from keras_ssl3d.errors import ConfigError
 
 from keras_ssl3d.names import FINETUNE_STRATEGIES as STRATEGIES  # noqa: E402
+from keras_ssl3d.names import FINETUNE_WARMUP_EPOCHS as PAPER_WARMUP  # noqa: E402
 
 
 class EncoderWarmup(keras.callbacks.Callback):
@@ -121,3 +122,37 @@ def _rebuilt_optimizer(old, trainable):
         if k < len(candidates) and tuple(candidates[k].shape) == tuple(v.shape):
             v.assign(candidates[k])
     return new
+
+
+def default_warmup(task, strategy, epochs):
+    """The paper's warm-up (25 epochs 3D, 5 2D), or a quarter of ``epochs`` when the run is not longer than that.
+
+    The paper's warm-up in a shorter run would keep the encoder frozen throughout (``--strategy frozen`` in
+    disguise); an explicit ``--warmup-epochs`` that long is refused instead (`FinetuneSettings.check`).
+    """
+    paper = PAPER_WARMUP[task]
+    return paper if strategy != "warmup" or paper < int(epochs) else int(epochs) // 4
+
+
+def warmup_note(task, settings, pretrained=None):
+    """A line saying the warm-up of a pretrained encoder was shortened to fit the run, or None.
+
+    ``pretrained``: True where ``settings.encoder`` is not yet the encoder (a study's settings).
+    """
+    s = settings.resolved(task)
+    if settings.warmup_epochs is not None or s.strategy != "warmup" or s.warmup_epochs == PAPER_WARMUP[task] \
+            or (pretrained is None and str(s.encoder).lower() == "none"):
+        return None
+    return (f"Warm-up: {s.warmup_epochs} epoch(s), a quarter of --epochs {s.epochs} (the paper's "
+            f"{PAPER_WARMUP[task]} would keep the pretrained encoder frozen for the whole run); "
+            "set --warmup-epochs to choose")
+
+
+def effective_warmup(config):
+    """Epochs a run's encoder is frozen, from its recorded config: 0 (full), its warm-up, or all (frozen)."""
+    strategy = config.get("strategy")
+    if strategy == "full":
+        return 0
+    if strategy == "frozen":
+        return config.get("epochs")
+    return config.get("warmup_epochs")
