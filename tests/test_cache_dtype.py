@@ -1,4 +1,4 @@
-"""The compact cache: intensities stored as float16 (default) or uint8, read back as float32 in [0, 1]."""
+"""The compact cache: intensities stored as float16 or uint8 (float32 by default), read back as float32 in [0, 1]."""
 
 import json
 
@@ -30,11 +30,12 @@ def _image_bytes(folder):
     return sum(p.stat().st_size for p in (folder / "images").glob("*.npy"))
 
 
-def test_default_is_float16_and_half_the_bytes(caches):
+def test_default_is_float32_and_the_compact_ones_halve_and_quarter_the_bytes(caches):
     default = open_cache(caches["default"])
-    assert default.dtype == "float16"
-    assert json.loads((caches["default"] / "settings.json").read_text())["dtype"] == "float16"
-    assert np.load(caches["default"] / default.info(0)["image"], mmap_mode="r").dtype == np.float16
+    assert default.dtype == "float32"
+    assert json.loads((caches["default"] / "settings.json").read_text())["dtype"] == "float32"
+    assert np.load(caches["default"] / default.info(0)["image"], mmap_mode="r").dtype == np.float32
+    assert np.load(caches["float16"] / default.info(0)["image"], mmap_mode="r").dtype == np.float16
     data = SIZE ** 3 * 4  # voxels x channels per subject
     full, half, quarter = (_image_bytes(caches[d]) for d in ("float32", "float16", "uint8"))
     assert full - 3 * 4 * data == half - 3 * 2 * data == quarter - 3 * data  # the same .npy headers
@@ -73,6 +74,9 @@ def test_an_older_float32_cache_resumes_and_keeps_its_dtype(caches, tmp_path):
     assert summary["already_done"] == 3 and summary["done"] == 0
     assert {p: p.stat().st_mtime_ns for p in (old / "images").glob("*.npy")} == before
     assert open_cache(old).dtype == "float32"
+    # and a float16 cache, rerun without --dtype, resumes as float16 (not the float32 default)
+    summary = preprocess_dataset(caches["raw"], caches["float16"], size=SIZE)
+    assert summary["already_done"] == 3 and open_cache(caches["float16"]).dtype == "float16"
 
 
 def test_cli_dtype_option(caches, tmp_path, capsys):

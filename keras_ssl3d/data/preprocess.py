@@ -37,9 +37,10 @@ from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, disk_f
 
 CACHE_FORMAT = "keras-ssl3d-cache"
 # How the cache stores intensities (all scale modes give [0, 1]): float16 halves the disk and the page cache at
-# a rounding error <= 2.4e-4 (BENCHMARKS.md, "Compact cache"); uint8 quarters them at <= 2.0e-3 (1/510).
-CACHE_DTYPES = ("float16", "float32", "uint8")
-DEFAULT_CACHE_DTYPE = "float16"
+# a rounding error <= 2.4e-4, uint8 quarters them at <= 2.0e-3 (1/510). float32 stays the default: numpy's cast
+# back to float32 made the batch pipeline 2-3x slower here (BENCHMARKS.md, "Compact cache").
+CACHE_DTYPES = ("float32", "float16", "uint8")
+DEFAULT_CACHE_DTYPE = "float32"
 # 2: file names are unique per subject id (a readable part and a hash); 1 mapped "Sub 1" and "Sub_1" to one file.
 CACHE_VERSION = 2
 # Voxels longer than this many times their shortest side are stretched visibly by the cubic resize.
