@@ -16,8 +16,6 @@ difference to scratch with its 95 % bootstrap interval, see `keras_ssl3d.finetun
 ``convergence.png`` (validation score vs epoch) and ``summary.md`` (both as tables, with verdicts).
 """
 
-import csv
-import io
 import json
 import re
 import time
@@ -28,20 +26,11 @@ import numpy as np
 from keras_ssl3d.errors import ConfigError
 from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_text_atomic
 from keras_ssl3d.finetune.convergence import DEFAULT_SPEED_FRACTION, at_maximum_note, speed_markdown
-from keras_ssl3d.finetune.convergence import RUN_COLUMNS as CONVERGENCE_COLUMNS
+from keras_ssl3d.finetune.runs_table import COLUMNS, RUNS_FILE, SURFACE_COLUMNS, write_runs_csv  # noqa: F401
+from keras_ssl3d.finetune.runs_table import run_row as _row
 from keras_ssl3d.finetune.statistics import compare_to_scratch, format_comparison
 
 SCRATCH = "none"
-RUNS_FILE = "runs.csv"
-# Surface distances on the test subjects in mm (`keras_ssl3d.finetune.surface`): HD95 and the mean surface
-# distance, averaged over the structures (BraTS regions, else foreground classes), then per BraTS region.
-SURFACE_COLUMNS = ["hd95", "msd", "hd95_whole_tumor", "hd95_tumor_core", "hd95_enhancing_tumor",
-                   "msd_whole_tumor", "msd_tumor_core", "msd_enhancing_tumor"]
-COLUMNS = ["encoder", "label", "strategy", "warmup_epochs", "fraction", "used_fraction", "repeat", "seed",
-           "train_size", "val_size", "test_size",
-           "score", "score_name", "whole_tumor", "tumor_core", "enhancing_tumor", "final_val_metric",
-           "best_val_metric", "selected_epoch", "epochs", "wall_s", "run_dir", *SURFACE_COLUMNS,
-           *CONVERGENCE_COLUMNS]
 # The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
 SCRATCH_STRATEGY = "full"
 # A study folder: its runs/ (or runs.csv) says so; the package writes only these names in it.
@@ -201,48 +190,6 @@ def _strip(scores):
     if scores is None:
         return None
     return {k: v for k, v in scores.items() if k != "per_subject"}
-
-
-def _row(label, handle, fraction, repeat, result, wall, run_dir, pool_size=None):
-    from keras_ssl3d.finetune.convergence import run_columns as convergence_columns
-    from keras_ssl3d.finetune.warmup import effective_warmup
-
-    evaluation = result.get("evaluation") or {}
-    train_size = result.get("train_size")
-    task = result.get("task")
-    score_name = "mean_dice" if task == "segmentation" else "kappa"
-    regions = evaluation.get("regions") or {}
-    surface = {"hd95": evaluation.get("mean_hd95"), "msd": evaluation.get("mean_msd")}
-    for metric in ("hd95", "msd"):
-        for region in ("whole_tumor", "tumor_core", "enhancing_tumor"):
-            surface[f"{metric}_{region}"] = (evaluation.get(metric) or {}).get(region)
-    return {
-        "encoder": handle, "label": label, "strategy": (result.get("config") or {}).get("strategy"),
-        "warmup_epochs": effective_warmup(result.get("config") or {}),
-        "fraction": float(fraction),  # as asked; a label subset has at least one subject:
-        "used_fraction": round(train_size / pool_size, 6) if train_size and pool_size else None,
-        "repeat": int(repeat), "seed": int(repeat),
-        "train_size": result.get("train_size"), "val_size": result.get("val_size"),
-        "test_size": result.get("test_size"),
-        "score": evaluation.get(score_name), "score_name": score_name,
-        "whole_tumor": regions.get("whole_tumor"), "tumor_core": regions.get("tumor_core"),
-        "enhancing_tumor": regions.get("enhancing_tumor"),
-        "final_val_metric": result.get("final_score"), "best_val_metric": result.get("best_score"),
-        "selected_epoch": result.get("selected_epoch"), "epochs": len(result.get("curve") or []),
-        "wall_s": None if wall is None else round(float(wall), 2),
-        "run_dir": str(run_dir),
-        **surface,
-        **convergence_columns(result),
-    }
-
-
-def write_runs_csv(path, rows):
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
-    write_text_atomic(path, buffer.getvalue())
 
 
 def _curves(out, rows):
