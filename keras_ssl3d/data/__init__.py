@@ -13,7 +13,8 @@ import numpy as np
 
 from keras_ssl3d.data.cache import CachedDataset, default_cache_dir, ensure_cache, is_cache, open_cache
 from keras_ssl3d.data.images2d import load_images_2d
-from keras_ssl3d.data.layouts import Dataset, Subject, discover
+from keras_ssl3d.data.layouts import discover
+from keras_ssl3d.data.subjects import Dataset, Subject
 from keras_ssl3d.data.nifti import Volume, load_volume, save_label_map
 from keras_ssl3d.data.preprocess import (
     crop_to_foreground,

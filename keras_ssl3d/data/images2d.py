@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_ssl3d.data.layouts import read_csv_rows
+from keras_ssl3d.data.manifest_csv import read_csv_rows
 from keras_ssl3d.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -1,13 +1,13 @@
 """Where the scans of a data set are: BraTS folders, Medical Segmentation Decathlon tasks, plain
 folders of NIfTI files, and CSV manifests, all turned into the same list of subjects."""
 
-import csv
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from keras_ssl3d.data.manifest_csv import csv_files, discover_csv, inside, warn_outside
 from keras_ssl3d.data.nifti import is_nifti, nifti_stem
+from keras_ssl3d.data.subjects import Dataset, Subject
 from keras_ssl3d.errors import DataError, warn_data
 
 LAYOUTS = ("auto", "brats", "msd", "folder", "csv")
@@ -33,54 +33,7 @@ BRATS_LABEL_NAMES = LABEL_CONVENTIONS["brats2021"]
 LABEL_SUFFIXES = ("_seg", "_label", "_labels", "_mask", "_gt")
 LABEL_DIRS = ("labels", "labelsTr", "masks", "segmentations")
 IMAGE_DIRS = ("images", "imagesTr", "imagesTs")
-ID_COLUMNS = ("id", "subject", "subject_id", "case", "case_id", "name", "eid")
-LABEL_COLUMNS = ("label", "seg", "segmentation", "mask", "labels")
 
-
-@dataclass
-class Subject:
-    """One scan: ``images`` maps modality name -> file (several names may share one 4D file)."""
-
-    id: str
-    images: dict
-    label: Path = None
-    split: str = None
-    # Why this subject cannot be used (e.g. a missing modality); reported when it is loaded, so a
-    # data set with a few bad subjects can still be processed with ``skip_bad``.
-    problem: str = None
-
-    @property
-    def image_paths(self):
-        """The distinct image files in modality order (what ``load_volume`` reads)."""
-        return list(dict.fromkeys(Path(p) for p in self.images.values()))
-
-    @property
-    def single_channel_paths(self):
-        """Files named for exactly one modality (BraTS ``*_t1``, ``*_0000``, CSV columns): one channel each.
-
-        A file shared by several modalities (MSD 4D) or the unnamed ``image`` of a folder may hold many.
-        """
-        names = {}
-        for name, p in self.images.items():
-            names.setdefault(Path(p), []).append(name)
-        return [p for p, n in names.items() if len(n) == 1 and n[0] != "image"]
-
-
-@dataclass
-class Dataset:
-    subjects: list
-    modalities: list
-    label_names: dict = None
-    layout: str = "folder"
-    root: Path = None
-    extra: dict = field(default_factory=dict)
-
-    def __len__(self):
-        return len(self.subjects)
-
-    @property
-    def labeled(self):
-        return [s for s in self.subjects if s.label is not None]
 
 
 def discover(path, layout="auto", modalities=None, label_convention=None):
@@ -105,7 +58,7 @@ def discover(path, layout="auto", modalities=None, label_convention=None):
                         f"{', '.join(LABEL_CONVENTIONS)}", path=path)
     if layout == "auto":
         layout = detect_layout(path)
-    reader = {"brats": _discover_brats, "msd": _discover_msd, "folder": _discover_folder, "csv": _discover_csv}
+    reader = {"brats": _discover_brats, "msd": _discover_msd, "folder": _discover_folder, "csv": discover_csv}
     dataset = reader[layout](path, modalities)
     if not dataset.subjects:
         raise DataError(f"no subjects found for layout {layout!r}", path=path)
@@ -144,7 +97,7 @@ def detect_layout(path):
     found = []
     if (path / "dataset.json").is_file():
         found.append("msd")
-    if _csv_files(path):
+    if csv_files(path):
         found.append("csv")
     if _brats_subject_dirs(path):
         found.append("brats")
@@ -157,10 +110,6 @@ def detect_layout(path):
         raise DataError(f"ambiguous data set layout: looks like {' and '.join(found)}; pass --layout "
                         f"{{{','.join(found)}}}", path=path)
     return found[0]
-
-
-def _csv_files(path):
-    return sorted(p for p in path.glob("*.csv") if p.is_file() and p.name != "labels.csv")
 
 
 def _nifti_files(path):
@@ -311,8 +260,8 @@ def _discover_msd(path, modalities):
         img = resolve(entry["image"] if isinstance(entry, dict) else entry)
         subjects.append(Subject(id=nifti_stem(img), images={m: img for m in select}, label=None, split="test"))
     for n, s in enumerate(subjects):
-        outside += [(n + 1, p) for p in [*s.image_paths, s.label] if p is not None and not _inside(p, root)]
-    _warn_outside([(f"entry {n}", p) for n, p in outside], root, json_path)
+        outside += [(n + 1, p) for p in [*s.image_paths, s.label] if p is not None and not inside(p, root)]
+    warn_outside([(f"entry {n}", p) for n, p in outside], root, json_path)
     ds = Dataset(subjects=subjects, modalities=select, label_names=label_names, layout="msd", root=root)
     if select != all_mods:
         # 4D files hold every modality: remember which channels to keep.
@@ -433,92 +382,3 @@ def _discover_folder(path, modalities):
     return ds
 
 
-# ---------------------------------------------------------------- CSV manifest
-
-
-def _discover_csv(path, modalities):
-    """A CSV manifest: one row per subject; image columns hold NIfTI paths relative to the CSV's folder.
-
-    Known columns: an id (``id``, ``subject``, ``eid``...), a label (``label``, ``seg``...), ``split``, and the
-    image columns (those holding ``.nii``/``.nii.gz`` paths, or the ``modalities`` asked for); any
-    other column (age, sex...) is named in a warning and not read. The delimiter (``,`` ``;`` tab)
-    is detected.
-    """
-    if path.is_dir():
-        files = _csv_files(path)
-        if len(files) != 1:
-            raise DataError(f"expected one .csv manifest, found {len(files)}", path=path)
-        path = files[0]
-    rows = read_csv_rows(path, "CSV manifest")
-    columns = [c.strip() for c in rows[0].keys() if c is not None]
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in rows]
-    lower = {c.lower(): c for c in columns}
-    id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
-    label_col = next((lower[c] for c in LABEL_COLUMNS if c in lower), None)
-    skip = {id_col, label_col, lower.get("split")}
-    mod_cols = [c for c in columns if c not in skip and any(is_nifti(row.get(c, "")) for row in rows)]
-    if modalities:
-        for m in modalities:
-            if m not in columns and m.lower() not in lower:
-                raise DataError(f"missing modality column {m!r} (columns: {', '.join(columns)})", path=path)
-        mod_cols = [m if m in columns else lower[m.lower()] for m in modalities]
-    if not mod_cols:
-        raise DataError(f"CSV manifest has no image columns (no column holds .nii/.nii.gz paths; columns: "
-                        f"{', '.join(columns)})", path=path)
-    unread = [c for c in columns if c not in skip and c not in mod_cols]
-    if unread:
-        several = len(unread) > 1
-        warn_data(f"column{'s' if several else ''} {', '.join(unread)} {'are' if several else 'is'} not read (neither "
-                  "images, id, label nor split)", path=path)
-    root = path.parent
-    subjects = []
-    outside = []
-    for n, row in enumerate(rows, start=2):
-        images = {}
-        for c in mod_cols:
-            if not row.get(c):
-                raise DataError(f"line {n}: missing modality {c!r}", path=path)
-            images[c] = root / row[c]
-        sid = row.get(id_col) if id_col else None
-        sid = sid or nifti_stem(images[mod_cols[0]])
-        label = root / row[label_col] if label_col and row.get(label_col) else None
-        outside += [(n, p) for p in [*images.values(), label] if p is not None and not _inside(p, root)]
-        subjects.append(Subject(id=sid, images=images, label=label, split=row.get("split") or None))
-    _warn_outside(outside, root, path)
-    return Dataset(subjects=subjects, modalities=mod_cols, label_names=None, layout="csv", root=root)
-
-
-def _inside(p, root):
-    try:
-        Path(p).resolve().relative_to(Path(root).resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def _warn_outside(outside, root, manifest):
-    """Paths of a manifest leading outside the data folder (``../``, absolute) are read, but said."""
-    if outside:
-        where, first = outside[0]
-        where = f"line {where}" if isinstance(where, int) else where
-        warn_data(f"{len(outside)} path(s) lead outside the data folder {root} (e.g. {where}: {first}); they are "
-                  "read as given", path=manifest)
-
-
-def read_csv_rows(path, what):
-    """All rows of a CSV file as dicts (delimiter ``,`` ``;`` or tab, detected); a one-line ``DataError``
-    naming ``what`` when unreadable or empty."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            sample = f.read(1 << 16)
-            f.seek(0)
-            try:
-                delimiter = csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t").delimiter
-            except csv.Error:  # one column: no delimiter to find
-                delimiter = ","
-            rows = list(csv.DictReader(f, delimiter=delimiter))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"unreadable {what} ({e})", path=path) from None
-    if not rows:
-        raise DataError(f"{what} has no rows", path=path)
-    return rows
