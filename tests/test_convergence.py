@@ -14,7 +14,8 @@ from keras_ssl3d.finetune.callbacks import PolyDecay
 from keras_ssl3d.finetune.convergence import (compare_speeds, patience_stop, poly_lr, run_speeds, speed_markdown,
                                               steps_to_reach)
 from keras_ssl3d.finetune.statistics import paired_comparison, read_runs_csv
-from keras_ssl3d.finetune.study import COLUMNS, summary_markdown, write_runs_csv
+from keras_ssl3d.finetune.runs_table import COLUMNS, write_runs_csv
+from keras_ssl3d.finetune.study import summary_markdown
 
 pytestmark = pytest.mark.multibackend
 

@@ -11,7 +11,7 @@ import functools
 import os
 import sys
 
-from keras_ssl3d.native_logs import NATIVE_LOG, native_logs_filtered  # noqa: F401  (imported from here too)
+from keras_ssl3d.native_logs import native_logs_filtered
 
 def quiet_wanted(verbose=False):
     """Quiet unless --verbose, or the user asked TensorFlow for its logs with TF_CPP_MIN_LOG_LEVEL=0."""

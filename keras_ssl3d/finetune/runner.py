@@ -15,7 +15,6 @@ see `keras_ssl3d.finetune.selection`); without one, or with ``select="last"``, t
 """
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 

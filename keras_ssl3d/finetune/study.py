@@ -26,7 +26,7 @@ import numpy as np
 from keras_ssl3d.errors import ConfigError
 from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_text_atomic
 from keras_ssl3d.finetune.convergence import DEFAULT_SPEED_FRACTION, at_maximum_note, speed_markdown
-from keras_ssl3d.finetune.runs_table import COLUMNS, RUNS_FILE, SURFACE_COLUMNS, write_runs_csv  # noqa: F401
+from keras_ssl3d.finetune.runs_table import RUNS_FILE, write_runs_csv
 from keras_ssl3d.finetune.runs_table import run_row as _row
 from keras_ssl3d.finetune.statistics import compare_to_scratch, format_comparison
 

@@ -8,6 +8,7 @@ A preset folder holds:
 Loading never unpickles anything: configs are deserialized with ``safe_mode=True``.
 """
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -149,8 +150,7 @@ def load_preset(directory, expected_sha256=None, cls=None):
     if cls is not None and not isinstance(model, cls):
         raise PresetError(f"preset holds a {type(model).__name__}, not a {cls.__name__}", path=directory)
     try:
-        with warnings.catch_warnings():  # a fine-tuned model's file holds its training optimizer: not needed here
-            warnings.filterwarnings("ignore", message=OPTIMIZER_WARNING, category=UserWarning)
+        with _optimizer_warning_hidden():
             model.load_weights(str(weights))
     except Exception as e:  # h5py/keras raise many types for truncated or mismatched files
         raise PresetError(f"cannot load weights ({type(e).__name__}: {_first_line(e)})", path=weights) from None
@@ -166,8 +166,7 @@ def load_keras_file(path, cls=None):
     if not path.is_file():
         raise PresetError("file does not exist", path=path)
     try:
-        with _own_classes(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=OPTIMIZER_WARNING, category=UserWarning)
+        with _own_classes(), _optimizer_warning_hidden():
             model = keras.saving.load_model(str(path), safe_mode=True)
     except Exception as e:
         raise PresetError(f"cannot load .keras file ({type(e).__name__}: {_first_line(e)})", path=path) from None
@@ -197,6 +196,15 @@ _MODEL_CLASSES = []
 
 def register_model_class(cls):
     _MODEL_CLASSES.append(cls)
+
+
+@contextlib.contextmanager
+def _optimizer_warning_hidden():
+    """A fine-tuned model's file holds its training optimizer, which loading for use does not need: Keras' warning
+    that it skipped those variables is noise (only that warning is hidden)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=OPTIMIZER_WARNING, category=UserWarning)
+        yield
 
 
 def _own_classes():
