@@ -210,3 +210,24 @@ def test_summary_says_which_runs_hit_their_maximum(tmp_path):
     assert table == "| 50 | 0.5000 ± 0.0000 (n=3) (1/3 hit --epochs) | 0.5000 ± 0.0000 (n=3) (2/3 hit --epochs) |"
     assert "## Convergence speed" in text and "0.9 x the scratch arm's converged" in text
     assert "until 3 epochs without improvement" in text
+
+
+def test_epoch_indices_pass_whole_times_over_the_labelled_subjects():
+    from keras_ssl3d.finetune.runner import epoch_indices
+
+    train = np.array([4, 7, 9])
+    assert epoch_indices(train, None, 2).tolist() == [4, 7, 9]
+    assert epoch_indices(train, 1, 2).tolist() == [4, 7, 9]  # never less than one pass
+    # 10 steps of 2 = 20 samples ~ round(20 / 3) = 7 passes
+    assert epoch_indices(train, 10, 2).tolist() == [4, 7, 9] * 7
+
+
+def test_steps_per_epoch_makes_longer_epochs_and_is_recorded(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(cli, _finetune(tiny_data, run, "--epochs", "1", "--steps-per-epoch", "6")) == 0
+    result = json.loads((run / "result.json").read_text())
+    # 3 training subjects, batch 2: 6 steps = 12 samples = 4 passes = 12 subjects a epoch
+    assert (result["train_size"], result["steps_per_epoch"]) == (3, 6)
+    assert result["config"]["steps_per_epoch"] == 6
+    assert run_cli(cli, _finetune(tiny_data, run, "--epochs", "2", "--steps-per-epoch", "3", "--resume")) == 2
+    assert "cannot resume with different settings (steps_per_epoch" in capsys.readouterr().err

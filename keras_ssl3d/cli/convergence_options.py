@@ -12,7 +12,11 @@ LR_SCHEDULES = ("constant", "poly")
 
 
 def convergence_options(func):
-    """``--patience N`` and ``--lr-schedule constant|poly``."""
+    """``--patience N``, ``--lr-schedule constant|poly`` and ``--steps-per-epoch N``."""
+    func = click.option(
+        "--steps-per-epoch", default=None, type=click.IntRange(min=1), metavar="STEPS",
+        help="Pass over the labelled subjects (shuffled) as many whole times per epoch as give about this many "
+             "steps (nnU-Net: 250), so that few labels do not make one-step epochs. [default: one pass]")(func)
     func = click.option(
         "--lr-schedule", default="constant", show_default=True, type=click.Choice(LR_SCHEDULES),
         help="Learning rate per epoch: constant, or nnU-Net's poly decay lr * (1 - epoch/epochs)^0.9 "

@@ -58,7 +58,7 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, patience, lr_schedule,
-             batch_size, lr, seed,
+             steps_per_epoch, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
              remat, precision, memory_budget, tensorboard, augment, checkpoint_every, checkpoint_seconds, resume,
              verbose):
@@ -89,7 +89,7 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
         filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt, remat=remat,
         precision=precision, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
-        augment=augment, patience=patience, lr_schedule=lr_schedule)
+        augment=augment, patience=patience, lr_schedule=lr_schedule, steps_per_epoch=steps_per_epoch)
     settings.check()
     if detect_task(data_path) == "segmentation":  # 3D: refuse a --filters/--size typo before reading any data
         check_size(settings.filters if str(encoder).lower() == "none" else None, size or 128, batch_size)

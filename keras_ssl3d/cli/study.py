@@ -44,8 +44,8 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @workers_option
 @distribution_options
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
-def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_schedule, speed_fraction, batch_size,
-          lr, strategy, warmup_epochs, size,
+def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_schedule, steps_per_epoch,
+          speed_fraction, batch_size, lr, strategy, warmup_epochs, size,
           filters, norm, test_fraction, val_fraction, split_seed, loss, augment, cache, workers,
           distribute_strategy, devices,
           verbose):
@@ -76,7 +76,8 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_sch
     settings = FinetuneSettings(epochs=epochs, batch_size=batch_size, lr=lr, strategy=strategy,
                                 warmup_epochs=warmup_epochs, val_fraction=val_fraction, split_seed=split_seed,
                                 filters=filter_list, norm=norm or "batch", loss=loss, augment=augment,
-                                test_fraction=test_fraction, patience=patience, lr_schedule=lr_schedule)
+                                test_fraction=test_fraction, patience=patience, lr_schedule=lr_schedule,
+                                steps_per_epoch=steps_per_epoch)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,

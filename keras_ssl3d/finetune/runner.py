@@ -58,6 +58,10 @@ class FinetuneSettings:
     # convergence (see finetune.convergence): stop after this many epochs without improvement; lr schedule
     patience: int | None = None
     lr_schedule: str = "constant"
+    # nnU-Net's fixed iterations per epoch: the labelled subjects are passed over (shuffled) as many whole times
+    # as give about this many steps. None: one pass. A few labels otherwise make epochs of one or two steps,
+    # each paying Keras' end-of-epoch bookkeeping and a validation pass, and patience counts in those.
+    steps_per_epoch: int | None = None
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -104,6 +108,9 @@ class FinetuneSettings:
             raise ConfigError(f"model selection must be one of {SELECT_RULES}, got {self.select!r}")
         if not 0.0 <= float(self.test_fraction) < 1.0:
             raise ConfigError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if self.steps_per_epoch is not None and (int(self.steps_per_epoch) != self.steps_per_epoch
+                                                 or self.steps_per_epoch < 1):
+            raise ConfigError(f"--steps-per-epoch must be an integer >= 1, got {self.steps_per_epoch}")
         from keras_ssl3d.finetune.convergence import check_settings
 
         check_settings(self.patience, self.lr_schedule, self.val_fraction)
@@ -279,7 +286,7 @@ def _run_config(data, s, split, plan, adapted, decoder, select):
     if select == "best":
         config["select"] = "best"
     config.update(checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds, augment=s.augment,
-                  patience=s.patience, lr_schedule=s.lr_schedule)
+                  patience=s.patience, lr_schedule=s.lr_schedule, steps_per_epoch=s.steps_per_epoch)
     return record_added(config, "finetune")
 
 
@@ -295,7 +302,8 @@ def _batches(data, s, split, plan, workers):
 
     replicated = plan.replicas > 1
     train = VolumeBatches(data.samples, batch_size=plan.global_batch(s.batch_size), shuffle=True, seed=s.seed,
-                          with_labels=True, indices=split.train, workers=workers, drop_remainder=replicated,
+                          with_labels=True, indices=epoch_indices(split.train, s.steps_per_epoch,
+                                                                  plan.global_batch(s.batch_size)), workers=workers, drop_remainder=replicated,
                           transform=augmentation(s.augment))
     validation = None
     if len(split.val):
@@ -304,6 +312,15 @@ def _batches(data, s, split, plan, workers):
         padded = np.resize(split.val, -(-len(split.val) // batch) * batch) if replicated else split.val
         validation = VolumeBatches(data.samples, batch_size=batch, shuffle=False, with_labels=True, indices=padded)
     return train, validation
+
+
+def epoch_indices(train, steps_per_epoch, batch_size):
+    """The training subjects of one epoch: ``train`` repeated in whole passes to give about ``steps_per_epoch``
+    steps of ``batch_size`` (at least one pass); the batches shuffle them."""
+    if not steps_per_epoch or not len(train):
+        return train
+    passes = max(1, int(round(int(steps_per_epoch) * int(batch_size) / len(train))))
+    return np.tile(np.asarray(train), passes)
 
 
 def _restore_selected(model, out, rows, val_key, select):
