@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from keras_ssl3d.demo import MARKER, REGIONS, format_table, run_demo, tiny_config
-from keras_ssl3d.demo.report import _class_legend
+from keras_ssl3d.demo import MARKER, format_summary, run_demo, tiny_config
 from keras_ssl3d.errors import ConfigError
+from keras_ssl3d.finetune.statistics import read_runs_csv
 
 
 @pytest.fixture(scope="module")
@@ -20,73 +20,61 @@ def demo(tmp_path_factory):
     return out, results, lines
 
 
-def test_results_table_and_scores(demo):
+def test_the_demo_is_the_study_on_the_labelled_set(demo):
     out, results, lines = demo
-    runs = {(r["encoder"], r["label_fraction"], r["subset"]): r for r in results["runs"]}
+    # The study's own runs.csv is the demo's runs: one implementation of the loop and the statistics.
+    study_rows = read_runs_csv(out / "study" / "runs.csv")
+    assert [(r["label"], r["repeat"]) for r in results["runs"]] == [(r["label"], r["repeat"]) for r in study_rows]
+    runs = {(r["label"], r["fraction"], r["repeat"]): r for r in results["runs"]}
     assert set(runs) == {(name, 0.5, k) for name in ("rotation", "scratch") for k in (0, 1)}
     for run in runs.values():
-        assert set(run["dice"]) == {*REGIONS, "mean"}
-        assert all(0.0 <= v <= 1.0 for v in run["dice"].values())
-        assert set(run["hd95"]) == set(run["msd"]) == {*REGIONS, "mean"} and min(run["hd95"].values()) >= 0
-        assert run["hd95"]["mean"] == pytest.approx(sum(run["hd95"][r] for r in REGIONS) / 3)
-        assert run["labelled_subjects"] == 2  # ceil(0.5 * 4)
-        assert run["history"] and run["history"][-1]["epoch"] == run["epochs"]
-        assert (out / run["run"] / "model" / "metadata.json").is_file()
-        assert len(run["per_subject"]) == 2  # the held-out subjects
+        assert 0.0 <= run["score"] <= 1.0 and run["score_name"] == "mean_dice"
+        assert run["test_size"] == 2 and run["train_size"] == 2  # 6 labelled: 2 test, 1 validation, half of 3
     assert runs[("scratch", 0.5, 0)]["strategy"] == "full"
-    # The same labelled subjects for pretrained and scratch within a subset, other subjects in the other subset.
-    subjects = {key: json.loads((out / r["run"] / "run.json").read_text())["config"]["train_subjects"]
-                for key, r in runs.items()}
-    assert subjects[("rotation", 0.5, 0)] == subjects[("scratch", 0.5, 0)]
-    assert sorted({s.split("#")[0] for s in subjects[("scratch", 0.5, 0)]}) == runs[("scratch", 0.5, 0)]["labelled_ids"]
-    assert subjects[("rotation", 0.5, 1)] == subjects[("scratch", 0.5, 1)]
-    # The paired comparison, by hand: differences of the mean Dice on the same subsets.
-    diffs = [runs[("rotation", 0.5, k)]["dice"]["mean"] - runs[("scratch", 0.5, k)]["dice"]["mean"] for k in (0, 1)]
+    # Same labelled subjects (and test subjects) for pretrained and scratch within a subset.
+    config = {key: json.loads((out / "study" / "runs" / key[0] / "fraction_0.5" / f"repeat_{key[2]}" / "run.json")
+                              .read_text())["config"] for key in runs}
+    for k in (0, 1):
+        assert config[("rotation", 0.5, k)]["train_subjects"] == config[("scratch", 0.5, k)]["train_subjects"]
+        assert config[("rotation", 0.5, k)]["test_subjects"] == config[("scratch", 0.5, k)]["test_subjects"]
+    # Converged-run settings reach every run: patience, steps per epoch, the selected epoch.
+    assert {c["patience"] for c in config.values()} == {1} and {c["steps_per_epoch"] for c in config.values()} == {1}
+    # The labelled subjects are never in the unlabelled pool the encoder was pretrained on.
+    pool = {p.name for p in (out / "data" / "unlabelled").iterdir()}
+    labelled = {p.name for p in (out / "data" / "labelled").iterdir()}
+    assert len(pool) == 4 and len(labelled) == 6 and not pool & labelled
+    assert not list((out / "data" / "unlabelled").rglob("*_seg.nii.gz"))
+    # The paired comparison, by hand: differences of the test scores on the same subsets.
+    diffs = [runs[("rotation", 0.5, k)]["score"] - runs[("scratch", 0.5, k)]["score"] for k in (0, 1)]
     (c,) = results["comparisons"]
     assert (c["encoder"], c["label_fraction"], c["n"]) == ("rotation", 0.5, 2)
     assert c["mean"] == pytest.approx(sum(diffs) / 2)
     assert c["sd"] == pytest.approx(abs(diffs[0] - diffs[1]) / math.sqrt(2))
-    assert min(diffs) - 1e-9 <= c["low"] <= c["high"] <= max(diffs) + 1e-9
-    table = format_table(results).splitlines()
-    assert table[0].split()[:8] == ["labels", "encoder", "subsets", "WT", "TC", "ET", "mean", "sd"]
-    rotation_row = next(line for line in table if " rotation " in line)
-    assert f"{c['mean']:+.3f}" in rotation_row and c["verdict"] in rotation_row
-    scratch_row = next(line for line in table if " scratch " in line)
-    mean = sum(runs[("scratch", 0.5, k)]["dice"]["mean"] for k in (0, 1)) / 2
-    assert scratch_row.split()[7] == f"{mean:.3f}"
-    for run in runs.values():  # the mean column is the mean of the columns shown beside it
-        assert run["dice"]["mean"] == pytest.approx(sum(run["dice"][r] for r in REGIONS) / 3)
+    # Convergence speed: scratch minus pretrained steps, per subset.
+    speeds = {(s["label"], s["repeat"]): s["steps"] for s in results["speeds"]}
+    (sc,) = results["speed_comparisons"]
+    assert sc["mean"] == pytest.approx(sum(speeds[("scratch", k)] - speeds[("rotation", k)] for k in (0, 1)) / 2)
     pretext = results["pretext"]["rotation"]
     assert pretext["chance_loss"] == pytest.approx(math.log(10))
     assert pretext["chance_accuracy"] == pytest.approx(0.1)
-    # Scored on the held-out test subjects every epoch: the last epoch's numbers are the summary's.
-    last = pretext["history"][-1]
+    last = pretext["history"][-1]  # scored on the labelled subjects' images every epoch
     assert pretext["held_out_accuracy"] == last["val_accuracy"] and pretext["held_out_loss"] == last["val_loss"]
-    assert "held-out pretext accuracy" in table[-1] and "(chance 0.100)" in table[-1]
     assert any("pretraining rotation" in line for line in lines)
 
 
-def test_files_report_and_figures(demo):
+def test_files_report_and_summary(demo):
     out, results, _ = demo
     assert (out / MARKER).is_file()
-    assert len(list((out / "data" / "train").glob("*/*_flair.nii.gz"))) == 4
-    assert len(list((out / "data" / "test").glob("*/*_seg.nii.gz"))) == 2
     assert (out / "runs" / "pretrain-rotation" / "encoder" / "metadata.json").is_file()
     assert json.loads((out / "results.json").read_text())["runs"] == json.loads(json.dumps(results["runs"]))
+    summary = (out / "study" / "summary.md").read_text()
+    printed = format_summary(results, out)
+    assert printed.startswith("pretext rotation: held-out pretext accuracy") and summary in printed
     report = (out / "report.md").read_text()
-    assert format_table(results) in report and "lr 0.001" in report
-    assert "| HD95 WT | TC | ET (mm) |" in report
-    first = results["runs"][0]
-    assert "".join(f"{first['hd95'][r]:.1f} | " for r in REGIONS) in report
-    assert sorted(results["figures"]) == ["figures/dice_vs_labels.png", "figures/example_segmentation.png",
-                                          "figures/training_curves.png"]
-    for fig in results["figures"]:
-        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert f"]({fig})" in report
-    test_data = type("T", (), {"class_names": ["background", "necrotic", "edema", "enhancing"], "num_classes": 4})
-    legend = _class_legend(test_data, vmax=3)  # the example segmentation's colour key
-    assert [p.get_label() for p in legend] == ["background", "necrotic", "edema", "enhancing"]
-    assert legend[0].get_facecolor() != legend[3].get_facecolor()
+    assert "## Pretrained minus scratch, paired by label subset" in summary
+    assert "### Pretrained minus scratch, paired by label subset" in report and "## Convergence speed" in summary
+    for fig in ("study/data_efficiency.png", "study/convergence.png"):
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({fig})" in report
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
@@ -107,8 +95,9 @@ def test_quick_source_starts_from_the_bundled_preset(tmp_path):
     pretext = results["pretext"]["rotation"]
     assert pretext["source"] == "bundled" and pretext["encoder"] == "demo-brats-rotation"
     assert not (tmp_path / "out" / "runs" / "pretrain-rotation").exists()
-    run = next(r for r in results["runs"] if r["encoder"] == "rotation")
-    config_json = json.loads((tmp_path / "out" / run["run"] / "run.json").read_text())["config"]
+    assert {r["label"] for r in results["runs"]} == {"rotation", "scratch"}
+    config_json = json.loads((tmp_path / "out" / "study" / "runs" / "rotation" / "fraction_0.5" / "repeat_0" /
+                              "run.json").read_text())["config"]
     assert config_json["encoder"] == "demo-brats-rotation"
     # The preset's metadata says what its pretext task reached on held-out subjects, next to chance.
     assert 0.0 <= pretext["held_out_accuracy"] <= 1.0 and pretext["chance_accuracy"] == pytest.approx(0.1)

@@ -130,11 +130,11 @@ def brats_like_arrays(n=4, shape=(64, 64, 48), seed=0):
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def make_brats_like(out_dir, n_subjects=20, shape=(64, 64, 48), seed=0, prefix="BraTS_Synth"):
+def make_brats_like(out_dir, n_subjects=20, shape=(64, 64, 48), seed=0, prefix="BraTS_Synth", with_labels=True):
     """Write ``n_subjects`` BraTS-like subjects in the BraTS folder layout; returns ``out_dir``.
 
-    ``out_dir/<id>/<id>_{t1,t1ce,t2,flair}.nii.gz`` (int16, LPS affine as in BraTS) and
-    ``<id>_seg.nii.gz`` (labels 0, 1, 2, 4).
+    ``out_dir/<id>/<id>_{t1,t1ce,t2,flair}.nii.gz`` (int16, LPS affine as in BraTS) and, unless
+    ``with_labels`` is false (an unlabelled pool), ``<id>_seg.nii.gz`` (labels 0, 1, 2, 4).
     """
     out_dir = Path(out_dir)
     for i in range(n_subjects):
@@ -145,7 +145,8 @@ def make_brats_like(out_dir, n_subjects=20, shape=(64, 64, 48), seed=0, prefix="
         for c, m in enumerate(BRATS_MODALITIES):
             scale = rng.uniform(600, 1500)
             save_volume(np.rint(image[..., c] * scale).astype(np.int16), BRATS_AFFINE, sdir / f"{sid}_{m}.nii.gz")
-        save_volume(labels.astype(np.uint8), BRATS_AFFINE, sdir / f"{sid}_seg.nii.gz")
+        if with_labels:
+            save_volume(labels.astype(np.uint8), BRATS_AFFINE, sdir / f"{sid}_seg.nii.gz")
     return out_dir
 
 

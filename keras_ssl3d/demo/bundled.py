@@ -2,11 +2,11 @@
 
     python -m keras_ssl3d.demo.bundled [--only demo-brats-rotation] [--epochs 30]
 
-Each ``demo-*`` manifest names its tiny architecture; this script trains the manifest's task on
-``keras_ssl3d.data.synthetic.brats_like_arrays`` (fixed seeds) at the size, shape and widths of
-``keras-ssl3d demo --quick`` (which fine-tunes from these presets), with the task heads of
-``TASKS[task].small_hparams``. The pretext task is scored every epoch on held-out subjects of
-another seed; the last epoch's held-out accuracy and its chance level go to the preset's metadata
+Each ``demo-*`` manifest names its tiny architecture; this script trains the manifest's task on the
+unlabelled pool of ``keras-ssl3d demo --quick`` (``brats_like_arrays`` with the demo's pool seed, size, shape,
+widths, pool size and pretraining steps: `keras_ssl3d.demo.runner.DemoConfig`), with the task heads of
+``TASKS[task].small_hparams``. The pretext task is scored every epoch on the demo's labelled subjects (another
+seed, never trained on); the last epoch's held-out accuracy and its chance level go to the preset's metadata
 and the manifest (so the model card says what the encoder learned). The preset folder is written
 to ``keras_ssl3d/zoo/bundled/<name>/`` and the weights' sha256 pinned in the manifest. The
 weights are reproducible run to run on one machine/library stack; another stack may produce
@@ -22,25 +22,23 @@ import numpy as np
 
 from keras_ssl3d.presets.catalogue import MANIFEST_DIR, PACKAGE_DIR, load_registry
 
-DEMO_SUBJECTS = 40
-DEMO_HELD_OUT = 8
-DEMO_EPOCHS = 30
-DEMO_BATCH_SIZE = 4
+POOL_SEED = 10_000  # = keras_ssl3d.demo.runner.make_data's pool seed for --seed 0
 
 
-def demo_samples(n=DEMO_SUBJECTS, seed=0):
-    """Synthetic 4-channel BraTS-like volumes as the quick demo sees them: its shape, resized to its size."""
-    from keras_ssl3d.data.arrays import resize_volume
+def demo_samples(n, seed):
+    """Synthetic 4-channel BraTS-like volumes as the demo pretrains on them: cropped to the foreground, resized."""
+    from keras_ssl3d.data.arrays import crop_to_foreground, resize_volume
     from keras_ssl3d.data.synthetic import brats_like_arrays
     from keras_ssl3d.demo.runner import quick_config
 
     config = quick_config()
     images, _ = brats_like_arrays(n=n, shape=config.shape, seed=seed)
     size = (config.size,) * 3
-    return np.stack([resize_volume(im, size) for im in images]).astype(np.float32)
+    crop = config.crop_foreground
+    return np.stack([resize_volume(crop_to_foreground(im)[0] if crop else im, size) for im in images]).astype(np.float32)
 
 
-def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
+def build_demo(name, epochs=None, seed=0, verbose=0):
     """Train and write one demo preset; return ``(folder, weights sha256, pretext summary)``."""
     import dataclasses
 
@@ -54,14 +52,17 @@ def build_demo(name, epochs=DEMO_EPOCHS, seed=0, verbose=0):
     recipe = dict(entry.recipe)
     recipe["task_hparams"] = dict(recipe.get("task_hparams", {}), **TASKS[task].small_hparams)
     entry = dataclasses.replace(entry, manifest=dict(entry.manifest, recipe=recipe))
-    samples = demo_samples(seed=seed)
-    held_out = demo_samples(DEMO_HELD_OUT, seed=seed + 20_000)  # other subjects: never trained on
-    size = quick_config().size
+    config = quick_config()
+    samples = demo_samples(config.n_unlabelled, seed + POOL_SEED)
+    held_out = demo_samples(config.n_labelled, seed)  # the demo's labelled subjects: never trained on
+    epochs = epochs or config.pretrain_epochs()
     out = (PACKAGE_DIR / entry.manifest["bundled"]["path"]).resolve()
-    described = (f"keras_ssl3d.data.synthetic.brats_like_arrays(n={DEMO_SUBJECTS}, shape={quick_config().shape}, "
-                 f"seed={seed}); held out: n={DEMO_HELD_OUT}, seed={seed + 20_000}")
+    described = (f"keras_ssl3d.data.synthetic.brats_like_arrays(n={config.n_unlabelled}, shape={config.shape}, "
+                 f"seed={seed + POOL_SEED}) (the demo's unlabelled pool); held out: the demo's labelled subjects, "
+                 f"n={config.n_labelled}, seed={seed}")
     with tempfile.TemporaryDirectory(prefix="keras_ssl3d_demo_") as run_dir:
-        result = train_preset(entry, samples, epochs=epochs, batch_size=DEMO_BATCH_SIZE, input_size=size,
+        result = train_preset(entry, samples, epochs=epochs, batch_size=config.pretrain_batch_size,
+                              input_size=config.size,
                               run_dir=run_dir, preset_dir=out, data_description=described, seed=seed,
                               verbose=verbose, held_out=held_out,
                               metadata=lambda r: {"demo": True, "pretext": r.pretext})
@@ -85,7 +86,7 @@ def pin_bundled_sha(name, sha, pretext=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", help="Build only this demo preset (repeatable).")
-    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the demo's pretraining steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     names = args.only or [n for n, e in load_registry().items() if e.manifest.get("bundled")]

@@ -1,0 +1,144 @@
+"""What makes pretraining transfer at CPU scale: the paired studies behind docs/transfer.md.
+
+    python benchmarks/transfer_diagnosis.py --out /tmp/diagnosis [--groups main,pretext,norm,finetune]
+
+Every factor is the demo's pipeline (`keras_ssl3d.demo.runner`: synthetic data, `pretrain_encoder`, the
+demo's `DemoConfig.finetune_settings`) with one setting changed, fine-tuned by the library's study
+(`run_study`) on the same labelled subjects, the same held-out test subjects and the same label subsets
+(repeat r = seed r) as the scratch arm it is paired with. A group whose scratch arm is trained exactly as
+another group's reuses those finished scratch runs (copied; the study checks test subjects and strategy).
+Seeds are fixed here and were not chosen for any result. Prints one JSON line per group (the paired
+comparisons); the studies' folders hold everything (runs.csv, summary.md).
+"""
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+SEED = 0
+POOLS = (24, 200, 1000)
+BASE = dict(n_unlabelled=200)
+HARD = {"flip_p": 1.0, "rotation_p": 1.0, "color_p": 1.0, "zoom_p": 0.5}
+
+# group -> (arms, finetune-setting changes for the pretrained arms, scratch shared with group)
+# arm: (label, task, DemoConfig changes)
+GROUPS = {
+    "main": ([("exemplar-pool200", "exemplar", {}),
+              ("exemplar-pool24", "exemplar", {"n_unlabelled": 24}),
+              ("exemplar-pool1000", "exemplar", {"n_unlabelled": 1000}),
+              ("exemplar-nocrop", "exemplar", {"crop_foreground": False})], {}, None),
+    "pretext": ([("exemplar-hard", "exemplar", {"task_options": tuple(HARD.items())}),
+                 ("exemplar-batch8", "exemplar", {"pretrain_batch_size": 8}),
+                 ("simclr", "simclr", {}),
+                 ("jigsaw-10perm", "jigsaw", {}),
+                 ("jigsaw-100perm", "jigsaw", {"task_options": (("num_permutations", 100),)}),
+                 ("rotation", "rotation", {}),
+                 ("genesis", "genesis", {})], {}, "main"),
+    "norm-instance": ([("exemplar-instance", "exemplar", {"norm": "instance"})], {}, None),
+    "norm-group": ([("exemplar-group", "exemplar", {"norm": "group"})], {}, None),
+    "encoder-lr-0.1": ([("exemplar-pool200", "exemplar", {})], {"encoder_lr_scale": 0.1}, "main"),
+    "lr-warmup-3": ([("exemplar-pool200", "exemplar", {})], {"lr_warmup_epochs": 3}, "main"),
+    "freeze-warmup-3": ([("exemplar-pool200", "exemplar", {})], {"strategy": "warmup", "warmup_epochs": 3}, "main"),
+    "genesis-fresh-decoder": ([("genesis", "genesis", {})], {"decoder": "fresh"}, "main"),
+}
+
+
+def config_for(changes):
+    from keras_ssl3d.demo.runner import DemoConfig
+
+    return dataclasses.replace(DemoConfig(), **{**BASE, **changes})
+
+
+def make_data(root):
+    """The labelled set and the unlabelled pools (pool N = the first N subjects of one generator seed)."""
+    from keras_ssl3d.data.synthetic import make_brats_like
+    from keras_ssl3d.demo.runner import DemoConfig
+
+    shape = DemoConfig().shape
+    labelled = root / "data" / "labelled"
+    if not labelled.is_dir():
+        make_brats_like(labelled, n_subjects=DemoConfig().n_labelled, shape=shape, seed=SEED)
+    pools = {}
+    for n in POOLS:
+        pools[n] = root / "data" / f"pool-{n}"
+        if not pools[n].is_dir():
+            make_brats_like(pools[n], n_subjects=n, shape=shape, seed=SEED + 10_000, prefix="BraTS_SynthPool",
+                            with_labels=False)
+    return labelled, pools
+
+
+def pretrained(root, label, task, changes, labelled, pools, log):
+    """The arm's encoder preset (pretrained once, reused by every group that names the arm)."""
+    from keras_ssl3d.demo.runner import pretrain_encoder
+
+    run_dir = root / "pretrain" / label
+    preset = run_dir / "encoder"
+    if (preset / "metadata.json").is_file():
+        return preset, json.loads((run_dir / "pretext.json").read_text())
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted pretraining of this script's own: start it again
+    config = config_for(changes)
+    t0 = time.time()
+    folder, _, pretext = pretrain_encoder(task, pools[config.n_unlabelled], run_dir, config, SEED, verbose=0,
+                                          held_out_dir=labelled)
+    pretext = {**pretext, "seconds": round(time.time() - t0, 1), "epochs": config.pretrain_epochs()}
+    (run_dir / "pretext.json").write_text(json.dumps(pretext))
+    log(f"pretrained {label}: {json.dumps(pretext)}")
+    return folder, pretext
+
+
+def run_group(root, name, labelled, pools, log):
+    import keras
+
+    from keras_ssl3d.data.labelled import load_task_data
+    from keras_ssl3d.finetune import statistics
+    from keras_ssl3d.finetune.convergence import compare_speeds, run_speeds
+    from keras_ssl3d.finetune.study import run_study
+
+    arms, finetune_changes, shared = GROUPS[name]
+    norm = config_for(arms[0][2]).norm
+    encoders, pretext = [], {}
+    for label, task, changes in arms:
+        preset, pretext[label] = pretrained(root, label, task, changes, labelled, pools, log)
+        encoders.append(f"{label}={preset}")
+    out = root / "studies" / name
+    if shared and not (out / "runs" / "scratch").exists():
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(root / "studies" / shared / "runs" / "scratch", out / "runs" / "scratch")
+    base = config_for({"norm": norm})
+    settings = dataclasses.replace(base.finetune_settings(SEED), **finetune_changes)
+    data = load_task_data(labelled, size=base.size, task="segmentation", cache_root=root / "caches")
+    keras.backend.clear_session()
+    rows = run_study(data, encoders, base.fractions, base.subsets, settings, out, log=log)
+    speeds = run_speeds(rows)
+    result = {"group": name, "settings": {k: v for k, v in finetune_changes.items()}, "pretext": pretext,
+              "test": {f"{k[0]}@{k[1]}": dataclasses.asdict(c) for k, c in statistics.compare_to_scratch(rows).items()},
+              "speed": {f"{k[0]}@{k[1]}": dataclasses.asdict(c) for k, c in compare_speeds(speeds).items()}}
+    (root / f"{name}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--groups", default=",".join(GROUPS))
+    args = parser.parse_args(argv)
+    root = args.out
+    root.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+
+    def log(text):
+        print(f"[{time.time() - start:7.1f}s] {text}", file=sys.stderr, flush=True)
+
+    labelled, pools = make_data(root)
+    for name in args.groups.split(","):
+        run_group(root, name, labelled, pools, log)
+
+
+if __name__ == "__main__":
+    main()
