@@ -132,3 +132,38 @@ def test_study_probe_refuses_impossible_combinations_in_one_line(setup, tmp_path
     assert code == 2 and len(err) == 1 and "'random' names a probe baseline" in err[0], err
     print(err[0])
     assert not (tmp_path / "named").exists()
+
+
+def test_probe_subjects_are_the_study_runs_and_a_mismatch_is_refused(tmp_path):
+    """The probe's split fields are always the study's, and its subjects are checked against each run's."""
+    from types import SimpleNamespace
+
+    from keras_ssl3d.data.splits import label_subset, split_indices, split_test
+    from keras_ssl3d.errors import ConfigError
+    from keras_ssl3d.finetune.probe import ProbeSettings
+    from keras_ssl3d.finetune.runner import FinetuneSettings
+    from keras_ssl3d.finetune.study_probe import StudyProbes
+
+    class Data(SimpleNamespace):
+        def __len__(self):
+            return len(self.subject_ids)
+
+    data = Data(task="segmentation", subject_ids=[f"s{i}" for i in range(12)])
+    settings = FinetuneSettings(test_fraction=0.25, val_fraction=0.3, split_seed=4)
+    probes = StudyProbes(data, tmp_path, settings, ProbeSettings(epochs=3, split_seed=9, test_fraction=0.5),
+                         [("scratch", "none")])
+    ps = probes.settings_for(0.5, 2)
+    assert (ps.split_seed, ps.test_fraction, ps.val_fraction, ps.label_fraction, ps.seed, ps.epochs) == (
+        4, 0.25, 0.3, 0.5, 2, 3)
+    # the runner's split (runner.run_finetune) of this subset
+    rest, test = split_test(12, 0.25, 4)
+    pool = rest[split_indices(len(rest), 0.3, 4)[0]]
+    train = label_subset(pool, 0.5, 2)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"train_subjects": [f"s{i}" for i in train], "test_subjects": [f"s{i}" for i in test]}
+    (run / "result.json").write_text(json.dumps({"config": config}))
+    assert probes._subjects(ps, [run]) == (config["train_subjects"], config["test_subjects"])
+    (run / "result.json").write_text(json.dumps({"config": dict(config, train_subjects=config["train_subjects"][1:])}))
+    with pytest.raises(ConfigError, match="run: this run's train/test subjects are not those the probe would use"):
+        probes._subjects(ps, [run])
