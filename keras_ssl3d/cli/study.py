@@ -43,11 +43,15 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @cache_option
 @workers_option
 @distribution_options
+@click.option("--probe-epochs", default=0, show_default=True, type=click.IntRange(min=0),
+              help="3D: after each label subset's runs, train a frozen-encoder probe head for this many epochs on "
+                   "every pretrained encoder, a random one and the scratch-trained one (OUT/probes.csv, a "
+                   "summary section paired against the random encoder); 0: no probe.")
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_schedule, steps_per_epoch,
           speed_fraction, batch_size, lr, strategy, warmup_epochs, size,
           filters, norm, test_fraction, val_fraction, split_seed, loss, augment, cache, workers,
-          distribute_strategy, devices,
+          distribute_strategy, devices, probe_epochs,
           verbose):
     """Fine-tune every encoder (and scratch) on every label fraction, REPEATS times.
 
@@ -56,7 +60,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_sch
     validation epoch; scratch always trains fully (--strategy applies to pretrained encoders).
     Per fraction, each pretrained encoder is compared with scratch on the same subsets (mean
     difference, sd, 95 % bootstrap interval, verdict). Writes OUT/runs.csv, OUT/data_efficiency.png,
-    OUT/convergence.png and OUT/summary.md.
+    OUT/convergence.png and OUT/summary.md; with --probe-epochs N also OUT/probes.csv (frozen-encoder probes).
     """
     from pathlib import Path
 
@@ -80,6 +84,14 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_sch
                                 steps_per_epoch=steps_per_epoch)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
+    probe = None
+    if probe_epochs:
+        from keras_ssl3d.data.labelled import detect_task
+        from keras_ssl3d.finetune.probe import ProbeSettings
+        from keras_ssl3d.finetune.study_probe import check_probe_task
+
+        check_probe_task(detect_task(data_path))  # before any data is read or cached
+        probe = ProbeSettings(epochs=probe_epochs, batch_size=batch_size, loss=loss)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
                           echo=click.echo)
     pretrained = [split_encoder_spec(e)[1] for e in encoder_list if e != SCRATCH]
@@ -88,6 +100,6 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_sch
         settings.filters = filter_list or tuple(reference.filters)
         settings.norm = norm or reference.norm
     rows = run_study(data, encoder_list, fraction_list, repeats, settings, out, verbose=verbose, log=click.echo,
-                     workers=workers, plan=plan, speed_fraction=speed_fraction)
+                     workers=workers, plan=plan, speed_fraction=speed_fraction, probe=probe)
     click.echo((Path(out) / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"{len(rows)} runs; see {out}/runs.csv, data_efficiency.png, convergence.png")

@@ -142,15 +142,17 @@ def run_probe(data, encoder, settings, name="encoder"):
     batches = VolumeBatches(data.samples, batch_size=settings.batch_size, shuffle=True, seed=settings.seed,
                             with_labels=True, indices=train)
     history = model.fit(batches, epochs=settings.epochs, verbose=0, shuffle=False)
+    scored_ids = [_subject_id(data, i) for i in scored]
     metadata = {"task": "segmentation", "num_classes": data.num_classes, "class_names": data.class_names,
                 "label_mapping": None if data.label_mapping is None else
                 {str(k): v for k, v in data.label_mapping.items()},
-                "input_size": [data.size] * 3, f"{subset}_subjects": [_subject_id(data, i) for i in scored]}
+                "input_size": [data.size] * 3, f"{subset}_subjects": scored_ids}
     scores = evaluate_model(model, metadata, data, subjects=subset)
     return {"name": name, "mean_dice": scores["mean_dice"], "scored_on": subset, "scored_size": int(len(scored)),
             "train_size": int(len(train)), "epochs": settings.epochs,
             "final_loss": float(history.history["loss"][-1]),
-            "per_class": scores.get("per_class"), "regions": scores.get("regions")}
+            "per_class": scores.get("per_class"), "regions": scores.get("regions"),
+            "train_subjects": [_subject_id(data, i) for i in train], "scored_subjects": scored_ids}
 
 
 def load_probe_encoder(handle, data, filters=None, norm="batch", adapt="auto", seed=0):

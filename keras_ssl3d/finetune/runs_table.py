@@ -53,10 +53,11 @@ def run_row(label, handle, fraction, repeat, result, wall, run_dir, pool_size=No
     }
 
 
-def write_runs_csv(path, rows):
+def write_runs_csv(path, rows, columns=COLUMNS):
+    """``rows`` as CSV (``columns``; None as an empty cell), written atomically; also a study's probes.csv."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     write_text_atomic(path, buffer.getvalue())

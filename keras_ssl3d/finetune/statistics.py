@@ -22,14 +22,14 @@ BOOTSTRAP_SEED = 0
 ONE_SUBSET = "not distinguishable (one subset)"
 _INT_COLUMNS = ("repeat", "seed", "train_size", "val_size", "test_size", "selected_epoch", "epochs")
 _FLOAT_COLUMNS = ("fraction", "score", "whole_tumor", "tumor_core", "enhancing_tumor", "final_val_metric",
-                  "best_val_metric", "wall_s", "hd95", "msd", "hd95_whole_tumor", "hd95_tumor_core",
+                  "best_val_metric", "wall_s", "final_loss", "hd95", "msd", "hd95_whole_tumor", "hd95_tumor_core",
                   "hd95_enhancing_tumor", "msd_whole_tumor", "msd_tumor_core", "msd_enhancing_tumor")
 _REQUIRED = ("label", "fraction", "repeat", "score")
 
 
 @dataclasses.dataclass(frozen=True)
 class PairedComparison:
-    """Differences ``pretrained - scratch`` over ``n`` paired label subsets."""
+    """Differences ``pretrained - scratch`` (or ``label - baseline``) over ``n`` paired label subsets."""
 
     n: int
     mean: float
@@ -75,11 +75,12 @@ def format_comparison(c):
 
 
 def compare_to_scratch(rows, baseline=BASELINE, **kwargs):
-    """``{(label, fraction): PairedComparison}`` for every pretrained label of study ``rows``.
+    """``{(label, fraction): PairedComparison}`` of every other label of study ``rows`` minus ``baseline``.
 
-    Rows (dicts as in runs.csv: label, fraction, repeat, score) are paired by ``(fraction, repeat)``
-    with the ``baseline`` label; repeats where either score is missing (a run not finished yet) are
-    left out. ``kwargs`` go to `paired_comparison`.
+    Rows (dicts as in runs.csv or probes.csv: label, fraction, repeat, score) are paired by
+    ``(fraction, repeat)`` with the ``baseline`` label (``scratch`` for fine-tuning runs; ``random``,
+    the random encoder, for a study's probes); repeats where either score is missing (a run not finished
+    yet) are left out. ``kwargs`` go to `paired_comparison`.
     """
     scores = {}
     for row in rows:
@@ -104,15 +105,15 @@ def compare_to_scratch(rows, baseline=BASELINE, **kwargs):
 
 
 def read_runs_csv(path):
-    """The rows of a study's runs.csv, numbers as numbers and empty cells as None."""
+    """The rows of a study's runs.csv (or probes.csv), numbers as numbers and empty cells as None."""
     path = Path(path)
     if not path.is_file():
-        raise DataError("no runs.csv here (run `keras-ssl3d study` first)", path=path)
+        raise DataError(f"no {path.name} here (run `keras-ssl3d study` first)", path=path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise DataError(f"runs.csv lacks the column(s) {', '.join(missing)}", path=path)
+            raise DataError(f"{path.name} lacks the column(s) {', '.join(missing)}", path=path)
         rows = []
         for line, raw in enumerate(reader, start=2):
             row = {}

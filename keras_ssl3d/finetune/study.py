@@ -13,7 +13,8 @@ continues where it stopped.
 Outputs (all written atomically, refreshed after every run): ``runs.csv`` (one row per run),
 ``data_efficiency.png`` (test score vs % of labels, mean ± sd over label subsets; and the paired
 difference to scratch with its 95 % bootstrap interval, see `keras_ssl3d.finetune.statistics`),
-``convergence.png`` (validation score vs epoch) and ``summary.md`` (both as tables, with verdicts).
+``convergence.png`` (validation score vs epoch) and ``summary.md`` (both as tables, with verdicts); with a
+frozen-encoder probe (``--probe-epochs``, `keras_ssl3d.finetune.study_probe`) also ``probes.csv``.
 """
 
 import json
@@ -29,12 +30,14 @@ from keras_ssl3d.finetune.convergence import DEFAULT_SPEED_FRACTION, at_maximum_
 from keras_ssl3d.finetune.runs_table import RUNS_FILE, write_runs_csv
 from keras_ssl3d.finetune.runs_table import run_row as _row
 from keras_ssl3d.finetune.statistics import compare_to_scratch, format_comparison
+from keras_ssl3d.finetune.study_probe import StudyProbes, probe_markdown
 
 SCRATCH = "none"
 # The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
 SCRATCH_STRATEGY = "full"
 # A study folder: its runs/ (or runs.csv) says so; the package writes only these names in it.
-STUDY_FILES = frozenset(("runs", RUNS_FILE, "summary.md", "data_efficiency.png", "convergence.png"))
+STUDY_FILES = frozenset(("runs", RUNS_FILE, "summary.md", "data_efficiency.png", "convergence.png", "probes",
+                         "probes.csv"))
 STUDY_OUTPUT = OutputKind("study", STUDY_FILES, lambda folder: (Path(folder) / "runs").is_dir()
                           or (Path(folder) / RUNS_FILE).is_file())
 
@@ -69,10 +72,12 @@ def encoder_label(handle):
 
 
 def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None,
-              speed_fraction=DEFAULT_SPEED_FRACTION):
+              speed_fraction=DEFAULT_SPEED_FRACTION, probe=None):
     """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows.
 
-    ``speed_fraction``: the convergence-speed target (see `keras_ssl3d.finetune.convergence`)."""
+    ``speed_fraction``: the convergence-speed target (see `keras_ssl3d.finetune.convergence`). ``probe``: a
+    `ProbeSettings` (its epochs, lr, batch size, loss) to probe every encoder after each label subset's runs
+    (`keras_ssl3d.finetune.study_probe`: OUT/probes.csv and the summary's probe section), or None."""
     from keras_ssl3d.finetune.runner import RESULT_FILE
     from keras_ssl3d.finetune.warmup import warmup_note
 
@@ -97,6 +102,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
     if not 0.0 < float(settings.test_fraction) < 1.0:
         raise ConfigError(f"a study scores on held-out test subjects: --test-fraction must be in (0, 1), "
                           f"got {settings.test_fraction}")
+    probes = None if probe is None else StudyProbes(data, out, settings, probe, specs, log)
     test_subjects = _test_subjects(data, settings)
     pool_size = _label_pool_size(data, settings)
     rows = []
@@ -135,9 +141,12 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                 # has); reused runs are drawn once, at the end.
                 stale = reused
                 if not reused:
-                    write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction)
+                    write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction, probes)
+            subset_runs = [r["run_dir"] for r in rows[-len(labels):]]
+            if probes and probes.after_subset(fraction, repeat, subset_runs[0], subset_runs):
+                write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction, probes)
     if stale:
-        write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction)
+        write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction, probes)
     return rows
 
 
@@ -345,7 +354,7 @@ def _save(fig, path):
         fig.savefig(tmp, format="png", dpi=120)
 
 
-def summary_markdown(rows, settings, task, speed_fraction=DEFAULT_SPEED_FRACTION):
+def summary_markdown(rows, settings, task, speed_fraction=DEFAULT_SPEED_FRACTION, probe_rows=()):
     labels, fractions = _by_label(rows)
     score_name = rows[0]["score_name"] if rows and rows[0].get("score_name") else (
         "mean_dice" if task == "segmentation" else "kappa")
@@ -378,6 +387,7 @@ def summary_markdown(rows, settings, task, speed_fraction=DEFAULT_SPEED_FRACTION
         for (label, f), c in sorted(comparisons.items(), key=lambda item: (item[0][1], labels.index(item[0][0]))):
             lines.append(f"| {_fraction_label(rows, f)} | {label} | {format_comparison(c)} |")
     lines += speed_markdown(rows, speed_fraction)  # convergence speed (finetune.convergence)
+    lines += probe_markdown(probe_rows)  # frozen-encoder probe (finetune.study_probe), with --probe-epochs
     walls = [r["wall_s"] for r in rows if r.get("wall_s") is not None]
     lines += ["", f"Runs: {len(rows)}; total training+evaluation time: {sum(walls):.0f} s.",
               f"Settings: epochs {settings.epochs}, strategy {settings.strategy}"
@@ -426,8 +436,9 @@ def _selection_rule(settings):
     return "best validation epoch" if settings.val_fraction else "last epoch (no validation subjects)"
 
 
-def write_outputs(out, rows, curves, task, settings, speed_fraction=DEFAULT_SPEED_FRACTION):
+def write_outputs(out, rows, curves, task, settings, speed_fraction=DEFAULT_SPEED_FRACTION, probes=None):
     score_name = "mean_dice" if task == "segmentation" else "kappa"
     plot_data_efficiency(out / "data_efficiency.png", rows, score_name)
     plot_convergence(out / "convergence.png", curves, score_name)
-    write_text_atomic(out / "summary.md", summary_markdown(rows, settings, task, speed_fraction))
+    write_text_atomic(out / "summary.md", summary_markdown(rows, settings, task, speed_fraction,
+                                                            probes.rows if probes else ()))
