@@ -54,6 +54,14 @@ def test_the_demo_is_the_study_on_the_labelled_set(demo):
     speeds = {(s["label"], s["repeat"]): s["steps"] for s in results["speeds"]}
     (sc,) = results["speed_comparisons"]
     assert sc["mean"] == pytest.approx(sum(speeds[("scratch", k)] - speeds[("rotation", k)] for k in (0, 1)) / 2)
+    # The frozen-encoder probe beside it: pretrained, random and scratch-trained encoders on every subset,
+    # each paired with the random encoder's probe on the same subset.
+    probes = {(p["label"], p["repeat"]): p["score"] for p in results["probes"]}
+    assert set(probes) == {(name, k) for name in ("rotation", "random", "scratch-trained") for k in (0, 1)}
+    pc = {c["encoder"]: c for c in results["probe_comparisons"]}
+    assert set(pc) == {"rotation", "scratch-trained"}
+    assert pc["rotation"]["mean"] == pytest.approx(sum(probes[("rotation", k)] - probes[("random", k)]
+                                                       for k in (0, 1)) / 2)
     pretext = results["pretext"]["rotation"]
     assert pretext["chance_loss"] == pytest.approx(math.log(10))
     assert pretext["chance_accuracy"] == pytest.approx(0.1)
@@ -73,6 +81,7 @@ def test_files_report_and_summary(demo):
     report = (out / "report.md").read_text()
     assert "## Pretrained minus scratch, paired by label subset" in summary
     assert "### Pretrained minus scratch, paired by label subset" in report and "## Convergence speed" in summary
+    assert "## Frozen-encoder probe" in summary
     for fig in ("study/data_efficiency.png", "study/convergence.png"):
         assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({fig})" in report
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]

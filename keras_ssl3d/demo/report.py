@@ -21,17 +21,25 @@ def describe_pretext(name, p):
     return f"{name}: {text} after {p.get('epochs', '?')} epochs ({where})"
 
 
-def study_results(rows, speed_fraction=None):
-    """The study's runs and its paired comparisons (test score and convergence speed) as JSON-ready lists."""
+def study_results(rows, study_dir, speed_fraction=None):
+    """The study's runs, probes and paired comparisons (test score, convergence speed, probe against the random
+    encoder) as JSON-ready lists, computed by the study's own functions."""
+    from pathlib import Path
+
     from keras_ssl3d.finetune import convergence, statistics
+    from keras_ssl3d.finetune.study_probe import PROBES_FILE, RANDOM
 
     speed_fraction = speed_fraction or convergence.DEFAULT_SPEED_FRACTION
     speeds = convergence.run_speeds(rows, speed_fraction)
+    probes_csv = Path(study_dir) / PROBES_FILE
+    probes = statistics.read_runs_csv(probes_csv) if probes_csv.is_file() else []
     return {"runs": [_plain(r) for r in rows],
             "comparisons": _listed(statistics.compare_to_scratch(rows)),
             "speed_fraction": speed_fraction,
             "speeds": [_plain(s) for s in speeds],
-            "speed_comparisons": _listed(convergence.compare_speeds(speeds))}
+            "speed_comparisons": _listed(convergence.compare_speeds(speeds)),
+            "probes": [_plain(r) for r in probes],
+            "probe_comparisons": _listed(statistics.compare_to_scratch(probes, baseline=RANDOM)) if probes else []}
 
 
 def format_summary(results, out):

@@ -101,6 +101,15 @@ class DemoConfig:
             checkpoint_every=self.max_epochs)  # a demo run is a minute: one checkpoint at its end
 
 
+    def probe_settings(self):
+        """The study's frozen-encoder probe (`keras_ssl3d.finetune.probe.ProbeSettings`), or None."""
+        if not self.probe_epochs:
+            return None
+        from keras_ssl3d.finetune.probe import ProbeSettings
+
+        return ProbeSettings(epochs=self.probe_epochs, batch_size=self.finetune_batch_size, loss=self.loss)
+
+
 def default_config():
     """``keras-ssl3d demo``: aims at <= 10 minutes on 2 CPU cores for one task (pretraining included)."""
     return DemoConfig()
@@ -278,7 +287,8 @@ def run_demo(task=DEFAULT_TASK, out="keras-ssl3d-demo", quick=False, seed=0, con
     step(f"study: scratch and {', '.join(tasks)} on {len(config.fractions)} label fraction(s) x {config.subsets} "
          f"label subsets, each run until {config.patience} epochs without improvement (at most {config.max_epochs})")
     rows = run_study(data, [f"{name}={encoders[name]}" for name in tasks], config.fractions, config.subsets,
-                     config.finetune_settings(seed), out / "study", verbose=verbose, log=lambda line: step("  " + line))
+                     config.finetune_settings(seed), out / "study", verbose=verbose, log=lambda line: step("  " + line),
+                     probe=config.probe_settings())
     results = {
         "task": task, "tasks": tasks, "seed": seed, "quick": bool(quick), "preset": preset,
         "config": dataclasses.asdict(config),
@@ -286,7 +296,7 @@ def run_demo(task=DEFAULT_TASK, out="keras-ssl3d-demo", quick=False, seed=0, con
         "data": {"unlabelled": str(pool_dir.relative_to(out)), "labelled": str(labelled_dir.relative_to(out)),
                  "unlabelled_subjects": config.n_unlabelled, "labelled_subjects": len(data)},
         "pretext": pretext,
-        **study_results(rows),
+        **study_results(rows, out / "study"),
         "seconds": round(time.time() - start, 1),
         "versions": _versions(),
     }
