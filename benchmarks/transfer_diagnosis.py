@@ -119,12 +119,93 @@ def run_group(root, name, labelled, pools, log):
     return result
 
 
+def report(root):
+    """Markdown tables of every finished group (for docs/transfer.md), and the power analysis (g)."""
+    from keras_ssl3d.finetune import statistics
+    from keras_ssl3d.finetune.convergence import compare_speeds, run_speeds
+
+    lines = []
+    for name in GROUPS:
+        runs_csv = root / "studies" / name / "runs.csv"
+        if not runs_csv.is_file():
+            continue
+        rows = statistics.read_runs_csv(runs_csv)
+        scores = statistics.compare_to_scratch(rows)
+        speeds = compare_speeds(run_speeds(rows))
+        pretext = json.loads((root / f"{name}.json").read_text())["pretext"] if (root / f"{name}.json").is_file() else {}
+        lines += [f"### {name}", "", "| arm | pretext held-out acc. | test Dice (mean ± sd) | converged | "
+                  "minus scratch, paired | convergence speed (steps saved), paired |", "|---|---|---|---|---|---|"]
+        for label in dict.fromkeys(r["label"] for r in rows):
+            mine = [r for r in rows if r["label"] == label]
+            values = [float(r["score"]) for r in mine]
+            sd = statistics.paired_comparison(values, [0.0] * len(values)).sd if len(values) > 1 else float("nan")
+            acc = (pretext.get(label) or {}).get("held_out_accuracy")
+            loss = (pretext.get(label) or {}).get("held_out_loss")
+            p = "—" if label == "scratch" else f"{acc:.3f}" if acc is not None else (
+                f"loss {loss:.4f}" if loss is not None else "n/a")
+            conv = sum(1 for r in mine if str(r.get("converged")).lower() == "true")
+            key = (label, float(mine[0]["fraction"]))
+            test = statistics.format_comparison(scores[key]) if key in scores else "—"
+            speed = statistics.format_comparison(speeds[key]) if key in speeds else "—"
+            lines.append(f"| {label} | {p} | {sum(values) / len(values):.3f} ± {sd:.3f} (n={len(values)}) | "
+                         f"{conv}/{len(mine)} | {test} | {speed} |")
+        lines.append("")
+    lines += power(root)
+    return "\n".join(lines)
+
+
+def power(root, target=0.03, arm="exemplar-pool200"):
+    """(g): label subsets and test subjects a 95 % interval of half-width ``target`` needs, from the main group's
+    spread: var(paired difference) = var(between subsets) + var(per-subject difference) / test subjects."""
+    import numpy as np
+
+    from keras_ssl3d.data.labelled import load_task_data
+    from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
+    from keras_ssl3d.finetune.statistics import read_runs_csv
+
+    runs_csv = root / "studies" / "main" / "runs.csv"
+    if not runs_csv.is_file():
+        return []
+    rows = read_runs_csv(runs_csv)
+    data = load_task_data(root / "data" / "labelled", size=config_for({}).size, task="segmentation",
+                          cache_root=root / "caches")
+    per_subject = {}
+    for r in rows:
+        if r["label"] in ("scratch", arm):
+            model, metadata = load_finetuned(Path(r["run_dir"]))
+            scores = evaluate_model(model, metadata, data, subjects="test")["per_subject"]
+            per_subject[(r["label"], int(r["repeat"]))] = np.array([s["mean_dice"] for s in scores], dtype=float)
+    repeats = sorted(k for (lab, k) in per_subject if lab == arm and ("scratch", k) in per_subject)
+    diffs = np.array([per_subject[(arm, k)] - per_subject[("scratch", k)] for k in repeats])  # (subsets, subjects)
+    n_test = diffs.shape[1]
+    run_diffs = diffs.mean(axis=1)
+    within = float(np.mean(diffs.var(axis=1, ddof=1)))          # per-subject difference variance
+    total = float(run_diffs.var(ddof=1))
+    between = max(0.0, total - within / n_test)
+    need_subsets = int(np.ceil((1.96 ** 2) * total / target ** 2))
+    rows_out = ["### (g) how many label subsets and test subjects", "",
+                f"From {len(repeats)} subsets of `{arm}` minus scratch (main group), {n_test} test subjects each: sd of "
+                f"the paired difference {np.sqrt(total):.3f}; of it, the test-subject sampling part "
+                f"sqrt(var_subject / n_test) = {np.sqrt(within / n_test):.3f} and the label-subset part "
+                f"{np.sqrt(between):.3f} (per-subject difference sd {np.sqrt(within):.3f}).", "",
+                "| test subjects | subsets for a 95 % half-width of 0.03 |", "|---|---|"]
+    for n in (n_test, 2 * n_test, 4 * n_test, 10 ** 6):
+        var = between + within / n
+        rows_out.append(f"| {'infinite' if n == 10 ** 6 else n} | {int(np.ceil(1.96 ** 2 * var / target ** 2))} |")
+    rows_out += ["", f"With today's {n_test} test subjects: {need_subsets} subsets.", ""]
+    return rows_out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--groups", default=",".join(GROUPS))
+    parser.add_argument("--report", action="store_true", help="print the markdown tables of the finished groups")
     args = parser.parse_args(argv)
     root = args.out
+    if args.report:
+        print(report(root))
+        return
     root.mkdir(parents=True, exist_ok=True)
     start = time.time()
 

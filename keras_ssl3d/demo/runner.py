@@ -59,8 +59,8 @@ class DemoConfig:
     val_fraction: float = 0.2           # of the rest: early stopping and best-epoch selection
     encoder_source: str = "pretrain"    # "pretrain" here, or "bundled": start from the demo-brats-<task> preset
     max_epochs: int = 40                # each run trains until `patience` epochs pass without improvement
-    patience: int = 8
-    steps_per_epoch: int = 10           # nnU-Net's fixed iterations per epoch, at the demo's scale
+    patience: int = 6
+    steps_per_epoch: int = 20           # nnU-Net's fixed iterations per epoch (250), at the demo's scale
     finetune_batch_size: int = 2
     finetune_lr: float = 3e-3           # the paper's 1e-5 cannot converge in a CPU-minutes demo
     lr_schedule: str = "constant"
