@@ -38,8 +38,8 @@ from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, disk_f
 CACHE_FORMAT = "keras-ssl3d-cache"
 # How the cache stores intensities (all scale modes give [0, 1]): float16 halves the disk and the page cache at
 # a rounding error <= 2.4e-4, uint8 quarters them at <= 2.0e-3 (1/510). float32 stays the default: even read back
-# with ``half_to_float32`` (3x faster than numpy's cast) a float16 batch costs more CPU than a float32 copy here,
-# so the warm pipeline is 6-30 % slower; only from disk are they equal (BENCHMARKS.md, "Compact cache").
+# with ``half_to_float32`` (2x faster than numpy's cast) a float16 volume costs more CPU than a float32 copy here,
+# so the pipeline is ~15 % slower from the page cache; only from disk are they equal (BENCHMARKS.md, "Compact cache").
 CACHE_DTYPES = ("float32", "float16", "uint8")
 DEFAULT_CACHE_DTYPE = "float32"
 # 2: file names are unique per subject id (a readable part and a hash); 1 mapped "Sub 1" and "Sub_1" to one file.
@@ -191,9 +191,9 @@ _SMALLEST_SUBNORMAL = np.array([1], dtype=np.uint32).view(np.float32)
 
 
 def half_to_float32(half, out):
-    """``out[...] = half`` (float16 to float32, bit for bit what numpy's cast gives), about 3x faster.
+    """``out[...] = half`` (float16 to float32, bit for bit what numpy's cast gives), about 2x faster.
 
-    numpy casts float16 element by element here (~25 ms per 128^3 x 4 volume, more than reading it); this
+    numpy casts float16 element by element here (~20-26 ms per 128^3 x 4 volume, twice reading it); this
     widens the bits instead: a non-negative finite half's bits shifted left by 13 are a float32 whose
     exponent is 112 too small, and multiplying by 2^112 fixes it exactly, also for zero and subnormals.
     """
