@@ -7,6 +7,10 @@ shared fairly. ``cache=warm``: the files are in the page cache (a data set that 
 ``cache=cold``: every cache file is evicted from the page cache (``posix_fadvise(DONTNEED)``) before each
 epoch, so the epoch reads from disk (a data set larger than memory, what a compact cache is for).
 
+``--part read``: milliseconds to read one warm 128^3 x 4 cached image into its float32 batch slot
+(``CachedDataset.image(i, out=...)``, what each batch does per volume), per dtype, and for float16 also with
+numpy's own cast (``np.copyto``) for comparison; the minimum and median over ``--repeats`` x subjects.
+
 ``--part finetune``: does storing float16 change a fine-tuning result? 24 synthetic training subjects and 8
 test subjects, each preprocessed into a float32 and a float16 cache (``--dtype``); scratch U-Nets fine-tuned by
 ``keras-ssl3d finetune`` on the same 5 label subsets (``--seed 0..4``, a quarter of the labels) from each cache,
@@ -14,6 +18,7 @@ scored by ``keras-ssl3d evaluate`` on the test cache of the same dtype, then pai
 (``keras_ssl3d.finetune.statistics.paired_comparison``: mean ± sd, 95 % bootstrap interval, verdict).
 
     python benchmarks/cache_dtype.py --part throughput [--subjects 6] [--repeats 3]
+    python benchmarks/cache_dtype.py --part read [--subjects 6] [--repeats 3]
     python benchmarks/cache_dtype.py --part finetune [--subsets 5] [--epochs 20]
 """
 
@@ -97,6 +102,40 @@ def throughput(root, n_subjects, repeats, size):
                  all=[round(r, 2) for r in rates[dtype]])
 
 
+def read_into_batch(root, n_subjects, repeats, size):
+    import numpy as np
+
+    from keras_ssl3d.data import open_cache, preprocess_dataset
+    from keras_ssl3d.data.synthetic import make_brats_like
+
+    raw = make_brats_like(root / "raw", n_subjects=n_subjects, shape=(96, 96, 80), seed=0)  # resized up to size
+    caches = {}
+    for dtype in DTYPES:
+        preprocess_dataset(raw, root / dtype, size=size, dtype=dtype)
+        caches[dtype] = open_cache(root / dtype)
+    shape = (*caches["float32"].spatial_shape, caches["float32"].num_channels)
+    half = caches["float16"]
+
+    def numpy_cast(i, out):
+        np.copyto(out, np.load(half.directory / half.info(i)["image"], mmap_mode="r"))
+
+    ways = {dtype: cache.image for dtype, cache in caches.items()}
+    ways["float16 numpy cast"] = numpy_cast
+    for way in ways.values():  # warm the page cache
+        for i in range(n_subjects):
+            way(i, out=np.empty(shape, np.float32))
+    times = {name: [] for name in ways}
+    for _ in range(repeats):
+        for i in range(n_subjects):
+            for name, way in ways.items():  # in turn: each way shares the machine's load
+                start = time.perf_counter()
+                way(i, out=np.empty(shape, np.float32))  # a new slot each time, as each batch is a new array
+                times[name].append(time.perf_counter() - start)
+    for name, seconds in times.items():
+        emit(part="read", way=name, size=size, channels=shape[-1],
+             min_ms=round(1000 * min(seconds), 2), median_ms=round(1000 * statistics.median(seconds), 2))
+
+
 def _cli(*args):
     exe = Path(sys.executable).with_name("keras-ssl3d")
     proc = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
@@ -137,10 +176,10 @@ def finetune(root, n_subsets, epochs, size):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--part", choices=["throughput", "finetune"], required=True)
+    parser.add_argument("--part", choices=["throughput", "read", "finetune"], required=True)
     parser.add_argument("--subjects", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--size", type=int, default=None, help="128 (throughput), 24 (finetune)")
+    parser.add_argument("--size", type=int, default=None, help="128 (throughput, read), 24 (finetune)")
     parser.add_argument("--subsets", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     args = parser.parse_args()
@@ -149,6 +188,8 @@ def main():
     try:
         if args.part == "throughput":
             throughput(root, args.subjects, args.repeats, args.size or 128)
+        elif args.part == "read":
+            read_into_batch(root, args.subjects, args.repeats, args.size or 128)
         else:
             finetune(root, args.subsets, args.epochs, args.size or 24)
     finally:

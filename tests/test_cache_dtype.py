@@ -92,3 +92,84 @@ def test_cli_dtype_option(caches, tmp_path, capsys):
     assert len(err) == 1 and str(out) in err[0] and "other settings (dtype)" in err[0], err
     assert run_cli(cli, ["preprocess", str(caches["raw"]), str(tmp_path / "x"), "--dtype", "float64"]) == 2
     assert "float64" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------ reading back: bit for bit what numpy's cast gives
+
+def _same_bits(a, b):
+    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_half_to_float32_matches_numpys_cast_for_every_bit_pattern():
+    from keras_ssl3d.data.preprocess import _HALF_CHUNK, _subnormals_kept, half_to_float32
+
+    assert _subnormals_kept()  # else every call below would take numpy's cast and prove nothing about the fast one
+    every = np.arange(2 ** 16, dtype=np.uint16).view(np.float16)
+    finite = every[:0x7C00]  # +0, subnormals, normals: the widened-bits path
+    assert _same_bits(half_to_float32(finite, np.empty(finite.shape, np.float32)), finite.astype(np.float32))
+    # -0, negatives, infinities, NaNs (payloads too): numpy's cast, chunk by chunk, next to widened chunks
+    mixed = np.concatenate([np.resize(finite, _HALF_CHUNK), every, finite]).reshape(-1, 4)
+    got = half_to_float32(mixed, np.full(mixed.shape, 7.0, np.float32))
+    assert _same_bits(got, mixed.astype(np.float32))
+    # not contiguous (a strided view): numpy's cast, the same values
+    view = mixed[::3, 1:]
+    assert _same_bits(half_to_float32(view, np.empty(view.shape, np.float32)), view.astype(np.float32))
+
+
+def test_half_to_float32_where_subnormals_are_flushed_takes_numpys_cast(monkeypatch):
+    from keras_ssl3d.data import preprocess
+
+    monkeypatch.setattr(preprocess, "_subnormals_kept", lambda: False)
+    small = np.arange(0x400, dtype=np.uint16).view(np.float16)  # zero and the subnormals
+    assert _same_bits(preprocess.half_to_float32(small, np.empty(small.shape, np.float32)), small.astype(np.float32))
+
+
+def test_from_cache_dtype_reads_uint8_and_float16_as_numpy_would():
+    from keras_ssl3d.data.preprocess import from_cache_dtype
+
+    grey = np.arange(256, dtype=np.uint8).reshape(4, 4, 4, 4)
+    want = grey.astype(np.float32) * np.float32(1.0 / 255.0)
+    assert _same_bits(from_cache_dtype(grey), want)
+    out = np.empty(grey.shape, np.float32)
+    assert from_cache_dtype(grey, out=out) is out and _same_bits(out, want)
+    assert want[0, 0, 0, 0] == 0.0 and want[-1, -1, -1, -1] == 1.0
+    half = np.linspace(0, 1, 4 ** 4, dtype=np.float32).astype(np.float16).reshape(4, 4, 4, 4)
+    assert _same_bits(from_cache_dtype(half), half.astype(np.float32))
+    low = np.empty(half.shape, np.float16)  # an out of another dtype gets the float32 values cast to it
+    np.testing.assert_array_equal(from_cache_dtype(half, out=low), half)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "uint8"])
+@pytest.mark.parametrize("size", [None, 12])
+def test_batches_from_a_compact_cache_are_its_values_as_float32(caches, dtype, size):
+    """Each batch slot is filled straight from the memory map: the stored values cast exactly, in batch order."""
+    from keras_ssl3d.data.preprocess import from_cache_dtype
+
+    compact, reference = open_cache(caches[dtype], size=size), open_cache(caches["float32"], size=size)
+    got = VolumeBatches(compact, batch_size=2, shuffle=True, seed=3, indices=[2, 0, 1])
+    ref = VolumeBatches(reference, batch_size=2, shuffle=True, seed=3, indices=[2, 0, 1])
+    tolerance = 2 ** -12 if dtype == "float16" else 0.5 / 255 + 1e-7
+    for b in range(len(got)):
+        images, want = got[b][0], ref[b][0]
+        assert images.dtype == np.float32 and images.shape == want.shape
+        assert 0 < np.abs(images - want).max() <= tolerance * (1 if size is None else 1.01)
+        if size is None:
+            for slot, i in zip(images, got.batch_indices(b)):
+                stored = np.load(caches[dtype] / compact.info(int(i))["image"])
+                assert _same_bits(slot, from_cache_dtype(stored.copy()))
+
+
+def test_a_cached_image_of_the_wrong_shape_is_one_line(caches, tmp_path):
+    import shutil
+
+    from keras_ssl3d.errors import DataError
+
+    folder = tmp_path / "odd"
+    shutil.copytree(caches["float16"], folder)
+    cache = open_cache(folder)
+    path = folder / cache.info(1)["image"]
+    np.save(path, np.zeros((SIZE, SIZE, SIZE - 1, 4), np.float16))
+    with pytest.raises(DataError) as e:
+        VolumeBatches(cache, batch_size=3, shuffle=False)[0]
+    text = str(e.value)
+    assert "\n" not in text and str(path) in text and "(16, 16, 15, 4)" in text and "(16, 16, 16, 4)" in text, text

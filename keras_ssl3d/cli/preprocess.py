@@ -28,8 +28,8 @@ from keras_ssl3d.data.preprocess import CACHE_DTYPES, SCALE_MODES
                    "pick it from their file names (*_t1ce / *-t1c).")
 @click.option("--dtype", type=click.Choice(CACHE_DTYPES), default=None,
               help="How intensities are stored: float32 (the default for a new cache), float16 (half the bytes: "
-                   "for data sets larger than the disk or memory; slower to read back), or uint8 (a quarter; "
-                   "256 grey levels). An existing cache keeps its own.")
+                   "for data sets larger than the disk or memory; ~15 % slower to read from memory), or uint8 (a "
+                   "quarter; 256 grey levels). An existing cache keeps its own.")
 @click.option("--workers", type=options.WORKERS, default=1, show_default=True,
               help="Parallel worker processes.")
 @click.option("--skip-bad", is_flag=True, help="Report bad subjects and go on instead of stopping.")

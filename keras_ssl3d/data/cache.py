@@ -21,7 +21,8 @@ class CachedDataset:
 
     ``image(i)`` is float32 ``(S, S, S, C)``, ``label(i)`` uint8 ``(S, S, S)`` (or ``None``);
     both are read-only memory maps unless ``mmap=False`` (an image cached as float16 or uint8 is
-    read through its memory map and returned as float32: half or a quarter of the bytes from disk). With ``size`` (an int or 3 ints) each
+    read through its memory map and returned as float32: half or a quarter of the bytes from disk;
+    ``image(i, out=batch[k])`` writes it straight into a batch). With ``size`` (an int or 3 ints) each
     subject is resized to it when read (trilinear / nearest for labels) if the cache was made at
     another size, so one cache serves every ``--size``. ``labeled_only`` keeps only the subjects
     that have a label file (e.g. leaves out MSD test images).
@@ -122,9 +123,19 @@ class CachedDataset:
         except (OSError, ValueError) as e:
             raise DataError(f"unreadable cached {what} ({e})", path=path) from None
 
-    def image(self, i):
-        image = from_cache_dtype(self._load(self.subjects[i]["image"], "image"))
-        return image if self._resize_to is None else resize_volume(image, self._resize_to)
+    def image(self, i, out=None):
+        """Subject ``i``'s image as float32; with ``out`` (a float array of the served shape) written into it."""
+        stored = self._load(self.subjects[i]["image"], "image")
+        if self._resize_to is not None:
+            image = resize_volume(from_cache_dtype(stored), self._resize_to)
+            if out is None:
+                return image
+            np.copyto(out, image)
+            return out
+        if out is not None and stored.shape != out.shape:
+            raise DataError(f"cached image has shape {stored.shape}, the cache's subjects have {out.shape}",
+                            path=self.directory / self.subjects[i]["image"])
+        return from_cache_dtype(stored, out=out)
 
     def label(self, i):
         rel = self.subjects[i].get("label")
@@ -135,8 +146,11 @@ class CachedDataset:
 
     def images(self, indices=None):
         """Stack images into one float32 array (in memory)."""
-        indices = range(len(self)) if indices is None else indices
-        return np.stack([np.asarray(self.image(i), dtype=np.float32) for i in indices])
+        indices = list(range(len(self)) if indices is None else indices)
+        out = np.empty((len(indices), *self.spatial_shape, self.num_channels), dtype=np.float32)
+        for slot, i in zip(out, indices):
+            self.image(i, out=slot)
+        return out
 
     def labels(self, indices=None):
         indices = range(len(self)) if indices is None else indices

@@ -40,8 +40,11 @@ class ArraySource:
         head = np.asarray(self._images[:first], dtype=np.float32)
         return (float(head.min()), float(head.max())) if head.size else None
 
-    def image(self, i):
-        return self._images[i]
+    def image(self, i, out=None):
+        if out is None:
+            return self._images[i]
+        np.copyto(out, self._images[i], casting="unsafe")  # as np.asarray(..., dtype) did
+        return out
 
     def label(self, i):
         return None if self._labels is None else self._labels[i]
@@ -62,15 +65,16 @@ class SubsetSource:
             raise AttributeError(name)
         return getattr(self._source, name)
 
-    def image(self, i):
-        return self._source.image(self._indices[i])
+    def image(self, i, out=None):
+        return self._source.image(self._indices[i], out=out)
 
     def label(self, i):
         return self._source.label(self._indices[i])
 
 
 def as_source(source):
-    """``source`` as an object with ``image(i)``, ``label(i)``, ``len``, ``num_channels`` and ``spatial_shape``."""
+    """``source`` as an object with ``image(i, out=None)``, ``label(i)``, ``len``, ``num_channels`` and
+    ``spatial_shape`` (``image(i, out=a)`` writes the image into ``a`` and returns it)."""
     if isinstance(source, CachedDataset):
         return source
     if isinstance(source, (str, Path)):
@@ -187,7 +191,10 @@ class VolumeBatches(keras.utils.PyDataset):
         if self.shard:
             part, parts = self.shard
             ids = np.array_split(ids, parts)[part]
-        images = np.stack([np.asarray(self.source.image(int(i)), dtype=self.dtype) for i in ids])
+        # One new batch array, each image written into its place (a compact cache is widened straight into it).
+        images = np.empty((len(ids), *self.source.spatial_shape, self.source.num_channels), dtype=self.dtype)
+        for slot, i in zip(images, ids):
+            self.source.image(int(i), out=slot)
         labels = None
         if self.with_labels:
             labels = np.stack([np.asarray(self.source.label(int(i))) for i in ids]).astype(np.int32)  # class ids
