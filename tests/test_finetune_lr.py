@@ -95,6 +95,22 @@ def test_scaled_optimizer_saves_and_loads_in_a_keras_file(tmp_path):
     assert any(not np.array_equal(b, np.array(v)) for b, v in zip(before, loaded.trainable_weights))
 
 
+def test_a_new_process_loads_the_keras_file_with_the_package_loader(tmp_path):
+    """``load_keras_file`` registers the package's classes (`keras_ssl3d.import_all`), the optimizer included."""
+    import subprocess
+    import sys
+
+    model = _tiny_unet()
+    model.compile(optimizer=finetune_optimizer(model, LR, 0.1), loss="mse")
+    model.fit(*_batch(), epochs=1, batch_size=2, verbose=0)
+    model.save(tmp_path / "m.keras")
+    code = ("import sys; from keras_ssl3d.presets import load_keras_file; m = load_keras_file(sys.argv[1]); "
+            "print(type(m.optimizer).__name__, m.optimizer.encoder_lr_scale)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["EncoderScaledAdam", "0.1"]
+
+
 @pytest.mark.multibackend
 def test_checkpoint_restores_the_scaled_optimizer_into_a_new_build(tmp_path):
     from keras_ssl3d.training import checkpoint as ckpt
@@ -234,6 +250,7 @@ def _one_line_error(capsys, code):
     return lines[0]
 
 
+@pytest.mark.multibackend  # the scaled optimizer through a warm-up rebuild, a checkpoint and a resume
 def test_finetune_records_the_options_and_refuses_a_resume_with_others(assets, tmp_path, capsys):
     run = tmp_path / "run"
     options = ["--encoder", str(assets / "pre"), "--encoder-lr-scale", "0.5", "--lr-warmup-epochs", "1",

@@ -23,7 +23,8 @@ from keras_ssl3d.errors import ConfigError
 
 
 class EncoderScaled:
-    """Mixin for a Keras optimizer: variables whose ``path`` is in ``encoder_paths`` learn at ``lr * encoder_lr_scale``."""
+    """Mixin for a Keras optimizer: the variables whose ``path`` is in ``encoder_paths`` learn at
+    ``lr * encoder_lr_scale``, the others at ``lr``."""
 
     def __init__(self, *args, encoder_lr_scale=1.0, encoder_paths=(), **kwargs):
         super().__init__(*args, **kwargs)
