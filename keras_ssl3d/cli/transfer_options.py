@@ -1,4 +1,4 @@
-"""``--encoder-lr-scale``, ``--lr-warmup-epochs``, ``--decoder`` (finetune, study): how a pretrained model is fine-tuned.
+"""``--encoder-lr-scale``, ``--lr-warmup-epochs``, ``--decoder`` (finetune, study): fine-tuning a pretrained model.
 
 See `keras_ssl3d.finetune.optimizer` (the encoder's learning rate), `keras_ssl3d.finetune.convergence.epoch_lr`
 (the warm-up of the learning rate) and `keras_ssl3d.finetune.model.build_model` (the decoder). Kept apart from
