@@ -41,6 +41,7 @@ _KERAS_NAMES = {
     "CPC": "keras_ssl3d.tasks", "RPL": "keras_ssl3d.tasks", "Exemplar": "keras_ssl3d.tasks",
     "Jigsaw": "keras_ssl3d.tasks", "Rotation": "keras_ssl3d.tasks", "Genesis": "keras_ssl3d.tasks",
     "MAE": "keras_ssl3d.tasks", "SimCLR": "keras_ssl3d.tasks",
+    "EncoderScaledAdam": "keras_ssl3d.finetune.optimizer", "EncoderScaledSGD": "keras_ssl3d.finetune.optimizer",
 }
 
 

@@ -9,6 +9,7 @@ from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.plan import apply_finetune_budget, memory_budget_option
 from keras_ssl3d.cli.resume import resume_option
 from keras_ssl3d.cli.streaming import cache_option, workers_option
+from keras_ssl3d.cli.transfer_options import transfer_options
 from keras_ssl3d.finetune.parsing import parse_int_list
 from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 
@@ -29,6 +30,7 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @click.option("--epochs", "--max-epochs", "epochs", default=100, show_default=True, type=options.EPOCHS,
               help="Epochs (the maximum with --patience).")
 @convergence_options
+@transfer_options
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
 @click.option("--seed", default=0, show_default=True, type=options.SEED, help="Seed of the label subset, order and init.")
@@ -58,7 +60,7 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @click.option("--verbose", default=2, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, patience, lr_schedule,
-             steps_per_epoch, batch_size, lr, seed,
+             steps_per_epoch, encoder_lr_scale, lr_warmup_epochs, decoder, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
              remat, precision, memory_budget, tensorboard, augment, checkpoint_every, checkpoint_seconds, resume,
              verbose):
@@ -89,8 +91,13 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, split_seed=split_seed, val_fraction=val_fraction,
         filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt, remat=remat,
         precision=precision, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
-        augment=augment, patience=patience, lr_schedule=lr_schedule, steps_per_epoch=steps_per_epoch)
+        augment=augment, patience=patience, lr_schedule=lr_schedule, steps_per_epoch=steps_per_epoch,
+        encoder_lr_scale=encoder_lr_scale, lr_warmup_epochs=lr_warmup_epochs, decoder=decoder)
     settings.check()
+    from keras_ssl3d.finetune.optimizer import scale_note
+
+    if scale_note(encoder, encoder_lr_scale):  # scratch: the scale has no pretrained encoder to apply to
+        click.echo(scale_note(encoder, encoder_lr_scale))
     if detect_task(data_path) == "segmentation":  # 3D: refuse a --filters/--size typo before reading any data
         check_size(settings.filters if str(encoder).lower() == "none" else None, size or 128, batch_size)
     check_run_dir(out)

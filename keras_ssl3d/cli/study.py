@@ -6,6 +6,7 @@ from keras_ssl3d.cli import options
 from keras_ssl3d.cli.convergence_options import convergence_options, speed_fraction_option
 from keras_ssl3d.cli.distribution import distribution_options
 from keras_ssl3d.cli.streaming import cache_option, workers_option
+from keras_ssl3d.cli.transfer_options import transfer_options
 from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 
 
@@ -21,6 +22,7 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @click.option("--epochs", "--max-epochs", "epochs", default=100, show_default=True, type=options.EPOCHS,
               help="Epochs per run (the maximum with --patience).")
 @convergence_options
+@transfer_options
 @speed_fraction_option
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=None, type=options.LEARNING_RATE, help="Adam learning rate [paper: 1e-5 for 3D, 5e-5 for 2D].")
@@ -49,6 +51,7 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
                    "summary section paired against the random encoder); 0: no probe.")
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_schedule, steps_per_epoch,
+          encoder_lr_scale, lr_warmup_epochs, decoder,
           speed_fraction, batch_size, lr, strategy, warmup_epochs, size,
           filters, norm, test_fraction, val_fraction, split_seed, loss, augment, cache, workers,
           distribute_strategy, devices, probe_epochs,
@@ -81,7 +84,8 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_sch
                                 warmup_epochs=warmup_epochs, val_fraction=val_fraction, split_seed=split_seed,
                                 filters=filter_list, norm=norm or "batch", loss=loss, augment=augment,
                                 test_fraction=test_fraction, patience=patience, lr_schedule=lr_schedule,
-                                steps_per_epoch=steps_per_epoch)
+                                steps_per_epoch=steps_per_epoch, encoder_lr_scale=encoder_lr_scale,
+                                lr_warmup_epochs=lr_warmup_epochs, decoder=decoder)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
     probe = None

@@ -6,6 +6,7 @@ Submodules are imported lazily (the CLI imports ``parsing`` without loading Kera
 - ``model``: the model a run trains (`load_encoder`, `build_model`: encoder + U-Net decoder or grading head);
 - ``warmup``: `EncoderWarmup`, `apply_strategy` (frozen / warmup / full), the warm-up rule for short runs;
 - ``convergence`` / ``callbacks``: `--patience`, the poly lr schedule, convergence speed in a study;
+- ``optimizer``: `EncoderScaledAdam` / `EncoderScaledSGD`, the encoder at its own learning rate (--encoder-lr-scale);
 - ``probe``: the frozen-encoder probe;
 - ``metrics``: Dice, BraTS regions, quadratic-weighted kappa, `MeanDice`, `QuadraticKappa`;
 - ``surface``: `hd95`, `mean_surface_distance` in mm (BraTS empty-mask convention);

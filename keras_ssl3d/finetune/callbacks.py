@@ -1,4 +1,4 @@
-"""Keras callbacks of converged fine-tuning: patience on the validation score and the poly lr decay.
+"""Keras callbacks of converged fine-tuning: patience on the validation score and the lr per epoch (warm-up, poly).
 
 Both are functions of the absolute epoch index ``fit`` reports and of the run's history (see
 `keras_ssl3d.finetune.convergence`), so a run resumed from a checkpoint (``initial_epoch`` > 0, the
@@ -8,7 +8,7 @@ checkpoint's history passed in) goes on exactly where it stopped. Backend-agnost
 
 import keras
 
-from keras_ssl3d.finetune.convergence import patience_stop, poly_lr
+from keras_ssl3d.finetune.convergence import epoch_lr, patience_stop
 
 
 class PatienceStop(keras.callbacks.Callback):
@@ -36,27 +36,38 @@ class PatienceStop(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class PolyDecay(keras.callbacks.Callback):
-    """nnU-Net's poly learning rate: ``initial_lr * (1 - epoch / max_epochs) ** 0.9`` from each epoch's start.
+class EpochLearningRate(keras.callbacks.Callback):
+    """The learning rate of each epoch from its start: a linear warm-up, then constant or poly (`epoch_lr`).
 
     Runs after a warm-up callback that rebuilds the optimizer, so it sets the rate of the optimizer the
     epoch trains with (``model.optimizer`` is read anew each epoch).
     """
 
-    def __init__(self, initial_lr, max_epochs):
+    def __init__(self, initial_lr, max_epochs, schedule="poly", warmup_epochs=0):
         super().__init__()
         self.initial_lr = float(initial_lr)
         self.max_epochs = int(max_epochs)
+        self.schedule = schedule
+        self.warmup_epochs = int(warmup_epochs or 0)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate = poly_lr(self.initial_lr, epoch, self.max_epochs)
+        self.model.optimizer.learning_rate = epoch_lr(self.initial_lr, epoch, self.max_epochs, self.schedule,
+                                                      self.warmup_epochs)
 
 
-def convergence_callbacks(monitor, patience, lr_schedule, lr, max_epochs, start_epoch=0, history=()):
+class PolyDecay(EpochLearningRate):
+    """nnU-Net's poly learning rate: ``initial_lr * (1 - epoch / max_epochs) ** 0.9`` from each epoch's start."""
+
+    def __init__(self, initial_lr, max_epochs):
+        super().__init__(initial_lr, max_epochs, schedule="poly")
+
+
+def convergence_callbacks(monitor, patience, lr_schedule, lr, max_epochs, start_epoch=0, history=(),
+                          lr_warmup_epochs=0):
     """The callbacks a fine-tuning run's convergence options ask for (put them after the warm-up's)."""
     callbacks = []
-    if lr_schedule == "poly":
-        callbacks.append(PolyDecay(lr, max_epochs))
+    if lr_schedule == "poly" or lr_warmup_epochs:
+        callbacks.append(EpochLearningRate(lr, max_epochs, lr_schedule, lr_warmup_epochs))
     if patience is not None:
         callbacks.append(PatienceStop(monitor, patience, start_epoch, history))
     return callbacks

@@ -11,6 +11,8 @@ speed separately. Three pieces, numpy only (the Keras callbacks are in `keras_ss
   is *converged*; one that reached ``--epochs`` first is not (``converged: false`` in run.json/result.json).
 - **poly** learning rate (nnU-Net): ``lr = lr0 * (1 - epoch / max_epochs) ** 0.9`` at the start of epoch
   ``epoch`` (0-based), a function of the absolute epoch, so a resumed run goes on where it stopped.
+- **lr warm-up** (``lr_warmup_epochs`` N): the rate rises linearly over the first N epochs, then follows
+  the schedule over the remaining ones (`epoch_lr`); also a function of the absolute epoch.
 - **convergence speed** in a study: the training steps (epochs x steps per epoch) at which a run's
   validation curve first reaches ``speed_fraction`` (default 0.9) of the scratch arm's converged
   (selected-epoch) validation score on the same label subset. A run that never reaches it counts its
@@ -41,7 +43,22 @@ def poly_lr(initial_lr, epoch, max_epochs, exponent=POLY_EXPONENT):
     return float(initial_lr) * left ** float(exponent)
 
 
-def check_settings(patience, lr_schedule, val_fraction):
+def epoch_lr(initial_lr, epoch, max_epochs, schedule="constant", warmup_epochs=0):
+    """The learning rate of (0-based) ``epoch``: a linear warm-up of ``warmup_epochs`` N, then ``schedule``.
+
+    Warm-up: ``lr0 * (epoch + 1) / (N + 1)`` for ``epoch < N`` (lr0/(N+1), 2 lr0/(N+1), ..., N lr0/(N+1)),
+    never 0. Then ``lr0`` (``"constant"``), or the poly decay over the epochs left after the warm-up:
+    ``lr0 * (1 - (epoch - N) / (max_epochs - N)) ** 0.9``. N = 0 is `poly_lr` / the constant rate.
+    """
+    n = int(warmup_epochs or 0)
+    if epoch < n:
+        return float(initial_lr) * (int(epoch) + 1) / (n + 1)
+    if schedule == "poly":
+        return poly_lr(initial_lr, int(epoch) - n, int(max_epochs) - n)
+    return float(initial_lr)
+
+
+def check_settings(patience, lr_schedule, val_fraction, lr_warmup_epochs=0, epochs=None):
     """One-line errors for the convergence options of `FinetuneSettings`."""
     if patience is not None and (int(patience) != patience or patience < 1):
         raise ConfigError(f"--patience must be an integer >= 1, got {patience}")
@@ -50,6 +67,11 @@ def check_settings(patience, lr_schedule, val_fraction):
                           "(--val-fraction > 0)")
     if lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"--lr-schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if int(lr_warmup_epochs) != lr_warmup_epochs or lr_warmup_epochs < 0:
+        raise ConfigError(f"--lr-warmup-epochs must be an integer >= 0, got {lr_warmup_epochs}")
+    if lr_warmup_epochs and epochs is not None and lr_warmup_epochs >= epochs:
+        raise ConfigError(f"--lr-warmup-epochs {lr_warmup_epochs} is not less than --epochs {epochs}: the learning "
+                          "rate would never reach --lr; use fewer warm-up epochs or more epochs")
 
 
 def patience_start(strategy, warmup_epochs):

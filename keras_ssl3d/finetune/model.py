@@ -1,5 +1,6 @@
 """The model a fine-tuning run trains: the encoder (a preset, a run folder, or none for scratch) adapted to the
-data's channels, with a U-Net decoder (3D) or a grading head (2D); a restoration task's pretrained decoder is kept."""
+data's channels, with a U-Net decoder (3D) or a grading head (2D); a restoration task's pretrained decoder is kept
+unless ``decoder="fresh"``."""
 
 from pathlib import Path
 
@@ -7,6 +8,8 @@ from keras_ssl3d.errors import ConfigError, PresetError
 from keras_ssl3d.names import FILTERS_3D as PAPER_FILTERS_3D
 
 MODEL_DIR = "model"  # a fine-tuning run's saved model: RUN/model/ (a preset folder)
+# --decoder: "auto" keeps the decoder of a U-Net preset (Genesis, MAE), "fresh" starts a new one on its encoder
+DECODERS = ("auto", "fresh")
 
 
 def load_encoder(handle, rank):
@@ -58,12 +61,13 @@ def adapt_encoder(encoder, channel_names, adapt="auto"):
     return adapted, ("none" if adapted is encoder else adapt)
 
 
-def build_model(data, encoder_handle, filters=None, norm="batch", adapt="auto", dropout=0.0):
+def build_model(data, encoder_handle, filters=None, norm="batch", adapt="auto", dropout=0.0, decoder="auto"):
     """Task model for ``data`` on a pretrained (or, with ``"none"``, a fresh) encoder.
 
     Returns ``(model, channel adaptation, decoder)``; ``decoder`` is ``"pretrained"`` when the
-    preset holds a whole U-Net (Genesis / MAE pretraining): its decoder starts the segmenter's,
-    under a fresh output layer. Otherwise it is ``"fresh"`` (or ``None`` for 2D classifiers).
+    preset holds a whole U-Net (Genesis / MAE pretraining) and ``decoder="auto"``: its decoder starts the
+    segmenter's, under a fresh output layer. Otherwise it is ``"fresh"`` (with ``decoder="fresh"`` a new
+    decoder of the preset's architecture on its encoder), or ``None`` for 2D classifiers.
     """
     from keras_ssl3d.models import Classifier2D, Encoder2D, Encoder3D, Segmenter3D
 
@@ -81,6 +85,9 @@ def build_model(data, encoder_handle, filters=None, norm="batch", adapt="auto", 
         if data.size % divisor:
             raise ConfigError(f"--size {data.size} must be a multiple of {divisor} for a {len(encoder.filters)}-level "
                               "U-Net (or use fewer --filters levels)")
+        if isinstance(pretrained, Segmenter3D) and decoder == "fresh":  # the preset's architecture, new weights
+            return Segmenter3D(encoder, num_classes=data.num_classes, decoder_filters=pretrained.decoder_filters,
+                               norm=pretrained.decoder_norm, upsample=pretrained.upsample), adapted, "fresh"
         if isinstance(pretrained, Segmenter3D):  # decoder weights do not depend on the input channels
             return pretrained.with_head(data.num_classes, encoder=encoder), adapted, "pretrained"
         return Segmenter3D(encoder, num_classes=data.num_classes), adapted, "fresh"

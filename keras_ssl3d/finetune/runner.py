@@ -62,6 +62,12 @@ class FinetuneSettings:
     # as give about this many steps. None: one pass. A few labels otherwise make epochs of one or two steps,
     # each paying Keras' end-of-epoch bookkeeping and a validation pass, and patience counts in those.
     steps_per_epoch: int | None = None
+    # fine-tuning a pretrained encoder: its lr is lr x encoder_lr_scale (finetune.optimizer; 1 for scratch), the
+    # lr rises linearly over lr_warmup_epochs (finetune.convergence.epoch_lr), decoder "fresh" ignores a U-Net
+    # preset's pretrained decoder (finetune.model.DECODERS)
+    encoder_lr_scale: float = 1.0
+    lr_warmup_epochs: int = 0
+    decoder: str = "auto"
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -112,8 +118,13 @@ class FinetuneSettings:
                                                  or self.steps_per_epoch < 1):
             raise ConfigError(f"--steps-per-epoch must be an integer >= 1, got {self.steps_per_epoch}")
         from keras_ssl3d.finetune.convergence import check_settings
+        from keras_ssl3d.finetune.model import DECODERS
+        from keras_ssl3d.finetune.optimizer import check_scale
 
-        check_settings(self.patience, self.lr_schedule, self.val_fraction)
+        check_settings(self.patience, self.lr_schedule, self.val_fraction, self.lr_warmup_epochs, self.epochs)
+        check_scale(self.encoder_lr_scale)
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"--decoder must be one of {DECODERS}, got {self.decoder!r}")
 
 
 def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None,
@@ -138,6 +149,9 @@ def run_finetune(data, settings, out, resume=False, verbose=0, command=None, wor
         settings = dataclasses.replace(settings, warmup_epochs=recorded_config(out)["warmup_epochs"])
     settings.check()
     s = settings.resolved(data.task)
+    from keras_ssl3d.finetune.optimizer import applied_scale
+
+    s.encoder_lr_scale = applied_scale(s.encoder, s.encoder_lr_scale)  # scratch: every layer at lr
     note = warmup_note(data.task, settings)
     if note and log is not None:
         log(note)
@@ -190,7 +204,8 @@ def _train_and_save(data, s, out, split, plan, *, resume, verbose, command, work
 
     patience_from = convergence.patience_start(s.strategy, s.warmup_epochs)
     done_rows = checkpoint_history(out, resume)
-    callbacks += convergence_callbacks(val_key, s.patience, s.lr_schedule, s.lr, s.epochs, patience_from, done_rows)
+    callbacks += convergence_callbacks(val_key, s.patience, s.lr_schedule, s.lr, s.epochs, patience_from, done_rows,
+                                       s.lr_warmup_epochs)
     fit_epochs = convergence.epochs_to_fit(done_rows, val_key, s.patience, patience_from, s.epochs)
     # -- end convergence options
     if select == "best":
@@ -212,6 +227,7 @@ def _build_and_compile(data, s, out, resume, log):
     import keras
 
     from keras_ssl3d.finetune.metrics import MeanDice, QuadraticKappa
+    from keras_ssl3d.finetune.optimizer import finetune_optimizer
     from keras_ssl3d.finetune.warmup import apply_strategy
     from keras_ssl3d.layers import set_remat
     from keras_ssl3d.losses import get_segmentation_loss
@@ -219,7 +235,7 @@ def _build_and_compile(data, s, out, resume, log):
     from keras_ssl3d.training.run import resumed_epoch
 
     with precision_policy(s.precision):
-        model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt)
+        model, adapted, decoder = build_model(data, s.encoder, s.filters, s.norm, s.adapt, decoder=s.decoder)
     if data.task == "segmentation":
         set_remat(model, s.remat)  # a loaded encoder may have been saved either way
     if decoder == "pretrained" and log is not None:
@@ -233,7 +249,7 @@ def _build_and_compile(data, s, out, resume, log):
         loss = keras.losses.SparseCategoricalCrossentropy()
         metrics = ["accuracy", QuadraticKappa(data.num_classes, name="kappa")]
         monitor = "kappa"
-    model.compile(optimizer=keras.optimizers.Adam(s.lr), loss=loss, metrics=metrics)
+    model.compile(optimizer=finetune_optimizer(model, s.lr, s.encoder_lr_scale), loss=loss, metrics=metrics)
     return model, adapted, decoder, callbacks, f"val_{monitor}"
 
 
@@ -286,7 +302,8 @@ def _run_config(data, s, split, plan, adapted, decoder, select):
     if select == "best":
         config["select"] = "best"
     config.update(checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds, augment=s.augment,
-                  patience=s.patience, lr_schedule=s.lr_schedule, steps_per_epoch=s.steps_per_epoch)
+                  patience=s.patience, lr_schedule=s.lr_schedule, steps_per_epoch=s.steps_per_epoch,
+                  encoder_lr_scale=s.encoder_lr_scale, lr_warmup_epochs=s.lr_warmup_epochs)
     return record_added(config, "finetune")
 
 

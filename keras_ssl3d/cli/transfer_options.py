@@ -1,0 +1,31 @@
+"""``--encoder-lr-scale``, ``--lr-warmup-epochs``, ``--decoder`` (finetune, study): fine-tuning a pretrained model.
+
+See `keras_ssl3d.finetune.optimizer` (the encoder's learning rate), `keras_ssl3d.finetune.convergence.epoch_lr`
+(the warm-up of the learning rate) and `keras_ssl3d.finetune.model.build_model` (the decoder). Kept apart from
+the commands so both share one wording and range. No Keras import here (``--help`` stays light).
+"""
+
+import click
+
+ENCODER_LR_SCALE = click.FloatRange(min=0, min_open=True)
+# = keras_ssl3d.finetune.model.DECODERS (a test keeps both in step)
+DECODERS = ("auto", "fresh")
+
+
+def transfer_options(func):
+    """``--encoder-lr-scale X``, ``--lr-warmup-epochs N`` and ``--decoder auto|fresh``."""
+    func = click.option(
+        "--decoder", default="auto", show_default=True, type=click.Choice(DECODERS),
+        help="For a preset that holds a whole pretrained U-Net (Genesis, MAE): auto keeps its pretrained decoder, "
+             "fresh starts a new decoder (same architecture) on its pretrained encoder. Other encoders and "
+             "scratch always get a fresh decoder.")(func)
+    func = click.option(
+        "--lr-warmup-epochs", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+        help="Raise the learning rate linearly over the first N epochs, lr*(epoch+1)/(N+1) for epoch 0..N-1, "
+             "then --lr-schedule over the rest (poly decays from lr over the remaining epochs). All runs, "
+             "scratch included; less than --epochs. (--warmup-epochs is another thing: it freezes the encoder.)")(func)
+    return click.option(
+        "--encoder-lr-scale", default=1.0, show_default=True, type=ENCODER_LR_SCALE, metavar="SCALE",
+        help="The pretrained encoder learns at lr x SCALE, the decoder and head at lr (discriminative learning "
+             "rates, e.g. 0.1). Applies only to a pretrained encoder: scratch (--encoder none, a study's "
+             "scratch arm) trains every layer at lr.")(func)
