@@ -99,13 +99,26 @@ def test_study_outputs(setup, capsys):
     from keras_ssl3d.errors import ConfigError
     from keras_ssl3d.finetune.study import _check_reused
 
+    import dataclasses
+
+    from keras_ssl3d.finetune.runner import FinetuneSettings
+
     enc = next(r for r in rows if r["label"] == "enc_a")
     result = json.loads(open(f"{enc['run_dir']}/result.json").read())
-    _check_reused("result.json", result, result["config"]["test_subjects"], "warmup")
+    c = result["config"]
+    same = FinetuneSettings(epochs=c["epochs"], batch_size=c["batch_size"], lr=c["lr"], loss=c["loss"],
+                            augment=c.get("augment", "none"))
+    _check_reused("result.json", result, c["test_subjects"], "warmup", same, scratch=False)
     with pytest.raises(ConfigError, match="result.json: .* other strategy than the study asks for"):
-        _check_reused("result.json", result, result["config"]["test_subjects"], "full")
-    with pytest.raises(ConfigError, match="other test subjects and strategy"):
-        _check_reused("result.json", result, ["someone_else"], "full")
+        _check_reused("result.json", result, c["test_subjects"], "full", same, scratch=False)
+    with pytest.raises(ConfigError, match="other test subjects, strategy than"):
+        _check_reused("result.json", result, ["someone_else"], "full", same, scratch=False)
+    # ... nor one trained with another learning rate, patience or encoder learning-rate scale
+    other = dataclasses.replace(same, lr=c["lr"] * 2, patience=3, encoder_lr_scale=0.1)
+    with pytest.raises(ConfigError, match="other --lr, --patience, --encoder-lr-scale than"):
+        _check_reused("result.json", result, c["test_subjects"], "warmup", other, scratch=False)
+    with pytest.raises(ConfigError, match="other --lr, --patience than"):  # scratch has no encoder lr scale
+        _check_reused("result.json", result, c["test_subjects"], "warmup", other, scratch=True)
 
 
 def test_study_bad_options(setup, capsys):

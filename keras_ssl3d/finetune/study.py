@@ -119,7 +119,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                 reused = result_path.is_file()
                 if reused:
                     result = json.loads(result_path.read_text(encoding="utf-8"))
-                    _check_reused(result_path, result, test_subjects, strategy)
+                    _check_reused(result_path, result, test_subjects, strategy, settings, handle == SCRATCH)
                     wall = result.get("wall_s")
                     log(f"[{done}/{total}] {label} {fraction:g} repeat {repeat}: reusing {run_dir}")
                 else:
@@ -178,15 +178,28 @@ def _label_pool_size(data, settings):
     return len(split_indices(len(rest), settings.val_fraction, settings.split_seed)[0])
 
 
-def _check_reused(path, result, test_subjects, strategy):
-    """A finished run is reused only if it was made under this study's test split and strategy."""
+# Training settings a finished run must share with the study to be reused (both arms; encoder_lr_scale
+# applies to pretrained encoders only). Settings added later are compared at their older value when absent.
+REUSE_SETTINGS = ("epochs", "batch_size", "lr", "loss", "augment", "patience", "lr_schedule", "steps_per_epoch",
+                  "lr_warmup_epochs")
+
+
+def _check_reused(path, result, test_subjects, strategy, settings, scratch):
+    """A finished run is reused only if it was made under this study's test split, strategy and training settings."""
+    from keras_ssl3d.training.run import ADDED_SETTINGS
+
     config = result.get("config") or {}
     wanted = {"test_subjects": ("test subjects", test_subjects), "strategy": ("strategy", strategy)}
     changed = [name for key, (name, value) in wanted.items() if config.get(key) != value]
+    older = ADDED_SETTINGS["finetune"]
+    keys = REUSE_SETTINGS + (() if scratch else ("encoder_lr_scale",))
+    changed += [f"--{key.replace('_', '-')}" for key in keys
+                if config.get(key, older.get(key)) != getattr(settings, key)]
     if changed:
-        raise ConfigError(f"{path}: this finished run was made with other {' and '.join(changed)} than the "
+        raise ConfigError(f"{path}: this finished run was made with other {', '.join(changed)} than the "
                           "study asks for (a study folder from an older version, or other --test-fraction/"
-                          "--split-seed/--strategy): use another --out, or delete that run to retrain it")
+                          "--split-seed/--strategy or training settings): use another --out, or delete that run to "
+                          "retrain it")
 
 
 def _replace(settings, **changes):
