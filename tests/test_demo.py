@@ -104,6 +104,7 @@ def test_quick_source_starts_from_the_bundled_preset(tmp_path):
     pretext = results["pretext"]["rotation"]
     assert pretext["source"] == "bundled" and pretext["encoder"] == "demo-brats-rotation"
     assert not (tmp_path / "out" / "runs" / "pretrain-rotation").exists()
+    assert not (tmp_path / "out" / "data" / "unlabelled").exists() and results["data"]["unlabelled"] is None
     assert {r["label"] for r in results["runs"]} == {"rotation", "scratch"}
     config_json = json.loads((tmp_path / "out" / "study" / "runs" / "rotation" / "fraction_0.5" / "repeat_0" /
                               "run.json").read_text())["config"]
