@@ -231,3 +231,25 @@ def test_steps_per_epoch_makes_longer_epochs_and_is_recorded(tiny_data, tmp_path
     assert result["config"]["steps_per_epoch"] == 6
     assert run_cli(cli, _finetune(tiny_data, run, "--epochs", "2", "--steps-per-epoch", "3", "--resume")) == 2
     assert "cannot resume with different settings (steps_per_epoch" in capsys.readouterr().err
+
+
+def test_min_epochs_delay_the_patience():
+    from keras_ssl3d.finetune.convergence import patience_start
+
+    assert patience_start("full", 5) == 0 and patience_start("warmup", 5) == 5
+    assert patience_start("full", 0, min_epochs=10) == 10 and patience_start("warmup", 12, min_epochs=10) == 12
+    # an early peak (epoch 2) followed by a dip: without a minimum the run stops at 2 + 3 = 5
+    rows = _rows([0.1, 0.6, 0.3, 0.4, 0.5, 0.55, 0.58, 0.7, 0.7, 0.7, 0.7])
+    assert patience_stop(rows, "val", 3) == 5
+    assert patience_stop(rows, "val", 3, start_epoch=patience_start("full", 0, min_epochs=6)) == 11
+
+
+def test_min_epochs_on_a_run(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    # the score never changes (lr 1e-12): patience 1 alone stops at epoch 2; --min-epochs 3 -> epoch 4
+    assert run_cli(cli, _finetune(tiny_data, run, "--epochs", "10", "--patience", "1", "--min-epochs", "3")) == 0
+    assert _epochs(run) == [1, 2, 3, 4]
+    assert json.loads((run / "run.json").read_text())["config"]["min_epochs"] == 3
+    assert run_cli(cli, _finetune(tiny_data, tmp_path / "r2", "--epochs", "2", "--patience", "1",
+                                  "--min-epochs", "3")) == 2
+    assert "--min-epochs 3 is more than --epochs 2" in capsys.readouterr().err

@@ -12,11 +12,15 @@ LR_SCHEDULES = ("constant", "poly")
 
 
 def convergence_options(func):
-    """``--patience N``, ``--lr-schedule constant|poly`` and ``--steps-per-epoch N``."""
+    """``--patience N``, ``--min-epochs N``, ``--lr-schedule constant|poly`` and ``--steps-per-epoch N``."""
     func = click.option(
         "--steps-per-epoch", default=None, type=click.IntRange(min=1), metavar="STEPS",
         help="Pass over the labelled subjects (shuffled) as many whole times per epoch as give about this many "
              "steps (nnU-Net: 250), so that few labels do not make one-step epochs. [default: one pass]")(func)
+    func = click.option(
+        "--min-epochs", default=0, show_default=True, type=click.IntRange(min=0), metavar="EPOCHS",
+        help="With --patience: the first EPOCHS never count as epochs without improvement (a pretrained encoder "
+             "can peak early on a few validation subjects; see docs/transfer.md).")(func)
     func = click.option(
         "--lr-schedule", default="constant", show_default=True, type=click.Choice(LR_SCHEDULES),
         help="Learning rate per epoch: constant, or nnU-Net's poly decay lr * (1 - epoch/epochs)^0.9 "

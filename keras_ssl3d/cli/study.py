@@ -50,7 +50,7 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
                    "every pretrained encoder, a random one and the scratch-trained one (OUT/probes.csv, a "
                    "summary section paired against the random encoder); 0: no probe.")
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
-def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_schedule, steps_per_epoch,
+def study(data_path, encoders, fractions, repeats, out, epochs, patience, min_epochs, lr_schedule, steps_per_epoch,
           encoder_lr_scale, lr_warmup_epochs, decoder,
           speed_fraction, batch_size, lr, strategy, warmup_epochs, size,
           filters, norm, test_fraction, val_fraction, split_seed, loss, augment, cache, workers,
@@ -85,7 +85,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, lr_sch
                                 filters=filter_list, norm=norm or "batch", loss=loss, augment=augment,
                                 test_fraction=test_fraction, patience=patience, lr_schedule=lr_schedule,
                                 steps_per_epoch=steps_per_epoch, encoder_lr_scale=encoder_lr_scale,
-                                lr_warmup_epochs=lr_warmup_epochs, decoder=decoder)
+                                lr_warmup_epochs=lr_warmup_epochs, decoder=decoder, min_epochs=min_epochs)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
     probe = None

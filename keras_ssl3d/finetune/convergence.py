@@ -58,8 +58,12 @@ def epoch_lr(initial_lr, epoch, max_epochs, schedule="constant", warmup_epochs=0
     return float(initial_lr)
 
 
-def check_settings(patience, lr_schedule, val_fraction, lr_warmup_epochs=0, epochs=None):
+def check_settings(patience, lr_schedule, val_fraction, lr_warmup_epochs=0, epochs=None, min_epochs=0):
     """One-line errors for the convergence options of `FinetuneSettings`."""
+    if int(min_epochs) != min_epochs or min_epochs < 0:
+        raise ConfigError(f"--min-epochs must be an integer >= 0, got {min_epochs}")
+    if min_epochs and epochs is not None and min_epochs > epochs:
+        raise ConfigError(f"--min-epochs {min_epochs} is more than --epochs {epochs}")
     if patience is not None and (int(patience) != patience or patience < 1):
         raise ConfigError(f"--patience must be an integer >= 1, got {patience}")
     if patience is not None and not float(val_fraction) > 0:
@@ -74,11 +78,12 @@ def check_settings(patience, lr_schedule, val_fraction, lr_warmup_epochs=0, epoc
                           "rate would never reach --lr; use fewer warm-up epochs or more epochs")
 
 
-def patience_start(strategy, warmup_epochs):
-    """Epochs that do not count towards the patience: those of a warm-up (the encoder is frozen)."""
-    if strategy == "warmup" and warmup_epochs:
-        return int(warmup_epochs)
-    return 0
+def patience_start(strategy, warmup_epochs, min_epochs=0):
+    """Epochs that do not count towards the patience: those of a warm-up (the encoder is frozen) and the first
+    ``min_epochs`` (a pretrained arm often peaks early on a few noisy validation subjects; without a minimum,
+    the patience can end before the real improvement: docs/transfer.md)."""
+    warmup = int(warmup_epochs) if strategy == "warmup" and warmup_epochs else 0
+    return max(warmup, int(min_epochs or 0))
 
 
 def _finite(value):

@@ -62,6 +62,7 @@ class FinetuneSettings:
     # as give about this many steps. None: one pass. A few labels otherwise make epochs of one or two steps,
     # each paying Keras' end-of-epoch bookkeeping and a validation pass, and patience counts in those.
     steps_per_epoch: int | None = None
+    min_epochs: int = 0  # with patience: the first epochs never count as "without improvement" (convergence)
     # fine-tuning a pretrained encoder: its lr is lr x encoder_lr_scale (finetune.optimizer; 1 for scratch), the
     # lr rises linearly over lr_warmup_epochs (finetune.convergence.epoch_lr), decoder "fresh" ignores a U-Net
     # preset's pretrained decoder (finetune.model.DECODERS)
@@ -121,7 +122,8 @@ class FinetuneSettings:
         from keras_ssl3d.finetune.model import DECODERS
         from keras_ssl3d.finetune.optimizer import check_scale
 
-        check_settings(self.patience, self.lr_schedule, self.val_fraction, self.lr_warmup_epochs, self.epochs)
+        check_settings(self.patience, self.lr_schedule, self.val_fraction, self.lr_warmup_epochs, self.epochs,
+                       self.min_epochs)
         check_scale(self.encoder_lr_scale)
         if self.decoder not in DECODERS:
             raise ConfigError(f"--decoder must be one of {DECODERS}, got {self.decoder!r}")
@@ -202,7 +204,7 @@ def _train_and_save(data, s, out, split, plan, *, resume, verbose, command, work
     from keras_ssl3d.finetune import convergence
     from keras_ssl3d.finetune.callbacks import checkpoint_history, convergence_callbacks
 
-    patience_from = convergence.patience_start(s.strategy, s.warmup_epochs)
+    patience_from = convergence.patience_start(s.strategy, s.warmup_epochs, s.min_epochs)
     done_rows = checkpoint_history(out, resume)
     callbacks += convergence_callbacks(val_key, s.patience, s.lr_schedule, s.lr, s.epochs, patience_from, done_rows,
                                        s.lr_warmup_epochs)
@@ -303,7 +305,7 @@ def _run_config(data, s, split, plan, adapted, decoder, select):
         config["select"] = "best"
     config.update(checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds, augment=s.augment,
                   patience=s.patience, lr_schedule=s.lr_schedule, steps_per_epoch=s.steps_per_epoch,
-                  encoder_lr_scale=s.encoder_lr_scale, lr_warmup_epochs=s.lr_warmup_epochs)
+                  encoder_lr_scale=s.encoder_lr_scale, lr_warmup_epochs=s.lr_warmup_epochs, min_epochs=s.min_epochs)
     return record_added(config, "finetune")
 
 

@@ -181,7 +181,7 @@ def _label_pool_size(data, settings):
 # Training settings a finished run must share with the study to be reused (both arms; encoder_lr_scale
 # applies to pretrained encoders only). Settings added later are compared at their older value when absent.
 REUSE_SETTINGS = ("epochs", "batch_size", "lr", "loss", "augment", "patience", "lr_schedule", "steps_per_epoch",
-                  "lr_warmup_epochs")
+                  "lr_warmup_epochs", "min_epochs")
 
 
 def _check_reused(path, result, test_subjects, strategy, settings, scratch):
@@ -439,7 +439,8 @@ def _surface_table(rows, labels, fractions):
 
 
 def _convergence_rule(settings):
-    patience = "" if settings.patience is None else f"; until {settings.patience} epochs without improvement"
+    patience = "" if settings.patience is None else f"; until {settings.patience} epochs without improvement" + (
+        f" (counted after the first {settings.min_epochs})" if settings.min_epochs else "")
     return patience + ("" if settings.lr_schedule == "constant" else f"; lr schedule {settings.lr_schedule}")
 
 
