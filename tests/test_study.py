@@ -97,7 +97,7 @@ def test_study_outputs(setup, capsys):
 
     # A finished run made with another strategy or test split is not silently mixed into a study.
     from keras_ssl3d.errors import ConfigError
-    from keras_ssl3d.finetune.study import _check_reused
+    from keras_ssl3d.finetune.study_reuse import check_reused as _check_reused
 
     import dataclasses
 

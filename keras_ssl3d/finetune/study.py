@@ -31,6 +31,7 @@ from keras_ssl3d.finetune.runs_table import RUNS_FILE, write_runs_csv
 from keras_ssl3d.finetune.runs_table import run_row as _row
 from keras_ssl3d.finetune.statistics import compare_to_scratch, format_comparison
 from keras_ssl3d.finetune.study_probe import StudyProbes, probe_markdown
+from keras_ssl3d.finetune.study_reuse import check_reused, label_pool_size, study_test_subjects
 
 SCRATCH = "none"
 # The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
@@ -103,8 +104,8 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
         raise ConfigError(f"a study scores on held-out test subjects: --test-fraction must be in (0, 1), "
                           f"got {settings.test_fraction}")
     probes = None if probe is None else StudyProbes(data, out, settings, probe, specs, log)
-    test_subjects = _test_subjects(data, settings)
-    pool_size = _label_pool_size(data, settings)
+    test_subjects = study_test_subjects(data, settings)
+    pool_size = label_pool_size(data, settings)
     rows = []
     total = len(encoders) * len(fractions) * int(repeats)
     done, stale = 0, False
@@ -119,7 +120,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                 reused = result_path.is_file()
                 if reused:
                     result = json.loads(result_path.read_text(encoding="utf-8"))
-                    _check_reused(result_path, result, test_subjects, strategy, settings, handle == SCRATCH)
+                    check_reused(result_path, result, test_subjects, strategy, settings, handle == SCRATCH)
                     wall = result.get("wall_s")
                     log(f"[{done}/{total}] {label} {fraction:g} repeat {repeat}: reusing {run_dir}")
                 else:
@@ -160,46 +161,6 @@ def finetune_and_score(data, settings, run_dir, test_data, subjects="all", **run
     result = run_finetune(data, settings, run_dir, **run_options)
     model, metadata = load_finetuned(run_dir)
     return result, model, metadata, evaluate_model(model, metadata, test_data, subjects=subjects)
-
-
-def _test_subjects(data, settings):
-    """The held-out test subjects of the study (``split_seed`` only: the same for every run)."""
-    from keras_ssl3d.data.splits import split_test
-    from keras_ssl3d.finetune.runner import _subject_id
-
-    return [_subject_id(data, i) for i in split_test(len(data), settings.test_fraction, settings.split_seed)[1]]
-
-
-def _label_pool_size(data, settings):
-    """Subjects a label fraction is taken of (those left after the test and validation splits)."""
-    from keras_ssl3d.data.splits import split_indices, split_test
-
-    rest = split_test(len(data), settings.test_fraction, settings.split_seed)[0]
-    return len(split_indices(len(rest), settings.val_fraction, settings.split_seed)[0])
-
-
-# Training settings a finished run must share with the study to be reused (both arms; encoder_lr_scale
-# applies to pretrained encoders only). Settings added later are compared at their older value when absent.
-REUSE_SETTINGS = ("epochs", "batch_size", "lr", "loss", "augment", "patience", "lr_schedule", "steps_per_epoch",
-                  "lr_warmup_epochs", "min_epochs")
-
-
-def _check_reused(path, result, test_subjects, strategy, settings, scratch):
-    """A finished run is reused only if it was made under this study's test split, strategy and training settings."""
-    from keras_ssl3d.training.run import ADDED_SETTINGS
-
-    config = result.get("config") or {}
-    wanted = {"test_subjects": ("test subjects", test_subjects), "strategy": ("strategy", strategy)}
-    changed = [name for key, (name, value) in wanted.items() if config.get(key) != value]
-    older = ADDED_SETTINGS["finetune"]
-    keys = REUSE_SETTINGS + (() if scratch else ("encoder_lr_scale",))
-    changed += [f"--{key.replace('_', '-')}" for key in keys
-                if config.get(key, older.get(key)) != getattr(settings, key)]
-    if changed:
-        raise ConfigError(f"{path}: this finished run was made with other {', '.join(changed)} than the "
-                          "study asks for (a study folder from an older version, or other --test-fraction/"
-                          "--split-seed/--strategy or training settings): use another --out, or delete that run to "
-                          "retrain it")
 
 
 def _replace(settings, **changes):
