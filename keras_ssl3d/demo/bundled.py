@@ -22,9 +22,6 @@ import numpy as np
 
 from keras_ssl3d.presets.catalogue import MANIFEST_DIR, PACKAGE_DIR, load_registry
 
-POOL_SEED = 10_000  # = keras_ssl3d.demo.runner.make_data's pool seed for --seed 0
-
-
 def demo_samples(n, seed):
     """Synthetic 4-channel BraTS-like volumes as the demo pretrains on them: cropped to the foreground, resized."""
     from keras_ssl3d.data.arrays import crop_to_foreground, resize_volume
@@ -42,7 +39,7 @@ def build_demo(name, epochs=None, seed=0, verbose=0):
     """Train and write one demo preset; return ``(folder, weights sha256, pretext summary)``."""
     import dataclasses
 
-    from keras_ssl3d.demo.runner import quick_config
+    from keras_ssl3d.demo.runner import LABELLED_SEED, POOL_SEED, quick_config
     from keras_ssl3d.presets.io import read_metadata
     from keras_ssl3d.tasks import TASKS
     from keras_ssl3d.zoo.build import train_preset
@@ -54,12 +51,12 @@ def build_demo(name, epochs=None, seed=0, verbose=0):
     entry = dataclasses.replace(entry, manifest=dict(entry.manifest, recipe=recipe))
     config = quick_config()
     samples = demo_samples(config.n_unlabelled, seed + POOL_SEED)
-    held_out = demo_samples(config.n_labelled, seed)  # the demo's labelled subjects: never trained on
+    held_out = demo_samples(config.n_labelled, seed + LABELLED_SEED)  # the demo's labelled subjects: never trained on
     epochs = epochs or config.pretrain_epochs()
     out = (PACKAGE_DIR / entry.manifest["bundled"]["path"]).resolve()
     described = (f"keras_ssl3d.data.synthetic.brats_like_arrays(n={config.n_unlabelled}, shape={config.shape}, "
                  f"seed={seed + POOL_SEED}) (the demo's unlabelled pool); held out: the demo's labelled subjects, "
-                 f"n={config.n_labelled}, seed={seed}")
+                 f"n={config.n_labelled}, seed={seed + LABELLED_SEED}")
     with tempfile.TemporaryDirectory(prefix="keras_ssl3d_demo_") as run_dir:
         result = train_preset(entry, samples, epochs=epochs, batch_size=config.pretrain_batch_size,
                               input_size=config.size,

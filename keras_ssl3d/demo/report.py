@@ -71,7 +71,9 @@ def format_report(results, out):
         f"- Data: {c['n_unlabelled']} unlabelled and {c['n_labelled']} labelled BraTS-like subjects "
         f"({'x'.join(map(str, c['shape']))} voxels, t1/t1ce/t2/flair, labels 0/1/2/4), written as NIfTI by "
         "`keras_ssl3d.data.synthetic.make_brats_like` (the pool from another seed: no subject in both) and read "
-        f"back through the BraTS layout reader, resampled to {c['size']}^3.",
+        f"back through the BraTS layout reader, resampled to {c['size']}^3. The settings below were chosen by "
+        "the transfer diagnosis (`docs/transfer.md`) on other seeds of the generator: these subjects played no "
+        "part in that choice.",
         f"- Encoder: `Encoder3D(filters={tuple(c['filters'])}, norm={c['norm']!r})` (the paper: 32...512 at 128^3).",
         pretrain,
         f"- Fine-tuning (the study): {100 * c['test_fraction']:g} % of the labelled subjects held out for the test "
@@ -79,7 +81,8 @@ def format_report(results, out):
         f"fractions {list(c['fractions'])} of the remaining pool, {c['subsets']} label subsets (subset r: seed r), "
         "identical for every encoder. U-Net (`Segmenter3D`), Dice + cross-entropy, Adam lr "
         f"{c['finetune_lr']:g}, batch {c['finetune_batch_size']}, {c['steps_per_epoch']} steps per epoch, until "
-        f"{c['patience']} epochs without improvement (at most {c['max_epochs']}); augmentation {c['augment']}; "
+        f"{c['patience']} epochs without improvement, counted after the first {c['min_epochs']} (at most "
+        f"{c['max_epochs']}); augmentation {c['augment']}; "
         f"pretrained encoders: strategy {c['strategy']}; scratch trains fully from the first step.",
         "", "Pretext tasks, scored on subjects they were never trained on:", ""]
     for name, p in results["pretext"].items():
