@@ -101,7 +101,7 @@ def _same_bits(a, b):
 
 
 def test_half_to_float32_matches_numpys_cast_for_every_bit_pattern():
-    from keras_ssl3d.data.preprocess import _HALF_CHUNK, _subnormals_kept, half_to_float32
+    from keras_ssl3d.data.cache_dtype import _HALF_CHUNK, _subnormals_kept, half_to_float32
 
     assert _subnormals_kept()  # else every call below would take numpy's cast and prove nothing about the fast one
     every = np.arange(2 ** 16, dtype=np.uint16).view(np.float16)
@@ -117,15 +117,15 @@ def test_half_to_float32_matches_numpys_cast_for_every_bit_pattern():
 
 
 def test_half_to_float32_where_subnormals_are_flushed_takes_numpys_cast(monkeypatch):
-    from keras_ssl3d.data import preprocess
+    from keras_ssl3d.data import cache_dtype
 
-    monkeypatch.setattr(preprocess, "_subnormals_kept", lambda: False)
+    monkeypatch.setattr(cache_dtype, "_subnormals_kept", lambda: False)
     small = np.arange(0x400, dtype=np.uint16).view(np.float16)  # zero and the subnormals
-    assert _same_bits(preprocess.half_to_float32(small, np.empty(small.shape, np.float32)), small.astype(np.float32))
+    assert _same_bits(cache_dtype.half_to_float32(small, np.empty(small.shape, np.float32)), small.astype(np.float32))
 
 
 def test_from_cache_dtype_reads_uint8_and_float16_as_numpy_would():
-    from keras_ssl3d.data.preprocess import from_cache_dtype
+    from keras_ssl3d.data.cache_dtype import from_cache_dtype
 
     grey = np.arange(256, dtype=np.uint8).reshape(4, 4, 4, 4)
     want = grey.astype(np.float32) * np.float32(1.0 / 255.0)
@@ -143,7 +143,7 @@ def test_from_cache_dtype_reads_uint8_and_float16_as_numpy_would():
 @pytest.mark.parametrize("size", [None, 12])
 def test_batches_from_a_compact_cache_are_its_values_as_float32(caches, dtype, size):
     """Each batch slot is filled straight from the memory map: the stored values cast exactly, in batch order."""
-    from keras_ssl3d.data.preprocess import from_cache_dtype
+    from keras_ssl3d.data.cache_dtype import from_cache_dtype
 
     compact, reference = open_cache(caches[dtype], size=size), open_cache(caches["float32"], size=size)
     got = VolumeBatches(compact, batch_size=2, shuffle=True, seed=3, indices=[2, 0, 1])

@@ -7,7 +7,8 @@ import click
 from keras_ssl3d.cli import options
 
 from keras_ssl3d.data.layouts import LABEL_CONVENTIONS, LAYOUTS
-from keras_ssl3d.data.preprocess import CACHE_DTYPES, SCALE_MODES
+from keras_ssl3d.data.arrays import SCALE_MODES
+from keras_ssl3d.data.cache_dtype import CACHE_DTYPES
 
 
 @click.command()

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_ssl3d.data.arrays import resize_labels, resize_volume
-from keras_ssl3d.data.preprocess import CACHE_FORMAT, CACHE_VERSION, from_cache_dtype
+from keras_ssl3d.data.cache_dtype import from_cache_dtype
+from keras_ssl3d.data.preprocess import CACHE_FORMAT, CACHE_VERSION
 from keras_ssl3d.errors import DataError, warn_data
 
 
