@@ -146,7 +146,7 @@ def report(root):
         for label in dict.fromkeys(r["label"] for r in rows):
             mine = [r for r in rows if r["label"] == label]
             values = [float(r["score"]) for r in mine]
-            sd = statistics.paired_comparison(values, [0.0] * len(values)).sd if len(values) > 1 else float("nan")
+            sd = statistics_sd(values)
             acc = (pretext.get(label) or {}).get("held_out_accuracy")
             loss = (pretext.get(label) or {}).get("held_out_loss")
             p = "—" if label == "scratch" else f"{acc:.3f}" if acc is not None else (
@@ -160,6 +160,13 @@ def report(root):
         lines.append("")
     lines += power(root)
     return "\n".join(lines)
+
+
+def statistics_sd(values):
+    """Sample sd (ddof=1), nan for one value."""
+    import numpy as np
+
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def power(root, target=0.03, arm="exemplar-pool200"):
