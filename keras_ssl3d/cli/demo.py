@@ -29,7 +29,8 @@ def demo(task, out, quick, seed, verbose, overwrite):
     then runs the library's study on the labelled set: the pretrained U-Net and one from scratch on the same
     label subsets, each trained until its validation score stops improving, scored on held-out subjects,
     with the paired difference to scratch (mean, sd, 95 % bootstrap interval, verdict) of the test Dice and
-    of the convergence speed, and the pretext task's held-out accuracy next to chance.
+    of the convergence speed, the frozen-encoder probe (pretrained vs random vs scratch-trained encoder), and
+    the pretext task's held-out accuracy next to chance.
     OUT/report.md, OUT/results.json and OUT/study/ hold the details. No data or network needed.
     """
     from keras_ssl3d.demo import format_summary, run_demo
