@@ -1,4 +1,4 @@
-"""The compact cache: float32 vs float16 vs uint8 intensities. Prints one JSON line per measurement.
+"""The compact cache: float32 vs float16, uint16 (fixed point) and uint8 intensities. Prints one JSON line per measurement.
 
 ``--part throughput`` (BraTS-sized 4-modality subjects, 128^3 cache): preprocessing subjects/s, the cache's
 bytes, and ``VolumeBatches`` volumes/s through Keras' PyDataset adapter (1 and 2 worker threads, no transform
@@ -11,15 +11,15 @@ epoch, so the epoch reads from disk (a data set larger than memory, what a compa
 (``CachedDataset.image(i, out=...)``, what each batch does per volume), per dtype, and for float16 also with
 numpy's own cast (``np.copyto``) for comparison; the minimum and median over ``--repeats`` x subjects.
 
-``--part finetune``: does storing float16 change a fine-tuning result? 24 synthetic training subjects and 8
-test subjects, each preprocessed into a float32 and a float16 cache (``--dtype``); scratch U-Nets fine-tuned by
+``--part finetune``: does a compact cache change a fine-tuning result? 24 synthetic training subjects and 8
+test subjects, each preprocessed into a float32 cache and one per ``--compact`` dtype (``--dtype``); scratch U-Nets fine-tuned by
 ``keras-ssl3d finetune`` on the same 5 label subsets (``--seed 0..4``, a quarter of the labels) from each cache,
 scored by ``keras-ssl3d evaluate`` on the test cache of the same dtype, then paired by subset
 (``keras_ssl3d.finetune.statistics.paired_comparison``: mean ± sd, 95 % bootstrap interval, verdict).
 
     python benchmarks/cache_dtype.py --part throughput [--subjects 6] [--repeats 3]
     python benchmarks/cache_dtype.py --part read [--subjects 6] [--repeats 3]
-    python benchmarks/cache_dtype.py --part finetune [--subsets 5] [--epochs 20]
+    python benchmarks/cache_dtype.py --part finetune [--subsets 5] [--epochs 20] [--compact float16,uint16]
 """
 
 import argparse
@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 from common import emit as emit_record, machine_info  # noqa: E402
 from pipeline import make_subjects, pipeline_rate, rotate_transform  # noqa: E402
 
-DTYPES = ("float32", "float16", "uint8")
+DTYPES = ("float32", "float16", "uint16", "uint8")
 
 
 def emit(**record):
@@ -144,7 +144,7 @@ def _cli(*args):
     return proc.stdout
 
 
-def finetune(root, n_subsets, epochs, size):
+def finetune(root, n_subsets, epochs, size, compact=("float16", "uint16")):
     import json
 
     from keras_ssl3d.data import preprocess_dataset
@@ -154,11 +154,12 @@ def finetune(root, n_subsets, epochs, size):
     train_raw = make_brats_like(root / "train", n_subjects=24, shape=(40, 40, 32), seed=0)
     test_raw = make_brats_like(root / "test", n_subjects=8, shape=(40, 40, 32), seed=1)
     scores = {}
-    for dtype in ("float32", "float16"):
+    dtypes = ("float32", *compact)
+    for dtype in dtypes:
         preprocess_dataset(train_raw, root / f"train-{dtype}", size=size, dtype=dtype)
         preprocess_dataset(test_raw, root / f"test-{dtype}", size=size, dtype=dtype)
     for seed in range(n_subsets):
-        for dtype in ("float32", "float16"):  # interleaved: both arms of a subset under the same load
+        for dtype in dtypes:  # interleaved: the arms of a subset under the same load
             run = root / "runs" / f"{dtype}-{seed}"
             start = time.perf_counter()
             _cli("finetune", "--data", root / f"train-{dtype}", "--encoder", "none", "--out", run, "--size", size,
@@ -169,9 +170,10 @@ def finetune(root, n_subsets, epochs, size):
             scores.setdefault(dtype, []).append(score)
             emit(part="finetune", dtype=dtype, subset=seed, test_mean_dice=round(score, 4),
                  seconds=round(time.perf_counter() - start, 1))
-    c = paired_comparison(scores["float16"], scores["float32"])
-    emit(part="finetune", comparison="float16 - float32", n=c.n, mean=c.mean, sd=c.sd, low=c.low, high=c.high,
-         verdict=c.verdict, text=format_comparison(c), float32=scores["float32"], float16=scores["float16"])
+    for dtype in compact:
+        c = paired_comparison(scores[dtype], scores["float32"])
+        emit(part="finetune", comparison=f"{dtype} - float32", n=c.n, mean=c.mean, sd=c.sd, low=c.low, high=c.high,
+             verdict=c.verdict, text=format_comparison(c), float32=scores["float32"], **{dtype: scores[dtype]})
 
 
 def main():
@@ -182,6 +184,7 @@ def main():
     parser.add_argument("--size", type=int, default=None, help="128 (throughput, read), 24 (finetune)")
     parser.add_argument("--subsets", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--compact", default="float16,uint16", help="finetune: the dtypes compared with float32")
     args = parser.parse_args()
     emit(**machine_info(), part=args.part)
     root = Path(tempfile.mkdtemp(prefix="cache-dtype-"))
@@ -191,7 +194,7 @@ def main():
         elif args.part == "read":
             read_into_batch(root, args.subjects, args.repeats, args.size or 128)
         else:
-            finetune(root, args.subsets, args.epochs, args.size or 24)
+            finetune(root, args.subsets, args.epochs, args.size or 24, tuple(args.compact.split(",")))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

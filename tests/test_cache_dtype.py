@@ -1,4 +1,5 @@
-"""The compact cache: intensities stored as float16 or uint8 (float32 by default), read back as float32 in [0, 1]."""
+"""The compact cache: intensities stored as float16, uint16 or uint8 (float32 by default), read back as float32 in
+[0, 1]."""
 
 import json
 
@@ -18,7 +19,7 @@ def caches(tmp_path_factory):
     root = tmp_path_factory.mktemp("dtype")
     raw = make_brats_like(root / "raw", n_subjects=3, shape=(20, 20, 16), seed=0)
     out = {"raw": raw}
-    for dtype in ("float32", "float16", "uint8"):
+    for dtype in ("float32", "float16", "uint16", "uint8"):
         preprocess_dataset(raw, root / dtype, size=SIZE, dtype=dtype)
         out[dtype] = root / dtype
     preprocess_dataset(raw, root / "default", size=SIZE)
@@ -30,6 +31,26 @@ def _image_bytes(folder):
     return sum(p.stat().st_size for p in (folder / "images").glob("*.npy"))
 
 
+def test_a_new_cache_is_float32_while_it_fits_in_memory_and_uint16_beyond(caches, tmp_path, monkeypatch):
+    from keras_ssl3d.data import cache_dtype
+
+    # 3 subjects x 16^3 x 4 channels x 4 bytes = 196,608 bytes as float32
+    assert cache_dtype.auto_cache_dtype(3, (SIZE,) * 3, 4, memory_bytes=2 * 196_608)[0] == "float32"
+    dtype, reason = cache_dtype.auto_cache_dtype(3, (SIZE,) * 3, 4, memory_bytes=2 * 196_608 - 1)
+    assert dtype == "uint16" and "more than half of this machine's" in reason and "read from disk" in reason
+    # the paper's corpus on a 24 GB machine: ~22k subjects at 128^3 x 2 channels
+    assert cache_dtype.auto_cache_dtype(22_000, (128,) * 3, 2, memory_bytes=24e9)[0] == "uint16"
+    # through preprocess (and the CLI's line): a machine with too little memory for this cache gets uint16
+    monkeypatch.setattr(cache_dtype, "physical_memory_bytes", lambda: 300_000)
+    summary = preprocess_dataset(caches["raw"], tmp_path / "small-machine", size=SIZE)
+    assert summary["dtype"] == "uint16" and open_cache(tmp_path / "small-machine").dtype == "uint16"
+    assert summary["dtype_reason"].startswith("0.0 GB as float32, more than half")
+    # a rerun keeps the cache's own dtype, whatever the machine
+    monkeypatch.setattr(cache_dtype, "physical_memory_bytes", lambda: 10 ** 12)
+    summary = preprocess_dataset(caches["raw"], tmp_path / "small-machine", size=SIZE)
+    assert (summary["dtype"], summary["dtype_reason"], summary["already_done"]) == ("uint16", "this cache's own", 3)
+
+
 def test_default_is_float32_and_the_compact_ones_halve_and_quarter_the_bytes(caches):
     default = open_cache(caches["default"])
     assert default.dtype == "float32"
@@ -37,12 +58,13 @@ def test_default_is_float32_and_the_compact_ones_halve_and_quarter_the_bytes(cac
     assert np.load(caches["default"] / default.info(0)["image"], mmap_mode="r").dtype == np.float32
     assert np.load(caches["float16"] / default.info(0)["image"], mmap_mode="r").dtype == np.float16
     data = SIZE ** 3 * 4  # voxels x channels per subject
-    full, half, quarter = (_image_bytes(caches[d]) for d in ("float32", "float16", "uint8"))
-    assert full - 3 * 4 * data == half - 3 * 2 * data == quarter - 3 * data  # the same .npy headers
-    assert half < 0.51 * full and quarter < 0.26 * full
+    full, half, fixed, quarter = (_image_bytes(caches[d]) for d in ("float32", "float16", "uint16", "uint8"))
+    assert full - 3 * 4 * data == half - 3 * 2 * data == fixed - 3 * 2 * data == quarter - 3 * data  # same headers
+    assert half == fixed < 0.51 * full and quarter < 0.26 * full
 
 
-@pytest.mark.parametrize("dtype,tolerance", [("float16", 2 ** -12), ("uint8", 0.5 / 255 + 1e-7)])
+@pytest.mark.parametrize("dtype,tolerance", [("float16", 2 ** -12), ("uint16", 0.5 / 65535 + 1e-7),
+                                             ("uint8", 0.5 / 255 + 1e-7)])
 def test_read_back_as_float32_within_the_rounding(caches, dtype, tolerance):
     reference, compact = open_cache(caches["float32"]), open_cache(caches[dtype])
     assert compact.subject_ids == reference.subject_ids
@@ -84,7 +106,9 @@ def test_cli_dtype_option(caches, tmp_path, capsys):
     assert run_cli(cli, ["preprocess", str(caches["raw"]), str(out), "--size", str(SIZE), "--dtype", "uint8",
                          "--quiet"]) == 0
     assert open_cache(out).dtype == "uint8"
-    capsys.readouterr()
+    assert "intensities stored as uint8\n" in capsys.readouterr().out  # chosen: no reason given
+    assert run_cli(cli, ["preprocess", str(caches["raw"]), str(tmp_path / "auto"), "--size", str(SIZE), "--quiet"]) == 0
+    assert "intensities stored as float32 (0.0 GB as float32, within half of this machine's" in capsys.readouterr().out
     # Another dtype for a cache that holds subjects: refused in one line, nothing changed.
     assert run_cli(cli, ["preprocess", str(caches["raw"]), str(out), "--size", str(SIZE), "--dtype", "float32",
                          "--quiet"]) == 2

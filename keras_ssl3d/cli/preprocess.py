@@ -28,9 +28,11 @@ from keras_ssl3d.data.cache_dtype import CACHE_DTYPES
               help="Label values of the label maps: brats2021 (enhancing tumor 4) or brats2023 (3); BraTS folders "
                    "pick it from their file names (*_t1ce / *-t1c).")
 @click.option("--dtype", type=click.Choice(CACHE_DTYPES), default=None,
-              help="How intensities are stored: float32 (the default for a new cache), float16 (half the bytes: "
-                   "for data sets larger than the disk or memory; ~15 % slower to read from memory), or uint8 (a "
-                   "quarter; 256 grey levels). An existing cache keeps its own.")
+              help="How intensities are stored: float32, uint16 (half the bytes, 16-bit fixed point: rounding "
+                   "<= 7.6e-6), float16 (half, rounding <= 2.4e-4, slower to read) or uint8 (a quarter, 256 grey "
+                   "levels). Default for a new cache: float32 while it fits in half this machine's memory (read "
+                   "from memory, float32 is fastest), else uint16 (read from disk, half the bytes are faster). An "
+                   "existing cache keeps its own.")
 @click.option("--workers", type=options.WORKERS, default=1, show_default=True,
               help="Parallel worker processes.")
 @click.option("--skip-bad", is_flag=True, help="Report bad subjects and go on instead of stopping.")
@@ -69,3 +71,5 @@ def preprocess(src, out, layout, size, crop_foreground, scale, modalities, label
     for sid, msg in summary["failed"]:
         click.echo(f"  skipped {sid}: {msg}")
     click.echo(f"cache: {out} (manifest: {summary['manifest']})")
+    how = "" if summary["dtype_reason"] is None else f" ({summary['dtype_reason']})"
+    click.echo(f"intensities stored as {summary['dtype']}{how}")

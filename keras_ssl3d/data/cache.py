@@ -224,7 +224,8 @@ def ensure_cache(src, size, crop_foreground, cache_dir=None, root=None, workers=
     if echo is not None:
         if summary["done"]:
             echo(f"Preprocessed {summary['done']} subjects of {src} into the cache {out} "
-                 f"({summary['already_done']} were already there)")
+                 f"({summary['already_done']} were already there; intensities as {summary['dtype']}: "
+                 f"{summary['dtype_reason']})")
         else:
             echo(f"Using the cache {out} ({summary['already_done']} subjects, made earlier from {src})")
     return out

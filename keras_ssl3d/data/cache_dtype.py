@@ -1,18 +1,48 @@
 """How the cache stores intensities, and reading them back as float32 fast (a batch slot at a time)."""
 
+import os
+
 import numpy as np
 
-# How the cache stores intensities (all scale modes give [0, 1]): float16 halves the disk and the page cache at
-# a rounding error <= 2.4e-4, uint8 quarters them at <= 2.0e-3 (1/510). float32 stays the default: even read back
-# with ``half_to_float32`` (2x faster than numpy's cast) a float16 volume costs more CPU than a float32 copy here,
-# so the pipeline is ~15 % slower from the page cache; only from disk are they equal (BENCHMARKS.md, "Compact cache").
-CACHE_DTYPES = ("float32", "float16", "uint8")
-DEFAULT_CACHE_DTYPE = "float32"
+# How the cache stores intensities (all scale modes give [0, 1]): float16 and uint16 halve the disk and the page
+# cache, uint8 quarters them. uint16 is 16-bit fixed point (k / 65535): rounding <= 7.6e-6, 32x finer than
+# float16's <= 2.4e-4 on [0, 1], and read back in one multiply; uint8 rounds to <= 2.0e-3 (1/510). Measured
+# (BENCHMARKS.md, "Compact cache"): from the page cache float32 is read fastest (uint16 0.86-1.01x, float16
+# 0.67-0.94x), from disk the halved bytes win (uint16 1.24-1.46x, float16 1.15-1.24x). Hence the default for a new
+# cache (`auto_cache_dtype`): float32 while it fits in memory, uint16 beyond.
+CACHE_DTYPES = ("float32", "float16", "uint16", "uint8")
+# the share of the machine's memory a float32 cache may fill and still be read from the page cache
+PAGE_CACHE_SHARE = 0.5
+
+def auto_cache_dtype(n_subjects, spatial_shape, channels, memory_bytes=None):
+    """``(dtype, reason)`` for a new cache: float32 while its images fit in `PAGE_CACHE_SHARE` of the machine's
+    memory (then they are read from the page cache, where float32 is fastest), uint16 beyond (then they are read
+    from disk, where half the bytes read faster)."""
+    full = int(n_subjects) * int(np.prod(spatial_shape)) * int(channels) * 4
+    memory = physical_memory_bytes() if memory_bytes is None else int(memory_bytes)
+    fits = memory <= 0 or full <= PAGE_CACHE_SHARE * memory
+    where = f"{_gb(full)} as float32, {'within' if fits else 'more than'} half of this machine's {_gb(memory)} memory"
+    return ("float32", f"{where}: read from memory, where float32 is fastest") if fits else (
+        "uint16", f"{where}: read from disk, where half the bytes read faster")
+
+
+def physical_memory_bytes():
+    """The machine's memory (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def _gb(n):
+    return f"{n / 1e9:.1f} GB"
+
 
 def to_cache_dtype(image, dtype):
     """``image`` in [0, 1] as the cache stores it (`from_cache_dtype` reads it back as float32)."""
-    if dtype == "uint8":
-        return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if dtype in ("uint8", "uint16"):  # fixed point: k / 255 or k / 65535
+        levels = np.iinfo(dtype).max
+        return np.round(np.clip(image, 0.0, 1.0) * float(levels)).astype(dtype)
     return np.asarray(image, dtype=dtype)
 
 
@@ -28,8 +58,8 @@ def from_cache_dtype(stored, out=None):
         if stored.dtype == np.float32:
             return stored
         out = np.empty(stored.shape, dtype=np.float32)
-    if stored.dtype == np.uint8:
-        np.multiply(stored, np.float32(1.0 / 255.0), out=out, dtype=np.float32)
+    if stored.dtype in (np.uint8, np.uint16):
+        np.multiply(stored, np.float32(1.0 / np.iinfo(stored.dtype).max), out=out, dtype=np.float32)
     elif stored.dtype == np.float16:
         half_to_float32(stored, out)
     else:
@@ -60,12 +90,11 @@ def half_to_float32(half, out):
     bits = single.view(np.uint32)
     for start in range(0, source.size, _HALF_CHUNK):
         part = slice(start, start + _HALF_CHUNK)
-        wide = bits[part]
-        np.copyto(wide, source[part], casting="unsafe")
-        if wide.max() >= _HALF_FIRST_NOT_FINITE_POSITIVE:
+        if source[part].max() >= _HALF_FIRST_NOT_FINITE_POSITIVE:
             np.copyto(single[part], half.reshape(-1)[part])
             continue
-        np.left_shift(wide, 13, out=wide)
+        # One ufunc widens and shifts (numpy casts the uint16 chunk in its own buffer): two passes, not three.
+        np.left_shift(source[part], 13, out=bits[part], dtype=np.uint32)
         np.multiply(single[part], _HALF_TO_SINGLE, out=single[part])
     return out
 

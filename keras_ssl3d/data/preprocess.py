@@ -30,7 +30,7 @@ from keras_ssl3d.data.arrays import (  # noqa: F401  (the preprocessing steps, i
     resize_volume,
     scale_intensity,
 )
-from keras_ssl3d.data.cache_dtype import CACHE_DTYPES, DEFAULT_CACHE_DTYPE, to_cache_dtype
+from keras_ssl3d.data.cache_dtype import CACHE_DTYPES, auto_cache_dtype, to_cache_dtype
 from keras_ssl3d.data.layouts import discover
 from keras_ssl3d.data.nifti import load_label_volume, load_volume
 from keras_ssl3d.errors import DataError, warn_data
@@ -213,7 +213,8 @@ def preprocess_dataset(src, out, layout="auto", size=128, crop_foreground=False,
     A run that fails before any subject is written leaves no cache behind (nothing to refuse a rerun).
     ``label_convention`` (``brats2021``/``brats2023``) overrides the one read from BraTS file names.
     ``dtype`` (one of ``CACHE_DTYPES``) is how intensities are stored; ``None``: an existing cache keeps its
-    own, a new one gets ``DEFAULT_CACHE_DTYPE``.
+    own, a new one gets `auto_cache_dtype`'s (float32 while it fits in memory, uint16 beyond; the summary's
+    ``dtype_reason`` says why).
     """
     out = Path(out)
     claim_output_dir(out, CACHE_OUTPUT)  # new, empty or a cache (resumed): never a folder of the user's files
@@ -276,10 +277,13 @@ def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_b
         raise DataError(f"unknown cache dtype {dtype!r}; choose one of {', '.join(CACHE_DTYPES)}")
     out = Path(out)
     old = _read_settings(out)
-    if dtype is None:
-        dtype = old["dtype"] if isinstance(old, dict) and _holds_subjects(out) else DEFAULT_CACHE_DTYPE
     dataset = discover(src, layout=layout, modalities=modalities, label_convention=label_convention)
     shape = _as_shape3(size)
+    reason = None
+    if dtype is None and isinstance(old, dict) and _holds_subjects(out):
+        dtype, reason = old["dtype"], "this cache's own"
+    elif dtype is None:
+        dtype, reason = auto_cache_dtype(len(dataset.subjects), shape, len(dataset.modalities))
     mapping = label_mapping_for(dataset.label_names)
     settings = {
         "source": str(Path(src).resolve()),
@@ -382,6 +386,8 @@ def _preprocess_dataset(src, out, layout, size, crop_foreground, workers, skip_b
         "failed": failed,
         "manifest": str(out / "manifest.json"),
         "num_classes": manifest["num_classes"],
+        "dtype": dtype,
+        "dtype_reason": reason,  # None when the caller chose the dtype
     }
 
 
