@@ -18,6 +18,9 @@ TASKS = {
 TASK_NAMES = tuple(TASKS)
 
 FINETUNE_STRATEGIES = ("frozen", "warmup", "full")  # keras_ssl3d.finetune.warmup
+WARMUP_FREEZES = ("encoder", "pretrained")  # keras_ssl3d.finetune.warmup: what a warm-up (or frozen) keeps frozen
+# --decoder: "auto" keeps the decoder of a U-Net preset (Genesis, MAE), "fresh" starts a new one on its encoder
+FINETUNE_DECODERS = ("auto", "fresh")  # keras_ssl3d.finetune.model
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # keras_ssl3d.training.precision
 NORMALIZATIONS = ("batch", "group", "instance", "none")  # keras_ssl3d.layers.normalization
 AUGMENTATIONS = ("none", "flip", "flip_intensity")  # keras_ssl3d.finetune.augment

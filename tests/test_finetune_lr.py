@@ -224,13 +224,6 @@ def test_decoder_fresh_starts_a_new_decoder_on_the_pretrained_encoder(assets):
     assert build_model(data, "none", filters=(4, 8), decoder="fresh")[2] == "fresh"
 
 
-def test_cli_lists_are_the_library_ones():
-    from keras_ssl3d.cli.transfer_options import DECODERS
-    from keras_ssl3d.finetune.model import DECODERS as LIBRARY
-
-    assert DECODERS == LIBRARY
-
-
 # ------------------------------------------------------------------ through `finetune`: recorded, resumed, refused
 
 
@@ -254,10 +247,12 @@ def _one_line_error(capsys, code):
 def test_finetune_records_the_options_and_refuses_a_resume_with_others(assets, tmp_path, capsys):
     run = tmp_path / "run"
     options = ["--encoder", str(assets / "pre"), "--encoder-lr-scale", "0.5", "--lr-warmup-epochs", "1",
-               "--lr-schedule", "poly", "--decoder", "fresh", "--strategy", "warmup", "--warmup-epochs", "1"]
+               "--lr-schedule", "poly", "--decoder", "fresh", "--strategy", "warmup", "--warmup-epochs", "1",
+               "--warmup-freezes", "pretrained"]
     assert run_cli(cli, _finetune(assets, run, *options, "--epochs", "2")) == 0
     config = _config(run)
-    assert (config["encoder_lr_scale"], config["lr_warmup_epochs"], config["decoder"]) == (0.5, 1, "fresh")
+    assert (config["encoder_lr_scale"], config["lr_warmup_epochs"], config["decoder"], config["warmup_freezes"]) \
+        == (0.5, 1, "fresh", "pretrained")
     assert json.loads((run / "model" / "metadata.json").read_text())["decoder"] == "fresh"
     # the same settings resume (the scaled optimizer's state from the checkpoint) and train on
     assert run_cli(cli, _finetune(assets, run, *options, "--epochs", "3", "--resume")) == 0
@@ -265,7 +260,8 @@ def test_finetune_records_the_options_and_refuses_a_resume_with_others(assets, t
     assert len(json.loads((run / "result.json").read_text())["curve"]) == 3
     capsys.readouterr()
     for option, value, key in (("--encoder-lr-scale", "0.25", "encoder_lr_scale"),
-                               ("--lr-warmup-epochs", "0", "lr_warmup_epochs"), ("--decoder", "auto", "decoder")):
+                               ("--lr-warmup-epochs", "0", "lr_warmup_epochs"), ("--decoder", "auto", "decoder"),
+                               ("--warmup-freezes", "encoder", "warmup_freezes")):
         changed = [*options]
         changed[changed.index(option) + 1] = value
         line = _one_line_error(capsys, run_cli(cli, _finetune(assets, run, *changed, "--epochs", "4", "--resume")))
@@ -281,6 +277,7 @@ def test_scratch_ignores_the_scale_and_an_older_run_json_resumes(assets, tmp_pat
     config = _config(run)
     # scratch at the scale 1 and no warm-up: recorded as runs made before these options were (without the keys)
     assert "encoder_lr_scale" not in config and "lr_warmup_epochs" not in config and config["decoder"] == "fresh"
+    assert "warmup_freezes" not in config
     assert run_cli(cli, _finetune(assets, run, *scratch, "--epochs", "2", "--resume")) == 0
     assert len(json.loads((run / "result.json").read_text())["curve"]) == 2
 
@@ -295,6 +292,8 @@ def test_scratch_ignores_the_scale_and_an_older_run_json_resumes(assets, tmp_pat
      "Error: Invalid value for '--lr-warmup-epochs': -1 is not in the range x>=0."),
     (["--decoder", "old", "--epochs", "1"],
      "Error: Invalid value for '--decoder': 'old' is not one of 'auto', 'fresh'."),
+    (["--warmup-freezes", "decoder", "--epochs", "1"],
+     "Error: Invalid value for '--warmup-freezes': 'decoder' is not one of 'encoder', 'pretrained'."),
 ])
 @pytest.mark.parametrize("command", ["finetune", "study"])
 def test_bad_values_are_one_line_errors(command, extra, message, assets, tmp_path, capsys):

@@ -61,7 +61,7 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @click.pass_context
 def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epochs, epochs, patience, min_epochs,
              lr_schedule,
-             steps_per_epoch, encoder_lr_scale, lr_warmup_epochs, decoder, batch_size, lr, seed,
+             steps_per_epoch, encoder_lr_scale, lr_warmup_epochs, decoder, warmup_freezes, batch_size, lr, seed,
              split_seed, size, filters, norm, val_fraction, loss, adapt, cache, workers, distribute_strategy, devices,
              remat, precision, memory_budget, tensorboard, augment, checkpoint_every, checkpoint_seconds, resume,
              verbose):
@@ -93,7 +93,8 @@ def finetune(ctx, data_path, encoder, out, label_fraction, strategy, warmup_epoc
         filters=parse_int_list(filters, "--filters"), norm=norm, loss=loss, adapt=adapt, remat=remat,
         precision=precision, checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
         augment=augment, patience=patience, lr_schedule=lr_schedule, steps_per_epoch=steps_per_epoch,
-        encoder_lr_scale=encoder_lr_scale, lr_warmup_epochs=lr_warmup_epochs, decoder=decoder, min_epochs=min_epochs)
+        encoder_lr_scale=encoder_lr_scale, lr_warmup_epochs=lr_warmup_epochs, decoder=decoder, min_epochs=min_epochs,
+        warmup_freezes=warmup_freezes)
     settings.check()
     from keras_ssl3d.finetune.optimizer import scale_note
 

@@ -1,19 +1,26 @@
-"""``--encoder-lr-scale``, ``--lr-warmup-epochs``, ``--decoder`` (finetune, study): fine-tuning a pretrained model.
+"""``--encoder-lr-scale``, ``--lr-warmup-epochs``, ``--decoder``, ``--warmup-freezes`` (finetune, study).
 
-See `keras_ssl3d.finetune.optimizer` (the encoder's learning rate), `keras_ssl3d.finetune.convergence.epoch_lr`
-(the warm-up of the learning rate) and `keras_ssl3d.finetune.model.build_model` (the decoder). Kept apart from
-the commands so both share one wording and range. No Keras import here (``--help`` stays light).
+Fine-tuning a pretrained model: see `keras_ssl3d.finetune.optimizer` (the encoder's learning rate),
+`keras_ssl3d.finetune.convergence.epoch_lr` (the warm-up of the learning rate), `keras_ssl3d.finetune.model.build_model`
+(the decoder) and `keras_ssl3d.finetune.warmup` (what a warm-up freezes). Kept apart from the commands so both
+share one wording and range. No Keras import here (``--help`` stays light).
 """
 
 import click
 
+from keras_ssl3d.names import FINETUNE_DECODERS as DECODERS
+from keras_ssl3d.names import WARMUP_FREEZES
+
 ENCODER_LR_SCALE = click.FloatRange(min=0, min_open=True)
-# = keras_ssl3d.finetune.model.DECODERS (a test keeps both in step)
-DECODERS = ("auto", "fresh")
 
 
 def transfer_options(func):
-    """``--encoder-lr-scale X``, ``--lr-warmup-epochs N`` and ``--decoder auto|fresh``."""
+    """``--encoder-lr-scale X``, ``--lr-warmup-epochs N``, ``--decoder auto|fresh`` and ``--warmup-freezes``."""
+    func = click.option(
+        "--warmup-freezes", default="encoder", show_default=True, type=click.Choice(WARMUP_FREEZES),
+        help="What --strategy warmup (for --warmup-epochs) and frozen keep frozen: the pretrained encoder (paper), "
+             "or everything pretrained: with a pretrained decoder (--decoder auto on a Genesis / MAE preset) the "
+             "decoder too, so that only the fresh output layer trains at first.")(func)
     func = click.option(
         "--decoder", default="auto", show_default=True, type=click.Choice(DECODERS),
         help="For a preset that holds a whole pretrained U-Net (Genesis, MAE): auto keeps its pretrained decoder, "

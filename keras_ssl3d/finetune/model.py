@@ -8,8 +8,6 @@ from keras_ssl3d.errors import ConfigError, PresetError
 from keras_ssl3d.names import FILTERS_3D as PAPER_FILTERS_3D
 
 MODEL_DIR = "model"  # a fine-tuning run's saved model: RUN/model/ (a preset folder)
-# --decoder: "auto" keeps the decoder of a U-Net preset (Genesis, MAE), "fresh" starts a new one on its encoder
-DECODERS = ("auto", "fresh")
 
 
 def load_encoder(handle, rank):

@@ -65,10 +65,12 @@ class FinetuneSettings:
     min_epochs: int = 0  # with patience: the first epochs never count as "without improvement" (convergence)
     # fine-tuning a pretrained encoder: its lr is lr x encoder_lr_scale (finetune.optimizer; 1 for scratch), the
     # lr rises linearly over lr_warmup_epochs (finetune.convergence.epoch_lr), decoder "fresh" ignores a U-Net
-    # preset's pretrained decoder (finetune.model.DECODERS)
+    # preset's pretrained decoder (names.FINETUNE_DECODERS); the warm-up freezes the encoder or, with
+    # "pretrained", a preset's pretrained decoder too (finetune.warmup)
     encoder_lr_scale: float = 1.0
     lr_warmup_epochs: int = 0
     decoder: str = "auto"
+    warmup_freezes: str = "encoder"
 
     def resolved(self, task):
         out = dataclasses.replace(self)
@@ -119,7 +121,7 @@ class FinetuneSettings:
                                                  or self.steps_per_epoch < 1):
             raise ConfigError(f"--steps-per-epoch must be an integer >= 1, got {self.steps_per_epoch}")
         from keras_ssl3d.finetune.convergence import check_settings
-        from keras_ssl3d.finetune.model import DECODERS
+        from keras_ssl3d.names import FINETUNE_DECODERS as DECODERS
         from keras_ssl3d.finetune.optimizer import check_scale
 
         check_settings(self.patience, self.lr_schedule, self.val_fraction, self.lr_warmup_epochs, self.epochs,
@@ -127,6 +129,9 @@ class FinetuneSettings:
         check_scale(self.encoder_lr_scale)
         if self.decoder not in DECODERS:
             raise ConfigError(f"--decoder must be one of {DECODERS}, got {self.decoder!r}")
+        from keras_ssl3d.finetune.warmup import check_warmup_freezes
+
+        check_warmup_freezes(self.warmup_freezes)
 
 
 def run_finetune(data, settings, out, resume=False, verbose=0, command=None, workers=1, plan=None, log=None,
@@ -242,7 +247,8 @@ def _build_and_compile(data, s, out, resume, log):
         set_remat(model, s.remat)  # a loaded encoder may have been saved either way
     if decoder == "pretrained" and log is not None:
         log(f"Decoder: starting from the pretrained decoder of {s.encoder} (with a fresh output layer)")
-    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=resumed_epoch(out) if resume else 0)
+    callbacks = apply_strategy(model, s.strategy, s.warmup_epochs, initial_epoch=resumed_epoch(out) if resume else 0,
+                               pretrained_decoder=decoder == "pretrained" and s.warmup_freezes == "pretrained")
     if data.task == "segmentation":
         loss = get_segmentation_loss(s.loss)
         metrics = [MeanDice(data.num_classes, name="mean_dice")]
@@ -305,7 +311,8 @@ def _run_config(data, s, split, plan, adapted, decoder, select):
         config["select"] = "best"
     config.update(checkpoint_every=s.checkpoint_every, checkpoint_seconds=s.checkpoint_seconds, augment=s.augment,
                   patience=s.patience, lr_schedule=s.lr_schedule, steps_per_epoch=s.steps_per_epoch,
-                  encoder_lr_scale=s.encoder_lr_scale, lr_warmup_epochs=s.lr_warmup_epochs, min_epochs=s.min_epochs)
+                  encoder_lr_scale=s.encoder_lr_scale, lr_warmup_epochs=s.lr_warmup_epochs, min_epochs=s.min_epochs,
+                  warmup_freezes=s.warmup_freezes)
     return record_added(config, "finetune")
 
 

@@ -24,6 +24,8 @@ def label_pool_size(data, settings):
 # applies to pretrained encoders only). Settings added later are compared at their older value when absent.
 REUSE_SETTINGS = ("epochs", "batch_size", "lr", "loss", "augment", "patience", "lr_schedule", "steps_per_epoch",
                   "lr_warmup_epochs", "min_epochs")
+# and for a pretrained encoder (scratch trains everything from the first step at lr)
+PRETRAINED_REUSE_SETTINGS = ("encoder_lr_scale", "warmup_epochs", "warmup_freezes")
 
 
 def check_reused(path, result, test_subjects, strategy, settings, scratch):
@@ -34,7 +36,7 @@ def check_reused(path, result, test_subjects, strategy, settings, scratch):
     wanted = {"test_subjects": ("test subjects", test_subjects), "strategy": ("strategy", strategy)}
     changed = [name for key, (name, value) in wanted.items() if config.get(key) != value]
     older = ADDED_SETTINGS["finetune"]
-    keys = REUSE_SETTINGS + (() if scratch else ("encoder_lr_scale",))
+    keys = REUSE_SETTINGS + (() if scratch else PRETRAINED_REUSE_SETTINGS)
     changed += [f"--{key.replace('_', '-')}" for key in keys
                 if config.get(key, older.get(key)) != getattr(settings, key)]
     if changed:

@@ -8,6 +8,10 @@ segmentation and 5 for 2D classification, and compares three strategies:
 - ``warmup``: frozen for ``warmup_epochs``, then trained with everything else (paper default);
 - ``full``: everything trains from the first step.
 
+What stays frozen (``freezes``): the ``encoder`` (paper), or everything ``pretrained``: the encoder and, for a
+preset that held a whole U-Net (Genesis, MAE), its decoder too, so that only the fresh output layer trains at
+first (the warm-up of restoration pretraining that Models Genesis' users ask about).
+
 `EncoderWarmup` switches inside one ``fit`` call on TensorFlow, JAX and PyTorch. In Keras 3 a
 change of ``trainable`` after the train function was built is not picked up by itself:
 
@@ -33,27 +37,33 @@ import keras
 from keras_ssl3d.errors import ConfigError
 
 from keras_ssl3d.names import FINETUNE_STRATEGIES as STRATEGIES  # noqa: E402
+from keras_ssl3d.names import WARMUP_FREEZES  # noqa: E402
 from keras_ssl3d.names import FINETUNE_WARMUP_EPOCHS as PAPER_WARMUP  # noqa: E402
 
 
 class EncoderWarmup(keras.callbacks.Callback):
-    """Keep ``encoder`` frozen for epochs ``0 .. warmup_epochs - 1``, trainable afterwards.
+    """Keep ``encoder`` (and ``decoder``, if given) frozen for epochs ``0 .. warmup_epochs - 1``, trainable afterwards.
 
-    ``warmup_epochs=None`` keeps it frozen for the whole run (the ``frozen`` strategy). Epochs are
+    ``warmup_epochs=None`` keeps them frozen for the whole run (the ``frozen`` strategy). Epochs are
     the absolute epoch indices ``fit`` reports, so a resumed run (``initial_epoch``) continues the
     schedule where it stopped.
     """
 
-    def __init__(self, encoder, warmup_epochs):
+    def __init__(self, encoder, warmup_epochs, decoder=None):
         super().__init__()
         if warmup_epochs is not None and (int(warmup_epochs) != warmup_epochs or warmup_epochs < 0):
             raise ConfigError(f"warmup_epochs must be a non-negative integer, got {warmup_epochs!r}")
         self.encoder = encoder
+        self.frozen_layers = [encoder] + ([] if decoder is None else [decoder])
         self.warmup_epochs = math.inf if warmup_epochs is None else int(warmup_epochs)
         self.unfrozen_at = None
 
     def frozen_at(self, epoch):
         return epoch < self.warmup_epochs
+
+    def set_frozen(self, frozen):
+        for layer in self.frozen_layers:
+            layer.trainable = not frozen
 
     def on_train_begin(self, logs=None):
         self._sync()
@@ -61,7 +71,7 @@ class EncoderWarmup(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         frozen = self.frozen_at(epoch)
         if self.encoder.trainable == frozen:
-            self.encoder.trainable = not frozen
+            self.set_frozen(frozen)
             if not frozen:
                 self.unfrozen_at = epoch
         self._sync()
@@ -70,24 +80,34 @@ class EncoderWarmup(keras.callbacks.Callback):
         sync_trainable_state(self.model)
 
 
-def apply_strategy(model, strategy="warmup", warmup_epochs=25, initial_epoch=0):
+def apply_strategy(model, strategy="warmup", warmup_epochs=25, initial_epoch=0, pretrained_decoder=False):
     """Prepare ``model`` (which has an ``.encoder``) for a strategy; returns the ``fit`` callbacks.
 
-    Call it before ``compile`` so the optimizer is first built on the right variables. A resumed
-    run passes the epoch it restarts at, so the encoder starts in the state of that epoch (and a
-    checkpoint's optimizer state is restored onto the right variables).
+    ``pretrained_decoder``: the model's ``.decoder`` is pretrained too and is frozen with the encoder
+    (``--warmup-freezes pretrained`` on a Genesis / MAE preset). Call it before ``compile`` so the optimizer
+    is first built on the right variables. A resumed run passes the epoch it restarts at, so the frozen
+    layers start in the state of that epoch (and a checkpoint's optimizer state is restored onto the right
+    variables).
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown fine-tuning strategy {strategy!r}; choose one of {STRATEGIES}")
     encoder = getattr(model, "encoder", None)
     if encoder is None:
         raise ConfigError(f"{type(model).__name__} has no .encoder to freeze")
+    decoder = getattr(model, "decoder", None) if pretrained_decoder else None
+    if pretrained_decoder and decoder is None:
+        raise ConfigError(f"{type(model).__name__} has no .decoder to freeze")
+    callback = EncoderWarmup(encoder, None if strategy == "frozen" else warmup_epochs, decoder=decoder)
     if strategy == "full" or (strategy == "warmup" and int(warmup_epochs) == 0):
-        encoder.trainable = True
+        callback.set_frozen(False)
         return []
-    callback = EncoderWarmup(encoder, None if strategy == "frozen" else warmup_epochs)
-    encoder.trainable = not callback.frozen_at(int(initial_epoch))
+    callback.set_frozen(callback.frozen_at(int(initial_epoch)))
     return [callback]
+
+
+def check_warmup_freezes(freezes):
+    if freezes not in WARMUP_FREEZES:
+        raise ConfigError(f"--warmup-freezes must be one of {WARMUP_FREEZES}, got {freezes!r}")
 
 
 def sync_trainable_state(model):

@@ -386,7 +386,7 @@ ADDED_SETTINGS = {
     "pretrain": {"val_fraction": 0.0, "micro_batches": 1},
     "finetune": {"checkpoint_every": 1, "checkpoint_seconds": 0.0, "augment": "none", "patience": None,
                  "lr_schedule": "constant", "steps_per_epoch": None, "encoder_lr_scale": 1.0, "lr_warmup_epochs": 0,
-                 "min_epochs": 0},
+                 "min_epochs": 0, "warmup_freezes": "encoder"},
 }
 
 
