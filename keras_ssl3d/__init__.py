@@ -13,7 +13,6 @@ import sys as _sys
 # TensorFlow's C++ start-up lines (oneDNN notices, "failed call to cuInit ... CUDA error" on machines without
 # a GPU) are noise for a user of the Python API, as they are for the CLI: quiet them unless the user chose a
 # level. Only effective before TensorFlow is imported, hence first thing here.
-_TF_LEVEL_CHOSEN = "TF_CPP_MIN_LOG_LEVEL" in _os.environ
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX; on
@@ -68,7 +67,9 @@ def _launched_as_cli():
 
 
 if not _launched_as_cli():
-    if _TF_LEVEL_CHOSEN or "keras" in _sys.modules:
+    # TF_CPP_MIN_LOG_LEVEL=0 asks for every line (as `keras-ssl3d --verbose` does); processes this one starts
+    # (a study's parallel runs) inherit the level set above and stay quiet as well
+    if "keras" in _sys.modules or _os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("0", ""):
         import_all()
     else:  # lines TensorFlow prints before its log level applies (port.cc, cudart_stub.cc) are dropped too
         from keras_ssl3d.native_logs import native_logs_filtered as _native_logs_filtered

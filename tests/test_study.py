@@ -23,10 +23,10 @@ def setup(tmp_path_factory):
     return root
 
 
-def _study(root, extra=()):
+def _study(root, extra=(), out="out"):
     return run_cli(cli, ["study", "--data", str(root / "brats"), "--encoders", str(root / "enc_a"),
                          "--fractions", "0.5,1", "--repeats", "1", "--epochs", "2", "--warmup-epochs", "1",
-                         "--size", "16", "--lr", "1e-3", "--out", str(root / "out"), *extra])
+                         "--size", "16", "--lr", "1e-3", "--out", str(root / out), *extra])
 
 
 def test_study_outputs(setup, capsys):
@@ -107,18 +107,60 @@ def test_study_outputs(setup, capsys):
     result = json.loads(open(f"{enc['run_dir']}/result.json").read())
     c = result["config"]
     same = FinetuneSettings(epochs=c["epochs"], batch_size=c["batch_size"], lr=c["lr"], loss=c["loss"],
-                            augment=c.get("augment", "none"))
+                            augment=c.get("augment", "none"), warmup_epochs=c["warmup_epochs"])
     _check_reused("result.json", result, c["test_subjects"], "warmup", same, scratch=False)
     with pytest.raises(ConfigError, match="result.json: .* other strategy than the study asks for"):
         _check_reused("result.json", result, c["test_subjects"], "full", same, scratch=False)
     with pytest.raises(ConfigError, match="other test subjects, strategy than"):
         _check_reused("result.json", result, ["someone_else"], "full", same, scratch=False)
-    # ... nor one trained with another learning rate, patience or encoder learning-rate scale
-    other = dataclasses.replace(same, lr=c["lr"] * 2, patience=3, encoder_lr_scale=0.1)
-    with pytest.raises(ConfigError, match="other --lr, --patience, --encoder-lr-scale than"):
+    # ... nor one trained with another learning rate, patience, encoder learning-rate scale or warm-up
+    other = dataclasses.replace(same, lr=c["lr"] * 2, patience=3, encoder_lr_scale=0.1,
+                                warmup_epochs=c["warmup_epochs"] + 1, warmup_freezes="pretrained")
+    with pytest.raises(ConfigError, match="other --lr, --patience, --encoder-lr-scale, --warmup-epochs, "
+                                          "--warmup-freezes than"):
         _check_reused("result.json", result, c["test_subjects"], "warmup", other, scratch=False)
     with pytest.raises(ConfigError, match="other --lr, --patience than"):  # scratch has no encoder lr scale
         _check_reused("result.json", result, c["test_subjects"], "warmup", other, scratch=True)
+
+
+def test_parallel_runs_give_the_study_of_one_run_at_a_time(setup, capsys):
+    assert _study(setup) == 0  # the sequential study (reused when the test above made it)
+    capsys.readouterr()
+    assert _study(setup, ["--parallel-runs", "2"], out="parallel") == 0
+    printed = capsys.readouterr().out
+    assert printed.count("(parallel runs)") == 4 and "reusing" not in printed
+    one, two = (list(csv.DictReader(open(setup / name / "runs.csv"))) for name in ("out", "parallel"))
+    keys = ("label", "fraction", "repeat", "strategy", "epochs", "selected_epoch", "test_size", "val_size")
+    assert [[r[k] for k in keys] for r in two] == [[r[k] for k in keys] for r in one]  # the same runs, in order
+    for a, b in zip(one, two):
+        assert float(b["score"]) == pytest.approx(float(a["score"]), abs=1e-5)
+        config = json.loads(open(f"{b['run_dir']}/result.json").read())["config"]
+        assert config["train_subjects"] == json.loads(open(f"{a['run_dir']}/result.json").read())["config"][
+            "train_subjects"]
+    assert (setup / "parallel" / "summary.md").is_file() and (setup / "parallel" / "convergence.png").is_file()
+    # resumed: every run is reused, none is trained again
+    assert _study(setup, ["--parallel-runs", "2"], out="parallel") == 0
+    assert capsys.readouterr().out.count("reusing") == 4
+
+
+def test_a_parallel_run_that_fails_is_one_error_naming_its_run(setup, tmp_path):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from keras_ssl3d.data.labelled import load_task_data
+    from keras_ssl3d.errors import RunError
+    from keras_ssl3d.finetune.runner import FinetuneSettings
+    from keras_ssl3d.finetune.study_pool import RunPool
+
+    data = load_task_data(setup / "brats", size=16, cache_dir=tmp_path / "cache")
+    shutil.rmtree(tmp_path / "cache")  # gone before the run's process opens it
+    jobs_before = set(Path(tempfile.gettempdir()).glob("keras-ssl3d-study-*"))
+    run = tmp_path / "study" / "runs" / "scratch" / "repeat_0"
+    with pytest.raises(RunError, match=rf"^{run}: .*cache.* \(a parallel run\)$"):
+        with RunPool(2, data, [(run, FinetuneSettings(encoder="none", epochs=1, filters=(4, 8)))]) as pool:
+            pool.result(run)
+    assert not run.exists() and set(Path(tempfile.gettempdir()).glob("keras-ssl3d-study-*")) <= jobs_before
 
 
 def test_study_bad_options(setup, capsys):

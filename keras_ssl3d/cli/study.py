@@ -45,16 +45,20 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @cache_option
 @workers_option
 @distribution_options
+@click.option("--parallel-runs", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Train N runs at once, each in its own process (CPU machines: a small run keeps ~1.3 cores "
+                   "busy, so 2 on 2 cores finish sooner; on one GPU the processes would share its memory). The "
+                   "results, tables and statistics are those of one run at a time.")
 @click.option("--probe-epochs", default=0, show_default=True, type=click.IntRange(min=0),
               help="3D: after each label subset's runs, train a frozen-encoder probe head for this many epochs on "
                    "every pretrained encoder, a random one and the scratch-trained one (OUT/probes.csv, a "
                    "summary section paired against the random encoder); 0: no probe.")
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
 def study(data_path, encoders, fractions, repeats, out, epochs, patience, min_epochs, lr_schedule, steps_per_epoch,
-          encoder_lr_scale, lr_warmup_epochs, decoder,
+          encoder_lr_scale, lr_warmup_epochs, decoder, warmup_freezes,
           speed_fraction, batch_size, lr, strategy, warmup_epochs, size,
           filters, norm, test_fraction, val_fraction, split_seed, loss, augment, cache, workers,
-          distribute_strategy, devices, probe_epochs,
+          distribute_strategy, devices, parallel_runs, probe_epochs,
           verbose):
     """Fine-tune every encoder (and scratch) on every label fraction, REPEATS times.
 
@@ -85,7 +89,8 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, min_ep
                                 filters=filter_list, norm=norm or "batch", loss=loss, augment=augment,
                                 test_fraction=test_fraction, patience=patience, lr_schedule=lr_schedule,
                                 steps_per_epoch=steps_per_epoch, encoder_lr_scale=encoder_lr_scale,
-                                lr_warmup_epochs=lr_warmup_epochs, decoder=decoder, min_epochs=min_epochs)
+                                lr_warmup_epochs=lr_warmup_epochs, decoder=decoder, min_epochs=min_epochs,
+                                warmup_freezes=warmup_freezes)
     settings.check()
     plan = distribute.plan(distribute_strategy, devices)
     probe = None
@@ -104,6 +109,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, min_ep
         settings.filters = filter_list or tuple(reference.filters)
         settings.norm = norm or reference.norm
     rows = run_study(data, encoder_list, fraction_list, repeats, settings, out, verbose=verbose, log=click.echo,
-                     workers=workers, plan=plan, speed_fraction=speed_fraction, probe=probe)
+                     workers=workers, plan=plan, speed_fraction=speed_fraction, probe=probe,
+                     parallel_runs=parallel_runs)
     click.echo((Path(out) / "summary.md").read_text(encoding="utf-8"))
     click.echo(f"{len(rows)} runs; see {out}/runs.csv, data_efficiency.png, convergence.png")

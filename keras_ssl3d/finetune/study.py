@@ -17,6 +17,7 @@ difference to scratch with its 95 % bootstrap interval, see `keras_ssl3d.finetun
 frozen-encoder probe (``--probe-epochs``, `keras_ssl3d.finetune.study_probe`) also ``probes.csv``.
 """
 
+import contextlib
 import json
 import re
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_ssl3d.errors import ConfigError
-from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_text_atomic
+from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_json_atomic, write_text_atomic
 from keras_ssl3d.finetune.convergence import DEFAULT_SPEED_FRACTION, at_maximum_note, speed_markdown
 from keras_ssl3d.finetune.runs_table import RUNS_FILE, write_runs_csv
 from keras_ssl3d.finetune.runs_table import run_row as _row
@@ -73,13 +74,15 @@ def encoder_label(handle):
 
 
 def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=print, workers=1, plan=None,
-              speed_fraction=DEFAULT_SPEED_FRACTION, probe=None):
+              speed_fraction=DEFAULT_SPEED_FRACTION, probe=None, parallel_runs=1):
     """Run (or resume) the study on ``data`` (a `TaskData`); returns the list of run rows.
 
     ``speed_fraction``: the convergence-speed target (see `keras_ssl3d.finetune.convergence`). ``probe``: a
     `ProbeSettings` (its epochs, lr, batch size, loss) to probe every encoder after each label subset's runs
-    (`keras_ssl3d.finetune.study_probe`: OUT/probes.csv and the summary's probe section), or None."""
+    (`keras_ssl3d.finetune.study_probe`: OUT/probes.csv and the summary's probe section), or None.
+    ``parallel_runs``: runs trained at once in separate processes (`keras_ssl3d.finetune.study_pool`)."""
     from keras_ssl3d.finetune.runner import RESULT_FILE
+    from keras_ssl3d.finetune.study_pool import RunPool, check_parallel_runs
     from keras_ssl3d.finetune.warmup import warmup_note
 
     out = Path(out)
@@ -100,6 +103,7 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
                           "--encoders NAME=PATH (letters, digits, '.', '_', '-')")
     if int(repeats) < 1:
         raise ConfigError(f"--repeats must be >= 1, got {repeats}")
+    check_parallel_runs(parallel_runs, plan)
     if not 0.0 < float(settings.test_fraction) < 1.0:
         raise ConfigError(f"a study scores on held-out test subjects: --test-fraction must be in (0, 1), "
                           f"got {settings.test_fraction}")
@@ -107,48 +111,63 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
     test_subjects = study_test_subjects(data, settings)
     pool_size = label_pool_size(data, settings)
     rows = []
-    total = len(encoders) * len(fractions) * int(repeats)
-    done, stale = 0, False
-    for fraction in fractions:
-        for repeat in range(int(repeats)):
-            for handle, label in zip(encoders, labels):
-                done += 1
-                run_dir = out / "runs" / label / f"fraction_{fraction:g}" / f"repeat_{repeat}"
-                result_path = run_dir / RESULT_FILE
-                start = time.perf_counter()
-                strategy = SCRATCH_STRATEGY if handle == SCRATCH else settings.strategy
-                reused = result_path.is_file()
-                if reused:
-                    result = json.loads(result_path.read_text(encoding="utf-8"))
-                    check_reused(result_path, result, test_subjects, strategy, settings, handle == SCRATCH)
-                    wall = result.get("wall_s")
-                    log(f"[{done}/{total}] {label} {fraction:g} repeat {repeat}: reusing {run_dir}")
-                else:
-                    log(f"[{done}/{total}] {label}, {fraction:g} of the labels, repeat {repeat}")
-                    s = _replace(settings, encoder=handle, label_fraction=float(fraction), seed=repeat,
-                                 strategy=strategy)
-                    result, _, _, scores = finetune_and_score(data, s, run_dir, data, subjects="test",
-                                                              resume=(run_dir / "run.json").is_file(),
-                                                              verbose=verbose, workers=workers, plan=plan)
-                    wall = time.perf_counter() - start
-                    result["evaluation"] = _strip(scores)
-                    result["wall_s"] = wall
-                    from keras_ssl3d.fileio import write_json_atomic
+    runs = [(fraction, repeat, handle, label, out / "runs" / label / f"fraction_{fraction:g}" / f"repeat_{repeat}")
+            for fraction in fractions for repeat in range(int(repeats)) for handle, label in zip(encoders, labels)]
+    finished = {run_dir for *_, run_dir in runs if (run_dir / RESULT_FILE).is_file()}
 
-                    write_json_atomic(result_path, result)
-                rows.append(_row(label, handle, fraction, repeat, result, wall, run_dir, pool_size))
-                write_runs_csv(out / RUNS_FILE, rows)
-                # Figures and summary after every trained run (an interrupted study still shows what it
-                # has); reused runs are drawn once, at the end.
-                stale = reused
-                if not reused:
-                    write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction, probes)
+    def run_settings(fraction, repeat, handle):
+        strategy = SCRATCH_STRATEGY if handle == SCRATCH else settings.strategy
+        return _replace(settings, encoder=handle, label_fraction=float(fraction), seed=repeat, strategy=strategy)
+
+    stale = False
+    jobs = [(run_dir, run_settings(fraction, repeat, handle))
+            for fraction, repeat, handle, label, run_dir in runs if run_dir not in finished]  # in reading order
+    parallel = parallel_runs > 1 and jobs
+    with RunPool(parallel_runs, data, jobs, verbose, workers) if parallel else contextlib.nullcontext() as pool:
+        for done, (fraction, repeat, handle, label, run_dir) in enumerate(runs, 1):
+            result_path = run_dir / RESULT_FILE
+            s = run_settings(fraction, repeat, handle)
+            reused = run_dir in finished
+            if reused:
+                result = json.loads(result_path.read_text(encoding="utf-8"))
+                check_reused(result_path, result, test_subjects, s.strategy, settings, handle == SCRATCH)
+                log(f"[{done}/{len(runs)}] {label} {fraction:g} repeat {repeat}: reusing {run_dir}")
+            elif pool is not None:
+                result = pool.result(run_dir)
+                log(f"[{done}/{len(runs)}] {label}, {fraction:g} of the labels, repeat {repeat}: trained in "
+                    f"{result['wall_s']:.0f} s (parallel runs)")
+            else:
+                log(f"[{done}/{len(runs)}] {label}, {fraction:g} of the labels, repeat {repeat}")
+                result = train_study_run(data, s, run_dir, verbose, workers, plan)
+            rows.append(_row(label, handle, fraction, repeat, result, result.get("wall_s"), run_dir, pool_size))
+            write_runs_csv(out / RUNS_FILE, rows)
+            stale = stale or reused
+            if label != labels[-1]:
+                continue
+            # After each label subset: its probes, then figures and summary (an interrupted study still shows
+            # what it has); a subset whose runs and probes were all reused is drawn once, at the end.
             subset_runs = [r["run_dir"] for r in rows[-len(labels):]]
-            if probes and probes.after_subset(fraction, repeat, subset_runs[0], subset_runs):
+            probed = probes.after_subset(fraction, repeat, subset_runs[0], subset_runs) if probes else False
+            if probed or not all(d in finished for *_, d in runs[done - len(labels):done]):
                 write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction, probes)
+                stale = False
     if stale:
         write_outputs(out, rows, _curves(out, rows), data.task, settings, speed_fraction, probes)
     return rows
+
+
+def train_study_run(data, settings, run_dir, verbose=0, workers=1, plan=None):
+    """Train and score one run of a study, then write its ``result.json`` (in the study's process or a pool's)."""
+    from keras_ssl3d.finetune.runner import RESULT_FILE
+
+    start = time.perf_counter()
+    result, _, _, scores = finetune_and_score(data, settings, run_dir, data, subjects="test",
+                                              resume=(run_dir / "run.json").is_file(), verbose=verbose,
+                                              workers=workers, plan=plan)
+    result["evaluation"] = _strip(scores)
+    result["wall_s"] = time.perf_counter() - start
+    write_json_atomic(run_dir / RESULT_FILE, result)
+    return result
 
 
 def finetune_and_score(data, settings, run_dir, test_data, subjects="all", **run_options):
