@@ -1,6 +1,7 @@
 """What makes pretraining transfer at CPU scale: the paired studies behind docs/transfer.md.
 
-    python benchmarks/transfer_diagnosis.py --out /tmp/diagnosis [--groups main,pretext,norm,finetune]
+    python benchmarks/transfer_diagnosis.py --out /tmp/diagnosis [--groups main,pretext,...] [--probe]
+    python benchmarks/transfer_diagnosis.py --out /tmp/diagnosis --report
 
 Every factor is the demo's pipeline (`keras_ssl3d.demo.runner`: synthetic data, `pretrain_encoder`, the
 demo's `DemoConfig.finetune_settings`) with one setting changed, fine-tuned by the library's study
@@ -8,7 +9,9 @@ demo's `DemoConfig.finetune_settings`) with one setting changed, fine-tuned by t
 (repeat r = seed r) as the scratch arm it is paired with. A group whose scratch arm is trained exactly as
 another group's reuses those finished scratch runs (copied; the study checks test subjects and strategy).
 Seeds are fixed here and were not chosen for any result. Prints one JSON line per group (the paired
-comparisons); the studies' folders hold everything (runs.csv, summary.md).
+comparisons); the studies' folders hold everything (runs.csv, summary.md). ``--probe`` adds the demo's
+frozen-encoder probe to every study (a finished study's runs are reused: only the probes train), a column of
+``--report``. Studies train two runs at a time (``DemoConfig.parallel_runs``; the same results).
 """
 
 import argparse
@@ -48,6 +51,12 @@ GROUPS = {
     "lr-warmup-3": ([("exemplar-pool200", "exemplar", {})], {"lr_warmup_epochs": 3}, "main"),
     "freeze-warmup-3": ([("exemplar-pool200", "exemplar", {})], {"strategy": "warmup", "warmup_epochs": 3}, "main"),
     "genesis-fresh-decoder": ([("genesis", "genesis", {})], {"decoder": "fresh"}, "main"),
+    # (f) the warm-up of a restoration task's pretrained U-Net: 3 epochs freezing its encoder, or encoder and decoder
+    "restoration-warmup-encoder": ([("genesis", "genesis", {}), ("mae", "mae", {})],
+                                   {"strategy": "warmup", "warmup_epochs": 3}, "main"),
+    "restoration-warmup-pretrained": ([("genesis", "genesis", {}), ("mae", "mae", {})],
+                                      {"strategy": "warmup", "warmup_epochs": 3, "warmup_freezes": "pretrained"},
+                                      "main"),
 }
 
 
@@ -95,7 +104,7 @@ def pretrained(root, label, task, changes, labelled, pools, log):
     return folder, pretext
 
 
-def run_group(root, name, labelled, pools, log):
+def run_group(root, name, labelled, pools, log, probe=False):
     import keras
 
     from keras_ssl3d.data.labelled import load_task_data
@@ -117,7 +126,8 @@ def run_group(root, name, labelled, pools, log):
     settings = dataclasses.replace(base.finetune_settings(SEED), **finetune_changes)
     data = load_task_data(labelled, size=base.size, task="segmentation", cache_root=root / "caches")
     keras.backend.clear_session()
-    rows = run_study(data, encoders, base.fractions, base.subsets, settings, out, log=log)
+    rows = run_study(data, encoders, base.fractions, base.subsets, settings, out, log=log,
+                     probe=base.probe_settings() if probe else None, parallel_runs=base.parallel_runs)
     speeds = run_speeds(rows)
     result = {"group": name, "settings": {k: v for k, v in finetune_changes.items()}, "pretext": pretext,
               "test": {f"{k[0]}@{k[1]}": dataclasses.asdict(c) for k, c in statistics.compare_to_scratch(rows).items()},
@@ -141,8 +151,13 @@ def report(root):
         scores = statistics.compare_to_scratch(rows)
         speeds = compare_speeds(run_speeds(rows))
         pretext = json.loads((root / f"{name}.json").read_text())["pretext"] if (root / f"{name}.json").is_file() else {}
+        probes_csv = root / "studies" / name / "probes.csv"  # with --probe: the frozen-encoder probe per arm
+        probe_rows = statistics.read_runs_csv(probes_csv) if probes_csv.is_file() else []
+        probe_vs_random = statistics.compare_to_scratch(probe_rows, baseline="random") if probe_rows else {}
+        probe_head = " probe Dice (mean) | probe minus random encoder's, paired |" if probe_rows else ""
         lines += [f"### {name}", "", "| arm | pretext held-out acc. | test Dice (mean ± sd) | converged | "
-                  "minus scratch, paired | convergence speed (steps saved), paired |", "|---|---|---|---|---|---|"]
+                  "minus scratch, paired | convergence speed (steps saved), paired |" + probe_head,
+                  "|---|---|---|---|---|---|" + ("---|---|" if probe_rows else "")]
         for label in dict.fromkeys(r["label"] for r in rows):
             mine = [r for r in rows if r["label"] == label]
             values = [float(r["score"]) for r in mine]
@@ -155,8 +170,19 @@ def report(root):
             key = (label, float(mine[0]["fraction"]))
             test = statistics.format_comparison(scores[key]) if key in scores else "—"
             speed = statistics.format_comparison(speeds[key]) if key in speeds else "—"
+            probe = ""
+            if probe_rows:  # scratch's row: the probe on its trained encoder ("scratch-trained")
+                probe_label = "scratch-trained" if label == "scratch" else label
+                probed = [float(r["score"]) for r in probe_rows if r["label"] == probe_label]
+                compared = probe_vs_random.get((probe_label, key[1]))
+                probe = (f" {sum(probed) / len(probed):.3f} (n={len(probed)}) | " if probed else " — | ") + (
+                    f"{statistics.format_comparison(compared)} |" if compared else "— |")
             lines.append(f"| {label} | {p} | {sum(values) / len(values):.3f} ± {sd:.3f} (n={len(values)}) | "
-                         f"{conv}/{len(mine)} | {test} | {speed} |")
+                         f"{conv}/{len(mine)} | {test} | {speed} |{probe}")
+        if probe_rows:
+            random = [float(r["score"]) for r in probe_rows if r["label"] == "random"]
+            lines.append(f"\nProbe of a random encoder (the probe's baseline): {sum(random) / len(random):.3f} "
+                         f"(n={len(random)}).")
         lines.append("")
     lines += power(root)
     return "\n".join(lines)
@@ -216,6 +242,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--groups", default=",".join(GROUPS))
     parser.add_argument("--report", action="store_true", help="print the markdown tables of the finished groups")
+    parser.add_argument("--probe", action="store_true", help="the demo's frozen-encoder probe in every study "
+                        "(a finished group's runs are reused: only the probes are trained)")
     args = parser.parse_args(argv)
     root = args.out
     if args.report:
@@ -229,7 +257,7 @@ def main(argv=None):
 
     labelled, pools = make_data(root)
     for name in args.groups.split(","):
-        run_group(root, name, labelled, pools, log)
+        run_group(root, name, labelled, pools, log, probe=args.probe)
 
 
 if __name__ == "__main__":

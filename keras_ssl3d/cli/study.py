@@ -50,7 +50,8 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
                    "busy, so 2 on 2 cores finish sooner; on one GPU the processes would share its memory). The "
                    "results, tables and statistics are those of one run at a time.")
 @click.option("--probe-epochs", default=0, show_default=True, type=click.IntRange(min=0),
-              help="3D: after each label subset's runs, train a frozen-encoder probe head for this many epochs on "
+              help="3D: after each label subset's runs, train a frozen-encoder probe head for this many epochs (of "
+                   "--steps-per-epoch steps, as the runs') on "
                    "every pretrained encoder, a random one and the scratch-trained one (OUT/probes.csv, a "
                    "summary section paired against the random encoder); 0: no probe.")
 @click.option("--verbose", default=0, show_default=True, type=options.FIT_VERBOSITY, help="Keras fit verbosity.")
@@ -100,7 +101,7 @@ def study(data_path, encoders, fractions, repeats, out, epochs, patience, min_ep
         from keras_ssl3d.finetune.study_probe import check_probe_task
 
         check_probe_task(detect_task(data_path))  # before any data is read or cached
-        probe = ProbeSettings(epochs=probe_epochs, batch_size=batch_size, loss=loss)
+        probe = ProbeSettings(epochs=probe_epochs, batch_size=batch_size, loss=loss, steps_per_epoch=steps_per_epoch)
     data = load_task_data(data_path, size=size, cache_dir=cache, cache_root=Path(out).parent, workers=workers,
                           echo=click.echo)
     pretrained = [split_encoder_spec(e)[1] for e in encoder_list if e != SCRATCH]

@@ -21,7 +21,7 @@ class CachedDataset:
     """The subjects of a cache folder written by ``preprocess_dataset``.
 
     ``image(i)`` is float32 ``(S, S, S, C)``, ``label(i)`` uint8 ``(S, S, S)`` (or ``None``);
-    both are read-only memory maps unless ``mmap=False`` (an image cached as float16 or uint8 is
+    both are read-only memory maps unless ``mmap=False`` (an image cached as float16, uint16 or uint8 is
     read through its memory map and returned as float32: half or a quarter of the bytes from disk;
     ``image(i, out=batch[k])`` writes it straight into a batch). With ``size`` (an int or 3 ints) each
     subject is resized to it when read (trilinear / nearest for labels) if the cache was made at

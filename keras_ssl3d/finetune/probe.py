@@ -102,6 +102,9 @@ class ProbeSettings:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     loss: str = "dice_ce"
+    # as finetune's --steps-per-epoch: an epoch is as many whole shuffled passes over the labelled subjects as
+    # give about this many steps (None: one pass). Fewer, longer epochs pay Keras' per-epoch cost less often.
+    steps_per_epoch: int | None = None
 
     def check(self):
         """Refuse, before any data is read, a probe with no held-out subjects to score on."""
@@ -127,7 +130,7 @@ def run_probe(data, encoder, settings, name="encoder"):
     """Train a probe head on the frozen ``encoder`` and score it; returns a result dict (mean Dice ...)."""
     from keras_ssl3d.data.pipeline import VolumeBatches
     from keras_ssl3d.finetune.evaluation import evaluate_model
-    from keras_ssl3d.finetune.runner import _subject_id
+    from keras_ssl3d.finetune.runner import _subject_id, epoch_indices
     from keras_ssl3d.losses import get_segmentation_loss
 
     if data.task != "segmentation":
@@ -139,8 +142,9 @@ def run_probe(data, encoder, settings, name="encoder"):
     keras.utils.set_random_seed(int(settings.seed))
     model = probe_model(encoder, data.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(settings.lr), loss=get_segmentation_loss(settings.loss))
+    model.optimizer.build(model.trainable_variables)  # not inside the first traced step: one trace, not two
     batches = VolumeBatches(data.samples, batch_size=settings.batch_size, shuffle=True, seed=settings.seed,
-                            with_labels=True, indices=train)
+                            with_labels=True, indices=epoch_indices(train, settings.steps_per_epoch, settings.batch_size))
     history = model.fit(batches, epochs=settings.epochs, verbose=0, shuffle=False)
     scored_ids = [_subject_id(data, i) for i in scored]
     metadata = {"task": "segmentation", "num_classes": data.num_classes, "class_names": data.class_names,
@@ -149,7 +153,7 @@ def run_probe(data, encoder, settings, name="encoder"):
                 "input_size": [data.size] * 3, f"{subset}_subjects": scored_ids}
     scores = evaluate_model(model, metadata, data, subjects=subset)
     return {"name": name, "mean_dice": scores["mean_dice"], "scored_on": subset, "scored_size": int(len(scored)),
-            "train_size": int(len(train)), "epochs": settings.epochs,
+            "train_size": int(len(train)), "epochs": settings.epochs, "steps_per_epoch": settings.steps_per_epoch,
             "final_loss": float(history.history["loss"][-1]),
             "per_class": scores.get("per_class"), "regions": scores.get("regions"),
             "train_subjects": [_subject_id(data, i) for i in train], "scored_subjects": scored_ids}

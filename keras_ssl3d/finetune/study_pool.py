@@ -1,12 +1,15 @@
 """A study's runs trained N at a time in separate processes (``study --parallel-runs N``, the demo's 2).
 
 A study's runs are independent of each other (a run is fixed by its encoder, label subset and the study's
-split), so several processes can train them at once; the study still reads every result in its own order,
-so ``runs.csv``, the tables and the statistics are those of a sequential study. Each run writes only its own
-folder (``result.json`` last, atomically), so an interrupted parallel study resumes like a sequential one.
+split), so several processes can train them at once; the study still reads every result in its own order.
+Each run writes only its own folder (``result.json`` last, atomically), so an interrupted parallel study
+resumes like a sequential one. The processes share the machine's cores (`thread_limits`); a run's numbers
+depend on its thread count (the order of floating-point sums), so they match a one-at-a-time study's only up
+to that rounding, which early stopping can amplify.
 
 Why: a small run (the demo's 24^3 U-Net) keeps ~1.3 of 2 CPU cores busy (per-step overhead, small
-convolutions), so two at once finish a study sooner. On one accelerator the processes would share its memory
+convolutions); with more cores than one run uses, N at once finish a study sooner (on 2 cores it was not
+reliably faster, so the demo trains one at a time). On one accelerator the processes would share its memory
 (TensorFlow claims all of it per process): this is for CPU machines.
 
 Each run is a fresh ``python -m keras_ssl3d.finetune.study_pool JOB.json``: a job is plain JSON (the data's
@@ -17,6 +20,7 @@ would run again in every process).
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -62,8 +66,8 @@ class RunPool:
             job.write_text(json.dumps({**self._common, "run_dir": str(run_dir),
                                        "settings": dataclasses.asdict(settings)}), encoding="utf-8")
             stderr = tempfile.TemporaryFile(mode="w+", dir=self._jobs)
-            self._running[run_dir] = (subprocess.Popen([sys.executable, "-m", __name__, str(job)], stderr=stderr),
-                                      stderr)
+            self._running[run_dir] = (subprocess.Popen([sys.executable, "-m", __name__, str(job)], stderr=stderr,
+                                                       env=thread_limits(self._processes)), stderr)
 
     def result(self, run_dir):
         """Wait for ``run_dir``'s run (starting others as processes free up) and return its result."""
@@ -112,6 +116,20 @@ class RunPool:
         if kind is not None and issubclass(kind, KeyboardInterrupt) and saved:
             raise KeyboardInterrupt(f"study interrupted; the runs in training saved a checkpoint ({', '.join(saved)}): "
                                     "run the same command again to resume") from None
+
+
+def thread_limits(processes, environ=None):
+    """The environment of a run's process: the machine's cores shared out between the processes.
+
+    Each backend otherwise starts a thread per core in every process, and N processes x all cores on 2 cores
+    spin against each other (measured: the demo's runs 2.3x slower each, two at once slower than one at a
+    time). A limit the user set is kept."""
+    environ = dict(os.environ if environ is None else environ)
+    share = str(max(1, (os.cpu_count() or 1) // int(processes)))
+    for name in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        environ.setdefault(name, share)
+    environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    return environ
 
 
 def data_spec(data):

@@ -28,7 +28,7 @@ PROBES_DIR = "probes"
 SCRATCH_TRAINED = "scratch-trained"
 REGIONS = ("whole_tumor", "tumor_core", "enhancing_tumor")
 COLUMNS = ["label", "encoder", "fraction", "repeat", "seed", "score", "score_name", *REGIONS, "train_size",
-           "test_size", "epochs", "final_loss", "wall_s", "probe_dir"]
+           "test_size", "epochs", "steps_per_epoch", "final_loss", "wall_s", "probe_dir"]
 
 
 def check_probe_task(task):
@@ -108,10 +108,11 @@ class StudyProbes:
 def _check_reused(path, record, ps, subjects):
     """A finished probe is reused only if made with these settings on these subjects."""
     result = record.get("result") or {}
-    if (record.get("settings") != dataclasses.asdict(ps)
+    made = {"steps_per_epoch": None, **(record.get("settings") or {})}  # probes made before the setting: one pass
+    if (made != dataclasses.asdict(ps)
             or (result.get("train_subjects"), result.get("scored_subjects")) != subjects):
         raise ConfigError(f"{path}: this finished probe was made with other settings or subjects than the study "
-                          "asks for (other --probe-epochs, --batch-size, --loss or split options, or a folder from "
+                          "asks for (other --probe-epochs, --steps-per-epoch, --batch-size, --loss or split options, or a folder from "
                           "an older version): use another --out, or delete that probe to retrain it")
 
 
@@ -123,7 +124,8 @@ def probe_row(label, fraction, repeat, record, folder):
             "seed": int(repeat), "score": result.get("mean_dice"), "score_name": "mean_dice",
             **{region: regions.get(region) for region in REGIONS},
             "train_size": result.get("train_size"), "test_size": result.get("scored_size"),
-            "epochs": result.get("epochs"), "final_loss": result.get("final_loss"),
+            "epochs": result.get("epochs"), "steps_per_epoch": result.get("steps_per_epoch"),
+            "final_loss": result.get("final_loss"),
             "wall_s": None if record.get("wall_s") is None else round(float(record["wall_s"]), 2),
             "probe_dir": str(folder)}
 
@@ -144,9 +146,12 @@ def probe_markdown(rows):
     labels = list(dict.fromkeys(r["label"] for r in rows))
     fractions = sorted({float(r["fraction"]) for r in rows})
     epochs = "/".join(str(e) for e in sorted({int(r["epochs"]) for r in rows if r.get("epochs") is not None}))
+    steps = sorted({int(r["steps_per_epoch"]) for r in rows if r.get("steps_per_epoch") not in (None, "")})
+    duration = f"{epochs} epochs" + (f" of about {'/'.join(str(s) for s in steps)} steps (whole passes over the "
+                                     "labelled subjects, as the runs')" if steps else "")
     lines = ["", "## Frozen-encoder probe", "",
-             f"A light head (a 1x1x1 convolution per encoder level, upsampled and summed) trained for {epochs} "
-             "epochs on each FROZEN encoder, on the same label subsets and scored (mean Dice) on the same test "
+             f"A light head (a 1x1x1 convolution per encoder level, upsampled and summed) trained for {duration} "
+             "on each FROZEN encoder, on the same label subsets and scored (mean Dice) on the same test "
              "subjects as the runs: what each encoder's features already separate, a diagnostic beside "
              f"fine-tuning. `{RANDOM}`: a randomly initialised encoder of the scratch architecture (seed = "
              f"repeat); `{SCRATCH_TRAINED}`: the encoder of that subset's scratch run. Mean ± sd over label "

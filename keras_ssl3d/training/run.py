@@ -189,6 +189,10 @@ class TrainingRun:
         start = int(state["epoch"])
         if start >= epochs:
             return _History(state["history"])
+        if not model.optimizer.built:
+            # Its slot variables would otherwise be created inside the first traced train step, which makes
+            # TensorFlow trace that step twice (measured: ~2-4 s of a 24^3 fine-tuning run of ~50 s).
+            model.optimizer.build(model.trainable_variables)
         fit_kwargs["verbose"] = progress_verbosity(fit_kwargs.get("verbose", "auto"))
         saver = _CheckpointCallback(self, model, x, state, source)
         previous_handler = _install_sigint(saver)
