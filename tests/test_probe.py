@@ -1,5 +1,6 @@
 """The frozen-encoder probe: an encoder built to detect the tumour's intensity beats a random one."""
 
+import dataclasses
 import json
 import re
 
@@ -85,6 +86,11 @@ def test_a_tumour_detector_beats_a_random_encoder(data):
     assert built["mean_dice"] > random["mean_dice"] + 0.1
     again = run_probe(data, random_like(detector_encoder(), seed=0), settings, "random")
     assert again["mean_dice"] == pytest.approx(random["mean_dice"], abs=1e-6)  # seeds fixed
+    # the same passes over the 5 labelled subjects in 4 epochs of 30 steps (12 whole passes each): same verdict
+    stepped = dataclasses.replace(settings, epochs=4, steps_per_epoch=30)
+    built = run_probe(data, detector_encoder(), stepped, "detector")
+    assert built["steps_per_epoch"] == 30 and built["epochs"] == 4
+    assert built["mean_dice"] > run_probe(data, random_like(detector_encoder(), seed=0), stepped)["mean_dice"] + 0.1
 
 
 def test_no_held_out_subjects_is_refused_before_any_data():
@@ -114,6 +120,8 @@ def test_cli_one_line_per_score_and_its_own_folder(data_dir, tmp_path, capsys):
     # its own folder may be written again
     assert run_cli(cli, _probe(data_dir, out, "--encoder", "none", "--filters", "4,8")) == 0
     assert [p["name"] for p in json.loads((out / "probe.json").read_text())["probes"]] == ["random"]
+    assert run_cli(cli, _probe(data_dir, out, "--encoder", "none", "--filters", "4,8", "--steps-per-epoch", "6")) == 0
+    assert json.loads((out / "probe.json").read_text())["probes"][0]["steps_per_epoch"] == 6
 
 
 @pytest.mark.parametrize("case,message", [

@@ -46,6 +46,25 @@ def test_probe_section_equals_a_hand_computation(tmp_path):
     # enc_a has repeats 0 and 1 only: diffs 0.05, 0.0; a quarter of the resamples are (0, 0): [0, 0.05]
     assert "| 100 | enc_a | +0.025 ± 0.035 [+0.000, +0.050] not distinguishable |" in lines
     assert probe_markdown([]) == []
+    # epochs of --steps-per-epoch steps (whole passes), as the runs': said so
+    stepped = "\n".join(probe_markdown([{**r, "steps_per_epoch": 20} for r in rows]))
+    assert ("trained for 3 epochs of about 20 steps (whole passes over the labelled subjects, as the runs') on "
+            "each FROZEN encoder") in stepped
+
+
+def test_a_probe_made_before_steps_per_epoch_existed_is_reused_as_one_pass_epochs():
+    import dataclasses
+
+    from keras_ssl3d.errors import ConfigError
+    from keras_ssl3d.finetune.probe import ProbeSettings
+    from keras_ssl3d.finetune.study_probe import _check_reused
+
+    old = ProbeSettings(epochs=3)
+    record = {"settings": {k: v for k, v in dataclasses.asdict(old).items() if k != "steps_per_epoch"},
+              "result": {"train_subjects": ["a"], "scored_subjects": ["b"]}}
+    _check_reused("probe.json", record, old, (["a"], ["b"]))  # made with one pass per epoch: the same
+    with pytest.raises(ConfigError, match="--steps-per-epoch"):
+        _check_reused("probe.json", record, dataclasses.replace(old, steps_per_epoch=20), (["a"], ["b"]))
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,9 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
 @click.option("--label-fraction", default=1.0, show_default=True, type=options.LABEL_FRACTION,
               help="Fraction of the training subjects whose labels train the head (chosen by --seed).")
 @click.option("--epochs", default=20, show_default=True, type=options.EPOCHS, help="Epochs of the head.")
+@click.option("--steps-per-epoch", default=None, type=click.IntRange(min=1), metavar="STEPS",
+              help="Each epoch passes over the labelled subjects as many whole (shuffled) times as give about "
+                   "STEPS steps, as finetune's (fewer, longer epochs: less per-epoch cost). Default: one pass.")
 @click.option("--batch-size", default=2, show_default=True, type=options.BATCH_SIZE)
 @click.option("--lr", default=1e-3, show_default=True, type=options.LEARNING_RATE, help="Adam lr of the head.")
 @click.option("--seed", default=0, show_default=True, type=options.SEED,
@@ -33,8 +36,8 @@ from keras_ssl3d.cli.streaming import cache_option, workers_option
               help="With --encoder none/random: normalisation.")
 @cache_option
 @workers_option
-def probe(data_path, encoder, out, with_random, scratch_runs, label_fraction, epochs, batch_size, lr, seed,
-          split_seed, test_fraction, val_fraction, size, filters, norm, cache, workers):
+def probe(data_path, encoder, out, with_random, scratch_runs, label_fraction, epochs, steps_per_epoch, batch_size, lr,
+          seed, split_seed, test_fraction, val_fraction, size, filters, norm, cache, workers):
     """Train a light head (1x1x1 convolutions per level, upsampled and summed) on a FROZEN encoder.
 
     Scores (mean Dice on held-out subjects) say what the encoder's features already separate, beside the
@@ -53,7 +56,8 @@ def probe(data_path, encoder, out, with_random, scratch_runs, label_fraction, ep
     claim_output_dir(out, PROBE_OUTPUT, option="--out")  # before any data is read or cached
     filter_list = parse_int_list(filters, "--filters")
     settings = ProbeSettings(label_fraction=label_fraction, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                             split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
+                             split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                             steps_per_epoch=steps_per_epoch)
     settings.check()
     if detect_task(data_path) != "segmentation":
         raise click.UsageError("--data: the probe needs 3D segmentation data (volumes with label maps)")

@@ -125,7 +125,8 @@ class DemoConfig:
 
 
 def default_config():
-    """``keras-ssl3d demo``: about 10 minutes on 2 CPU cores for one task (10.6 measured, pretraining included)."""
+    """``keras-ssl3d demo``: 7-10 minutes on 2 CPU cores for one task (432 and 608 s measured on one VM an hour
+    apart, pretraining included)."""
     return DemoConfig()
 
 
