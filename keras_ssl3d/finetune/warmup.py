@@ -8,9 +8,9 @@ segmentation and 5 for 2D classification, and compares three strategies:
 - ``warmup``: frozen for ``warmup_epochs``, then trained with everything else (paper default);
 - ``full``: everything trains from the first step.
 
-What stays frozen (``freezes``): the ``encoder`` (paper), or everything ``pretrained``: the encoder and, for a
-preset that held a whole U-Net (Genesis, MAE), its decoder too, so that only the fresh output layer trains at
-first (the warm-up of restoration pretraining that Models Genesis' users ask about).
+What stays frozen: the encoder (paper), or with ``--warmup-freezes pretrained`` (``apply_strategy(...,
+pretrained_decoder=True)``) a Genesis/MAE preset's pretrained decoder too, so that only the fresh output layer
+trains at first (docs/transfer.md, factor (f), measures both; its decoder's batch norm is then fixed as well).
 
 `EncoderWarmup` switches inside one ``fit`` call on TensorFlow, JAX and PyTorch. In Keras 3 a
 change of ``trainable`` after the train function was built is not picked up by itself:
