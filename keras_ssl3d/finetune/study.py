@@ -20,19 +20,19 @@ frozen-encoder probe (``--probe-epochs``, `keras_ssl3d.finetune.study_probe`) al
 import contextlib
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 
 from keras_ssl3d.errors import ConfigError
-from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_json_atomic, write_text_atomic
+from keras_ssl3d.fileio import OutputKind, atomic_path, claim_output_dir, write_text_atomic
 from keras_ssl3d.finetune.convergence import DEFAULT_SPEED_FRACTION, at_maximum_note, speed_markdown
 from keras_ssl3d.finetune.runs_table import RUNS_FILE, write_runs_csv
 from keras_ssl3d.finetune.runs_table import run_row as _row
 from keras_ssl3d.finetune.statistics import compare_to_scratch, format_comparison
 from keras_ssl3d.finetune.study_probe import StudyProbes, probe_markdown
 from keras_ssl3d.finetune.study_reuse import check_reused, label_pool_size, study_test_subjects
+from keras_ssl3d.finetune.study_run import train_study_run
 
 SCRATCH = "none"
 # The baseline's strategy whatever --strategy says for pretrained encoders: everything trains from step one.
@@ -156,42 +156,10 @@ def run_study(data, encoders, fractions, repeats, settings, out, verbose=0, log=
     return rows
 
 
-def train_study_run(data, settings, run_dir, verbose=0, workers=1, plan=None):
-    """Train and score one run of a study, then write its ``result.json`` (in the study's process or a pool's)."""
-    from keras_ssl3d.finetune.runner import RESULT_FILE
-
-    start = time.perf_counter()
-    result, _, _, scores = finetune_and_score(data, settings, run_dir, data, subjects="test",
-                                              resume=(run_dir / "run.json").is_file(), verbose=verbose,
-                                              workers=workers, plan=plan)
-    result["evaluation"] = _strip(scores)
-    result["wall_s"] = time.perf_counter() - start
-    write_json_atomic(run_dir / RESULT_FILE, result)
-    return result
-
-
-def finetune_and_score(data, settings, run_dir, test_data, subjects="all", **run_options):
-    """One fine-tuning run on ``data`` (`run_finetune`, ``run_options`` passed on) and the scores of the
-    model it saved on ``test_data`` (``subjects="test"``: the held-out test subjects of a study's data).
-    Returns ``(result, model, metadata, scores)``; the study and the demo both train through here."""
-    from keras_ssl3d.finetune.evaluation import evaluate_model, load_finetuned
-    from keras_ssl3d.finetune.runner import run_finetune
-
-    result = run_finetune(data, settings, run_dir, **run_options)
-    model, metadata = load_finetuned(run_dir)
-    return result, model, metadata, evaluate_model(model, metadata, test_data, subjects=subjects)
-
-
 def _replace(settings, **changes):
     import dataclasses
 
     return dataclasses.replace(settings, **changes)
-
-
-def _strip(scores):
-    if scores is None:
-        return None
-    return {k: v for k, v in scores.items() if k != "per_subject"}
 
 
 def _curves(out, rows):

@@ -153,7 +153,7 @@ def _main(job_path):
     """Train one run of a parallel study (its job file written by `RunPool`)."""
     from keras_ssl3d.errors import SSL3DError
     from keras_ssl3d.finetune.runner import FinetuneSettings
-    from keras_ssl3d.finetune.study import train_study_run
+    from keras_ssl3d.finetune.study_run import train_study_run
 
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     try:
