@@ -1,4 +1,4 @@
-"""The compact cache: float32 vs float16, uint16 (fixed point) and uint8 intensities. Prints one JSON line per measurement.
+"""The compact cache: float32 vs float16, uint16 (fixed point) and uint8 intensities. One JSON line per measurement.
 
 ``--part throughput`` (BraTS-sized 4-modality subjects, 128^3 cache): preprocessing subjects/s, the cache's
 bytes, and ``VolumeBatches`` volumes/s through Keras' PyDataset adapter (1 and 2 worker threads, no transform
@@ -12,7 +12,8 @@ epoch, so the epoch reads from disk (a data set larger than memory, what a compa
 numpy's own cast (``np.copyto``) for comparison; the minimum and median over ``--repeats`` x subjects.
 
 ``--part finetune``: does a compact cache change a fine-tuning result? 24 synthetic training subjects and 8
-test subjects, each preprocessed into a float32 cache and one per ``--compact`` dtype (``--dtype``); scratch U-Nets fine-tuned by
+test subjects, each preprocessed into a float32 cache and one per ``--compact`` dtype (``--dtype``); scratch
+U-Nets fine-tuned by
 ``keras-ssl3d finetune`` on the same 5 label subsets (``--seed 0..4``, a quarter of the labels) from each cache,
 scored by ``keras-ssl3d evaluate`` on the test cache of the same dtype, then paired by subset
 (``keras_ssl3d.finetune.statistics.paired_comparison``: mean ± sd, 95 % bootstrap interval, verdict).

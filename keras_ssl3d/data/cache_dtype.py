@@ -14,6 +14,7 @@ CACHE_DTYPES = ("float32", "float16", "uint16", "uint8")
 # the share of the machine's memory a float32 cache may fill and still be read from the page cache
 PAGE_CACHE_SHARE = 0.5
 
+
 def auto_cache_dtype(n_subjects, spatial_shape, channels, memory_bytes=None):
     """``(dtype, reason)`` for a new cache: float32 while its images fit in `PAGE_CACHE_SHARE` of the machine's
     memory (then they are read from the page cache, where float32 is fastest), uint16 beyond (then they are read

@@ -143,8 +143,9 @@ def run_probe(data, encoder, settings, name="encoder"):
     model = probe_model(encoder, data.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(settings.lr), loss=get_segmentation_loss(settings.loss))
     model.optimizer.build(model.trainable_variables)  # not inside the first traced step: one trace, not two
+    epoch = epoch_indices(train, settings.steps_per_epoch, settings.batch_size)  # whole passes, as finetune's
     batches = VolumeBatches(data.samples, batch_size=settings.batch_size, shuffle=True, seed=settings.seed,
-                            with_labels=True, indices=epoch_indices(train, settings.steps_per_epoch, settings.batch_size))
+                            with_labels=True, indices=epoch)
     history = model.fit(batches, epochs=settings.epochs, verbose=0, shuffle=False)
     scored_ids = [_subject_id(data, i) for i in scored]
     metadata = {"task": "segmentation", "num_classes": data.num_classes, "class_names": data.class_names,

@@ -112,8 +112,8 @@ def _check_reused(path, record, ps, subjects):
     if (made != dataclasses.asdict(ps)
             or (result.get("train_subjects"), result.get("scored_subjects")) != subjects):
         raise ConfigError(f"{path}: this finished probe was made with other settings or subjects than the study "
-                          "asks for (other --probe-epochs, --steps-per-epoch, --batch-size, --loss or split options, or a folder from "
-                          "an older version): use another --out, or delete that probe to retrain it")
+                          "asks for (other --probe-epochs, --steps-per-epoch, --batch-size, --loss or split options, "
+                          "or a folder from an older version): use another --out, or delete that probe to retrain it")
 
 
 def probe_row(label, fraction, repeat, record, folder):
