@@ -41,12 +41,12 @@ def test_a_new_cache_is_float32_while_it_fits_in_memory_and_uint16_beyond(caches
     # the paper's corpus on a 24 GB machine: ~22k subjects at 128^3 x 2 channels
     assert cache_dtype.auto_cache_dtype(22_000, (128,) * 3, 2, memory_bytes=24e9)[0] == "uint16"
     # through preprocess (and the CLI's line): a machine with too little memory for this cache gets uint16
-    monkeypatch.setattr(cache_dtype, "physical_memory_bytes", lambda: 300_000)
+    monkeypatch.setattr(cache_dtype, "machine_memory", lambda: 300_000)
     summary = preprocess_dataset(caches["raw"], tmp_path / "small-machine", size=SIZE)
     assert summary["dtype"] == "uint16" and open_cache(tmp_path / "small-machine").dtype == "uint16"
     assert summary["dtype_reason"].startswith("0.0 GB as float32, more than half")
     # a rerun keeps the cache's own dtype, whatever the machine
-    monkeypatch.setattr(cache_dtype, "physical_memory_bytes", lambda: 10 ** 12)
+    monkeypatch.setattr(cache_dtype, "machine_memory", lambda: 10 ** 12)
     summary = preprocess_dataset(caches["raw"], tmp_path / "small-machine", size=SIZE)
     assert (summary["dtype"], summary["dtype_reason"], summary["already_done"]) == ("uint16", "this cache's own", 3)
 

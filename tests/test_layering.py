@@ -12,7 +12,7 @@ ROOT = Path(keras_ssl3d.__file__).parent
 # The package root (``keras_ssl3d/__init__``: the public names) sits just below the CLI; below it only
 # ``presets.io`` imports it, to register every serializable class before deserialising a model.
 LAYERS = [
-    {"version", "errors", "fileio", "home", "names", "native_logs"},
+    {"version", "errors", "fileio", "home", "host", "names", "native_logs"},
     {"distribute", "training"},
     {"data", "layers", "losses"},
     {"presets"},

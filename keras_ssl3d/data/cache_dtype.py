@@ -1,8 +1,8 @@
 """How the cache stores intensities, and reading them back as float32 fast (a batch slot at a time)."""
 
-import os
-
 import numpy as np
+
+from keras_ssl3d.host import machine_memory
 
 # How the cache stores intensities (all scale modes give [0, 1]): float16 and uint16 halve the disk and the page
 # cache, uint8 quarters them. uint16 is 16-bit fixed point (k / 65535): rounding <= 7.6e-6, 32x finer than
@@ -20,19 +20,13 @@ def auto_cache_dtype(n_subjects, spatial_shape, channels, memory_bytes=None):
     memory (then they are read from the page cache, where float32 is fastest), uint16 beyond (then they are read
     from disk, where half the bytes read faster)."""
     full = int(n_subjects) * int(np.prod(spatial_shape)) * int(channels) * 4
-    memory = physical_memory_bytes() if memory_bytes is None else int(memory_bytes)
-    fits = memory <= 0 or full <= PAGE_CACHE_SHARE * memory
+    memory = machine_memory() if memory_bytes is None else int(memory_bytes)
+    if not memory:
+        return "float32", f"{_gb(full)} as float32; this machine's memory is not known"
+    fits = full <= PAGE_CACHE_SHARE * memory
     where = f"{_gb(full)} as float32, {'within' if fits else 'more than'} half of this machine's {_gb(memory)} memory"
     return ("float32", f"{where}: read from memory, where float32 is fastest") if fits else (
         "uint16", f"{where}: read from disk, where half the bytes read faster")
-
-
-def physical_memory_bytes():
-    """The machine's memory (0 where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):
-        return 0
 
 
 def _gb(n):

@@ -6,9 +6,8 @@ is a lower bound (the weights, and the largest single activation tensor of one s
 never wrong: what it refuses cannot run on this machine. No Keras import.
 """
 
-import os
-
 from keras_ssl3d.errors import ConfigError
+from keras_ssl3d.host import machine_memory
 
 FLOAT_BYTES = 4
 CACHE_WARNING_BYTES = 2**30  # one channel of one subject
@@ -45,14 +44,6 @@ def encoder_parameters(filters, in_channels=1, norm="batch", blocks_per_level=1)
 def largest_activation(filters, size, batch=1):
     """Elements of the largest feature map of one step (level 1 at full size, then halved per level)."""
     return max(int(batch) * (max(1, int(size) // 2**level) ** 3) * int(width) for level, width in enumerate(filters))
-
-
-def machine_memory():
-    """Bytes of physical memory, or None where the system does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def check_encoder_fits(filters, size, batch=1, in_channels=1, option="--filters", available=None):
