@@ -11,7 +11,7 @@ another group's reuses those finished scratch runs (copied; the study checks tes
 Seeds are fixed here and were not chosen for any result. Prints one JSON line per group (the paired
 comparisons); the studies' folders hold everything (runs.csv, summary.md). ``--probe`` adds the demo's
 frozen-encoder probe to every study (a finished study's runs are reused: only the probes train), a column of
-``--report``. Studies train two runs at a time (``DemoConfig.parallel_runs``; the same results).
+``--report``. Studies train ``DemoConfig.parallel_runs`` runs at a time (1, as the demo: see `run_study`).
 """
 
 import argparse

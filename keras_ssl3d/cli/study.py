@@ -46,9 +46,10 @@ from keras_ssl3d.names import FINETUNE_STRATEGIES, NORMALIZATIONS
 @workers_option
 @distribution_options
 @click.option("--parallel-runs", default=1, show_default=True, type=click.IntRange(min=1), metavar="N",
-              help="Train N runs at once, each in its own process (CPU machines: a small run keeps ~1.3 cores "
-                   "busy, so 2 on 2 cores finish sooner; on one GPU the processes would share its memory). The "
-                   "results, tables and statistics are those of one run at a time.")
+              help="Train N runs at once, each in its own process with a share of the cores (CPU machines with "
+                   "more cores than one run keeps busy; on 2 cores it was not reliably faster, and on one GPU the "
+                   "processes would share its memory). The same runs, read in the same order; their numbers match "
+                   "one run at a time up to the thread count's floating-point rounding.")
 @click.option("--probe-epochs", default=0, show_default=True, type=click.IntRange(min=0),
               help="3D: after each label subset's runs, train a frozen-encoder probe head for this many epochs (of "
                    "--steps-per-epoch steps, as the runs') on "

@@ -1,4 +1,4 @@
-"""A study's runs trained N at a time in separate processes (``study --parallel-runs N``, the demo's 2).
+"""A study's runs trained N at a time in separate processes (``study --parallel-runs N``).
 
 A study's runs are independent of each other (a run is fixed by its encoder, label subset and the study's
 split), so several processes can train them at once; the study still reads every result in its own order.
@@ -19,6 +19,7 @@ would run again in every process).
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from keras_ssl3d.errors import ConfigError, RunError
+from keras_ssl3d.errors import ConfigError, RunError, SSL3DError
 
 
 def check_parallel_runs(parallel_runs, plan=None):
@@ -53,6 +54,7 @@ class RunPool:
         self._queued = [(Path(run_dir), settings) for run_dir, settings in jobs]
         self._running = {}  # run_dir -> (process, its stderr: a temporary file, never a pipe that could fill)
         self._jobs = None  # a temporary folder of job files (the run folders hold only what a run writes)
+        self._job_numbers = itertools.count()
 
     def __enter__(self):
         self._jobs = Path(tempfile.mkdtemp(prefix="keras-ssl3d-study-"))
@@ -62,7 +64,7 @@ class RunPool:
     def _start_more(self):
         while self._queued and len(self._running) < self._processes:
             run_dir, settings = self._queued.pop(0)
-            job = self._jobs / f"job-{len(list(self._jobs.iterdir()))}.json"
+            job = self._jobs / f"job-{next(self._job_numbers)}.json"
             job.write_text(json.dumps({**self._common, "run_dir": str(run_dir),
                                        "settings": dataclasses.asdict(settings)}), encoding="utf-8")
             stderr = tempfile.TemporaryFile(mode="w+", dir=self._jobs)
@@ -97,7 +99,7 @@ class RunPool:
         if process.returncode == INTERRUPTED:
             raise KeyboardInterrupt(lines[-1] if lines else f"{run_dir}: interrupted")
         message = lines[-1].removeprefix("Error: ") if lines else f"exit status {process.returncode}"
-        if process.returncode != USER_ERROR:  # a crash: show what the process said
+        if process.returncode != SSL3DError.exit_code:  # a crash: show what the process said
             sys.stderr.write(errors)
         raise RunError(f"{message} (a parallel run)", path=run_dir)
 
@@ -145,13 +147,11 @@ def _load_data(spec):
     return dataclasses.replace(data, path=spec["path"])  # as the study's own (run.json records it)
 
 
-USER_ERROR = 2  # the CLI's exit status for an SSL3DError
-INTERRUPTED = 130
+INTERRUPTED = 130  # the CLI's exit status after Ctrl-C
 
 
 def _main(job_path):
     """Train one run of a parallel study (its job file written by `RunPool`)."""
-    from keras_ssl3d.errors import SSL3DError
     from keras_ssl3d.finetune.runner import FinetuneSettings
     from keras_ssl3d.finetune.study_run import train_study_run
 
@@ -161,7 +161,7 @@ def _main(job_path):
         train_study_run(_load_data(job["data"]), settings, Path(job["run_dir"]), job["verbose"], job["workers"])
     except SSL3DError as e:
         print(f"Error: {e}", file=sys.stderr)
-        return USER_ERROR
+        return e.exit_code
     except KeyboardInterrupt as e:
         print(f"Interrupted: {e}", file=sys.stderr)
         return INTERRUPTED
