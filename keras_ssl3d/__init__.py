@@ -67,13 +67,14 @@ def _launched_as_cli():
 
 
 if not _launched_as_cli():
+    from keras_ssl3d.native_logs import native_logs_filtered as _native_logs_filtered
+    from keras_ssl3d.native_logs import native_logs_wanted as _native_logs_wanted
+
     # TF_CPP_MIN_LOG_LEVEL=0 asks for every line (as `keras-ssl3d --verbose` does); processes this one starts
     # (a study's parallel runs) inherit the level set above and stay quiet as well
-    if "keras" in _sys.modules or _os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("0", ""):
+    if "keras" in _sys.modules or _native_logs_wanted():
         import_all()
     else:  # lines TensorFlow prints before its log level applies (port.cc, cudart_stub.cc) are dropped too
-        from keras_ssl3d.native_logs import native_logs_filtered as _native_logs_filtered
-
         with _native_logs_filtered():
             import_all()
 

@@ -15,6 +15,11 @@ NATIVE_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^WARNING: All log messages
                         r"|^To enable the following instructions")
 
 
+def native_logs_wanted():
+    """True when the user asked TensorFlow for every log line (``TF_CPP_MIN_LOG_LEVEL=0``, or set empty)."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3").strip() in ("0", "")
+
+
 @contextlib.contextmanager
 def native_logs_filtered():
     """Capture fd 2 for the duration and re-emit every line but TensorFlow's native log lines."""

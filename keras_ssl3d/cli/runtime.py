@@ -11,11 +11,11 @@ import functools
 import os
 import sys
 
-from keras_ssl3d.native_logs import native_logs_filtered
+from keras_ssl3d.native_logs import native_logs_filtered, native_logs_wanted
 
 def quiet_wanted(verbose=False):
     """Quiet unless --verbose, or the user asked TensorFlow for its logs with TF_CPP_MIN_LOG_LEVEL=0."""
-    return not verbose and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3").strip() not in ("0", "")
+    return not verbose and not native_logs_wanted()
 
 
 def start_keras(verbose=False):
